@@ -1,0 +1,165 @@
+"""Layered, validated YAML parameters.
+
+A profile's parameters are ``params/common.yaml`` overlaid by
+``params/<profile>.yaml``. Profiles differ only in numbers, so both files are
+checked against one schema (:data:`SCHEMA`): a key the schema does not know,
+a key no file sets, or a value of the wrong type fails at load with an error
+naming the key and the file, before any work is done. papermill itself only
+warns on unknown parameters, which is why validation lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sematlas.paths import project_root
+
+PROFILES = ("ci", "quick", "cpu-full", "gpu")
+
+Number = (int, float)
+OptionalStr = (str, type(None))
+
+#: The schema: nested mappings of key -> expected type(s). A ``dict`` value whose
+#: keys are free (such as the task-category mapping) is declared as ``("mapping", T)``.
+SCHEMA: dict[str, Any] = {
+    "seed": int,
+    "data": {
+        "mirror": OptionalStr,
+        "neurosynth_version": str,
+        "vocab": str,
+    },
+    "curation": {
+        "validation_voxel_size": int,
+        "max_distance_to_mask_mm": Number,
+        "min_peaks": int,
+        "year_bins": int,
+        "peak_count_bins": int,
+        "split_fractions": list,
+        "subset_size": int,
+        "task_min_weight": Number,
+        "task_categories": ("mapping", list),
+    },
+    "render": {
+        "voxel_size": int,
+        "fwhms": list,
+        "truncate": Number,
+        "flip_probability": Number,
+        "kernel_choice": str,
+    },
+}
+
+
+class ParameterError(ValueError):
+    """A parameter file is missing, has an unknown or missing key, or a bad value."""
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ParameterError(f"parameter file not found: {path}")
+    with path.open() as handle:
+        loaded = yaml.safe_load(handle) or {}
+    if not isinstance(loaded, dict):
+        raise ParameterError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def _check_known(values: dict[str, Any], schema: dict[str, Any], source: Path, prefix: str = "") -> None:
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ParameterError(f"{source}: unknown parameter '{dotted}' (known here: {known})")
+        expected = schema[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise ParameterError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
+            _check_known(value, expected, source, prefix=f"{dotted}.")
+
+
+def _check_complete(values: dict[str, Any], schema: dict[str, Any], sources: str, prefix: str = "") -> None:
+    for key, expected in schema.items():
+        dotted = f"{prefix}{key}"
+        if key not in values:
+            raise ParameterError(f"missing parameter '{dotted}' (set it in {sources})")
+        value = values[key]
+        if isinstance(expected, dict):
+            _check_complete(value, expected, sources, prefix=f"{dotted}.")
+            continue
+        if isinstance(expected, tuple) and expected and expected[0] == "mapping":
+            if not isinstance(value, dict) or not all(isinstance(v, expected[1]) for v in value.values()):
+                raise ParameterError(f"'{dotted}' must map names to {expected[1].__name__}s ({sources})")
+            continue
+        # bool is an int in Python; a flag written where a number belongs is a mistake.
+        if isinstance(value, bool) and expected is not bool:
+            raise ParameterError(f"'{dotted}' must be {_type_name(expected)}, got {value!r} ({sources})")
+        if not isinstance(value, expected):
+            raise ParameterError(f"'{dotted}' must be {_type_name(expected)}, got {value!r} ({sources})")
+
+
+def _type_name(expected: Any) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join("null" if t is type(None) else t.__name__ for t in expected)
+    return expected.__name__
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "task_categories":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
+    """Load, layer and validate the parameters of a profile.
+
+    Parameters
+    ----------
+    profile : str
+        One of :data:`PROFILES`.
+    root : Path, optional
+        Project root; found from the working directory when omitted.
+
+    Returns
+    -------
+    dict
+        The merged parameters with ``profile`` added.
+
+    Raises
+    ------
+    ParameterError
+        Unknown profile, unknown or missing key (naming the key and the file),
+        or a value of the wrong type.
+    """
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    params_dir = (root or project_root()) / "params"
+    common_path = params_dir / "common.yaml"
+    profile_path = params_dir / f"{profile}.yaml"
+    common = _load_yaml(common_path)
+    override = _load_yaml(profile_path)
+    _check_known(common, SCHEMA, common_path)
+    _check_known(override, SCHEMA, profile_path)
+    merged = _merge(common, override)
+    _check_complete(merged, SCHEMA, f"{common_path.name} or {profile_path.name}")
+    _check_values(merged, f"{common_path.name} + {profile_path.name}")
+    merged["profile"] = profile
+    return merged
+
+
+def _check_values(params: dict[str, Any], sources: str) -> None:
+    fractions = params["curation"]["split_fractions"]
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
+        raise ParameterError(f"'curation.split_fractions' must be three positive numbers summing to 1, got {fractions} ({sources})")
+    if params["render"]["voxel_size"] not in (2, 4):
+        raise ParameterError(f"'render.voxel_size' must be 2 or 4, got {params['render']['voxel_size']} ({sources})")
+    if params["render"]["kernel_choice"] not in ("all", "random"):
+        raise ParameterError(f"'render.kernel_choice' must be 'all' or 'random' ({sources})")
+    if not 0.0 <= params["render"]["flip_probability"] <= 1.0:
+        raise ParameterError(f"'render.flip_probability' must be in [0, 1] ({sources})")

@@ -1,0 +1,50 @@
+"""Shared fixtures: NiMARE's real 20-study Neurosynth v7 sample, the v7 mirror, tiny projects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def nimare_sample() -> dict[str, Path]:
+    """NiMARE's shipped 20-study Neurosynth v7 sample (coordinates + metadata)."""
+    from nimare.tests.utils import get_test_data_path
+
+    folder = Path(get_test_data_path())
+    return {
+        "coordinates": folder / "data-neurosynth_version-7_coordinates.tsv.gz",
+        "metadata": folder / "data-neurosynth_version-7_metadata.tsv.gz",
+    }
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The checksummed Neurosynth v7 mirror (``SEMATLAS_DATA_MIRROR`` or ``../shared``); skip without it."""
+    path = Path(os.environ.get("SEMATLAS_DATA_MIRROR", ROOT.parent / "shared" / "data" / "neurosynth"))
+    if not (path / "data-neurosynth_version-7_coordinates.tsv.gz").is_file():
+        pytest.skip(f"no Neurosynth v7 mirror at {path}")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A scratch project root with the real parameter files."""
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    (tmp_path / "lib" / "sematlas").mkdir(parents=True)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def sample_params() -> dict:
+    from sematlas.params import load_params
+
+    params = load_params("ci", ROOT)
+    params["curation"]["subset_size"] = 10
+    params["curation"]["min_peaks"] = 1
+    return params
