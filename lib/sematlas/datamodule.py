@@ -52,11 +52,10 @@ class PeakTable:
     @classmethod
     def build(cls, studies: pd.DataFrame, peaks: pd.DataFrame, grid: Grid) -> "PeakTable":
         studies = studies.reset_index(drop=True)
-        order = pd.Categorical(peaks["id"], categories=studies["id"])
-        keep = order.codes >= 0
-        codes = order.codes[keep]
+        peaks = peaks.loc[peaks["id"].isin(studies["id"])]
+        codes = pd.Categorical(peaks["id"], categories=studies["id"]).codes
         sort = np.argsort(codes, kind="stable")
-        xyz = peaks.loc[keep, ["x", "y", "z"]].to_numpy(dtype=float)[sort]
+        xyz = peaks[["x", "y", "z"]].to_numpy(dtype=float)[sort]
         counts = np.bincount(codes, minlength=len(studies))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return cls(studies=studies, ijk=grid.mm_to_voxel(xyz), offsets=offsets)

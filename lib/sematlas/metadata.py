@@ -89,7 +89,7 @@ class MetadataEncoder:
         unknown = sorted(set(studies["task_category"]) - set(self.categories))
         if unknown:
             raise ValueError(f"unknown task category {unknown[0]!r}; allowed: {', '.join(self.categories)}")
-        task = studies["task_category"].map({name: i for i, name in enumerate(self.categories)}).to_numpy()
+        task = studies["task_category"].map({name: i for i, name in enumerate(self.categories)}).to_numpy(dtype=np.int64)
         space = studies["space"].where(studies["space"].isin(SPACES), "UNKNOWN")
         space_index = space.map({name: i for i, name in enumerate(SPACES)}).to_numpy()
         year = studies["year"].to_numpy(dtype=float)
@@ -111,7 +111,7 @@ class MetadataEncoder:
             "sparse": torch.as_tensor(sparse[:, None], dtype=torch.float32),
             "sparse_mask": torch.as_tensor(known[:, None]),
             "year_bin": torch.as_tensor(year_bin, dtype=torch.long),
-            "task": torch.as_tensor(task, dtype=torch.long),
+            "task": torch.tensor(task, dtype=torch.long),
         }
 
     def request(self, metadata: Mapping[str, Any], default_n_peaks: float | None = None) -> dict[str, torch.Tensor]:

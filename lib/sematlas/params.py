@@ -50,6 +50,54 @@ SCHEMA: dict[str, Any] = {
         "flip_probability": Number,
         "kernel_choice": str,
     },
+    # Architecture: the fields of sematlas.models.ModelConfig that are choices, not
+    # properties of the data (channels, grid and metadata sizes come from the data).
+    "model": {
+        "variants": list,
+        "z_dim": int,
+        "base_channels": int,
+        "dropout": Number,
+        "gradient_checkpointing": bool,
+        "growth_rate": int,
+        "dense_layers": list,
+        "dilations": list,
+        "hidden_dim": int,
+        "sbd_channels": (int, type(None)),
+    },
+    "training": {
+        "use_subset": bool,
+        "batch_size": int,
+        "max_epochs": int,
+        "lr": Number,
+        "weight_decay": Number,
+        "beta": Number,
+        "beta_schedule": str,
+        "beta_warmup_epochs": Number,
+        "beta_cycle_epochs": Number,
+        "beta_cycle_ratio": Number,
+        "beta_tc_target": Number,
+        "beta_tc_annealing_epochs": Number,
+        "imputation_weight": Number,
+        "year_weight": Number,
+        "grl_max_lambda": Number,
+        "kl_controller_threshold": Number,
+        "kl_controller_patience": int,
+        "kl_controller_factor": Number,
+        "accelerator": str,
+        "devices": int,
+        "num_nodes": int,
+        "strategy": str,
+        "precision": str,
+        "deterministic": bool,
+        "num_threads": int,
+        "wandb": bool,
+    },
+    "evaluation": {
+        "n_prior_samples": int,
+        "pca_max_train": int,
+        "traversal_dims": int,
+        "traversal_range": Number,
+    },
 }
 
 
@@ -163,3 +211,10 @@ def _check_values(params: dict[str, Any], sources: str) -> None:
         raise ParameterError(f"'render.kernel_choice' must be 'all' or 'random' ({sources})")
     if not 0.0 <= params["render"]["flip_probability"] <= 1.0:
         raise ParameterError(f"'render.flip_probability' must be in [0, 1] ({sources})")
+    from sematlas.models.config import VARIANTS
+
+    unknown = [v for v in params["model"]["variants"] if v not in VARIANTS]
+    if unknown or not params["model"]["variants"]:
+        raise ParameterError(f"'model.variants' must list some of {', '.join(VARIANTS)}, got {params['model']['variants']} ({sources})")
+    if params["training"]["beta_schedule"] not in ("constant", "linear", "cyclical"):
+        raise ParameterError(f"'training.beta_schedule' must be constant, linear or cyclical ({sources})")

@@ -1,0 +1,84 @@
+"""The DataModule: dict batches on the padded grid, metadata tensors, deterministic augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sematlas.curation import curate, write_outputs
+from sematlas.datamodule import NeurosynthDataModule, PeakTable
+from sematlas.grid import Grid
+from sematlas.render import reference_render
+
+
+@pytest.fixture(scope="module")
+def processed(nimare_sample, sample_params, tmp_path_factory):
+    """The NiMARE 20-study sample curated into a processed folder (all studies in the subset)."""
+    folder = tmp_path_factory.mktemp("processed")
+    params = {**sample_params, "profile": "ci"}
+    params["curation"] = {**params["curation"], "subset_size": 100}
+    write_outputs(curate(nimare_sample, params), folder, params, {}, {})
+    return folder
+
+
+def _module(processed, **kwargs):
+    module = NeurosynthDataModule(processed, voxel_size=4, batch_size=4, **kwargs)
+    module.setup()
+    return module
+
+
+def test_batches_follow_the_data_contract(processed):
+    module = _module(processed)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["image"].shape == (4, 2, 64, 64, 64) and batch["image"].dtype == torch.float32
+    assert len(batch["id"]) == 4 and all(isinstance(i, str) for i in batch["id"])
+    meta = batch["meta"]
+    assert meta["cond"].shape == (4, module.encoder.cond_dim)
+    assert meta["sparse"].shape == meta["sparse_mask"].shape == (4, 1) and meta["sparse_mask"].dtype == torch.bool
+    assert meta["year_bin"].dtype == torch.long and int(meta["year_bin"].max()) < module.encoder.n_year_bins
+    # task one-hot, then year and log peaks, then space one-hot
+    n_categories = len(module.encoder.categories)
+    assert torch.equal(meta["cond"][:, :n_categories].argmax(1), meta["task"])
+    assert torch.all(meta["cond"][:, -3:].sum(1) == 1)
+    # Padding stays empty and the native grid holds the maps, zero outside the brain.
+    image = batch["image"]
+    assert image[..., 46:, :, :].abs().sum() == 0 and image[..., :, 55:, :].abs().sum() == 0
+    assert image[:, :, ~module.brain_mask()].abs().sum() == 0
+    assert torch.allclose(image.amax(dim=(2, 3, 4)), torch.ones(4, 2))
+
+
+def test_evaluation_batches_equal_the_reference_renderer(processed):
+    module = _module(processed)
+    batch = next(iter(module.val_dataloader()))
+    table = module.tables["val"]
+    ijk, index = table.gather(range(len(batch["id"])))
+    reference = reference_render(ijk, index, len(batch["id"]), Grid(4), (6.0, 12.0))
+    native = batch["image"][..., :46, :55, :46].numpy()
+    assert np.abs(native - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+def test_augmentation_is_seeded(processed):
+    first = [b["image"] for b in _module(processed, seed=5, flip_probability=0.5).train_dataloader()]
+    again = [b["image"] for b in _module(processed, seed=5, flip_probability=0.5).train_dataloader()]
+    other = [b["image"] for b in _module(processed, seed=6, flip_probability=0.5).train_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_random_kernel_choice_gives_one_channel(processed):
+    module = _module(processed, kernel_choice="random")
+    assert module.n_channels == 1
+    assert next(iter(module.train_dataloader()))["image"].shape[1] == 1
+    evaluation = module.render_rows("val", [0])["image"]
+    widest = _module(processed).render_rows("val", [0])["image"][:, 1:]
+    assert torch.equal(evaluation, widest)
+
+
+def test_peak_table_gathers_each_studys_peaks(processed):
+    module = _module(processed)
+    table: PeakTable = module.tables["train"]
+    ijk, index = table.gather([2, 0])
+    counts = np.bincount(index, minlength=2)
+    assert counts[0] == table.studies["n_peaks"].iloc[2] and counts[1] == table.studies["n_peaks"].iloc[0]
+    assert module.all_images("val").shape == (len(module.tables["val"]), 2, int(Grid(4).mask().sum()))
