@@ -48,3 +48,15 @@ def sample_params() -> dict:
     params["curation"]["subset_size"] = 10
     params["curation"]["min_peaks"] = 1
     return params
+
+
+@pytest.fixture(scope="session")
+def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
+    """The NiMARE 20-study sample curated into a processed folder (every study in the subset)."""
+    from sematlas.curation import curate, write_outputs
+
+    folder = tmp_path_factory.mktemp("processed")
+    params = {**sample_params, "profile": "ci"}
+    params["curation"] = {**params["curation"], "subset_size": 100}
+    write_outputs(curate(nimare_sample, params), folder, params, {}, {})
+    return folder

@@ -6,20 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sematlas.curation import curate, write_outputs
 from sematlas.datamodule import NeurosynthDataModule, PeakTable
 from sematlas.grid import Grid
 from sematlas.render import reference_render
-
-
-@pytest.fixture(scope="module")
-def processed(nimare_sample, sample_params, tmp_path_factory):
-    """The NiMARE 20-study sample curated into a processed folder (all studies in the subset)."""
-    folder = tmp_path_factory.mktemp("processed")
-    params = {**sample_params, "profile": "ci"}
-    params["curation"] = {**params["curation"], "subset_size": 100}
-    write_outputs(curate(nimare_sample, params), folder, params, {}, {})
-    return folder
 
 
 def _module(processed, **kwargs):

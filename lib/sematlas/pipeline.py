@@ -56,6 +56,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("01", "curation"),
+    Stage("02", "train_volumetric"),
 )
 
 

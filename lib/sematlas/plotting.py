@@ -1,0 +1,85 @@
+"""Figures shared by the notebooks: maps as orthogonal slices, curves, comparisons.
+
+Every function returns a :class:`matplotlib.figure.Figure` and draws nothing
+interactively, so notebooks show it and stages save it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def central_slices(volume: np.ndarray, peak: bool = False) -> list[np.ndarray]:
+    """Sagittal, coronal and axial slices of ``(D, H, W)``, oriented for display.
+
+    Through the centre of the grid, or through the volume's maximum when ``peak``.
+    """
+    volume = np.asarray(volume)
+    centre = np.unravel_index(np.argmax(volume), volume.shape) if peak else tuple(s // 2 for s in volume.shape)
+    i, j, k = centre
+    return [np.rot90(volume[i, :, :]), np.rot90(volume[:, j, :]), np.rot90(volume[:, :, k])]
+
+
+def plot_map_rows(rows: Mapping[str, Sequence[np.ndarray]], column_titles: Sequence[str] | None = None,
+                  cmap: str = "hot", vmax: float | None = 1.0) -> Figure:
+    """A grid of maps: one row per label, three orthogonal slices per map.
+
+    Parameters
+    ----------
+    rows : mapping
+        Row label -> list of ``(D, H, W)`` volumes shown side by side.
+    column_titles : sequence of str, optional
+        One title per volume of a row.
+    """
+    n_rows = len(rows)
+    n_maps = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(n_rows, 3 * n_maps, figsize=(1.6 * 3 * n_maps, 1.9 * n_rows), squeeze=False)
+    for r, (label, volumes) in enumerate(rows.items()):
+        for m, volume in enumerate(volumes):
+            for s, image in enumerate(central_slices(volume)):
+                ax = axes[r, 3 * m + s]
+                ax.imshow(image, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else float(np.max(volume)) or 1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if s == 0 and m == 0:
+                    ax.set_ylabel(label, fontsize=8)
+                if r == 0 and s == 1 and column_titles:
+                    ax.set_title(column_titles[m], fontsize=9)
+        for m in range(len(volumes), n_maps):
+            for s in range(3):
+                axes[r, 3 * m + s].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(metrics: Mapping[str, pd.DataFrame], columns: Sequence[str] = ("val/loss", "val/recon", "val/kl")) -> Figure:
+    """Per-epoch validation curves of several runs (one panel per metric)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for name, frame in metrics.items():
+            if column in frame:
+                ax.plot(frame["epoch"], frame[column], marker="o", ms=3, label=name)
+        ax.set(title=column, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_comparison(table: pd.DataFrame, metric: str = "pearson_r_median",
+                           title: str = "held-out median Pearson r") -> Figure:
+    """Horizontal bars of one metric for every (task, method) row of a results table."""
+    ordered = table.sort_values(metric)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.2))
+    colours = ["tab:red" if m in ("pca", "ridge", "mean_map") else "tab:blue" for m in ordered["method"]]
+    ax.barh(ordered["label"], ordered[metric], color=colours)
+    for y, value in enumerate(ordered[metric]):
+        ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+    ax.set(title=f"{title} (blue: models, red: linear baselines)", xlabel=metric)
+    fig.tight_layout()
+    return fig

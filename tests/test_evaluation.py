@@ -1,0 +1,70 @@
+"""Metric definitions against plain references, and a whole evaluation of a tiny run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sematlas.evaluation import (
+    PCABaseline,
+    balanced_accuracy,
+    evaluate_run,
+    masked_pearson,
+    ssim3d,
+    unmask,
+)
+
+
+def test_pearson_matches_numpy():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 300)), rng.random((5, 300))
+    expected = [np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)]
+    assert np.allclose(masked_pearson(torch.tensor(a), torch.tensor(b)).numpy(), expected, atol=1e-6)
+    assert torch.isnan(masked_pearson(torch.ones(1, 10), torch.rand(1, 10))).all()
+
+
+def test_ssim_is_one_for_identical_maps_and_drops_with_noise():
+    mask = torch.zeros(12, 12, 12, dtype=torch.bool)
+    mask[2:10, 2:10, 2:10] = True
+    x = torch.rand(2, 12, 12, 12)
+    assert torch.allclose(ssim3d(x, x, mask), torch.ones(2), atol=1e-5)
+    noisy = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
+    assert (ssim3d(noisy, x, mask) < 0.9).all()
+
+
+def test_unmask_inverts_masking():
+    mask = torch.rand(4, 5, 6) > 0.5
+    volume = torch.rand(3, 4, 5, 6) * mask
+    assert torch.equal(unmask(volume[:, mask], mask), volume)
+
+
+def test_pca_with_full_rank_reconstructs_the_training_maps():
+    maps = np.random.default_rng(1).random((20, 50))
+    pca = PCABaseline(n_components=19).fit(maps)
+    assert np.allclose(pca.reconstruct(maps), maps, atol=1e-6)
+
+
+def test_balanced_accuracy_ignores_class_imbalance():
+    labels = np.array([0] * 90 + [1] * 10)
+    assert balanced_accuracy(labels, np.zeros(100, int)) == pytest.approx(0.5)
+
+
+def test_evaluate_run_reports_models_and_baselines(processed):
+    from sematlas.datamodule import NeurosynthDataModule
+    from sematlas.lightning import AtlasModule
+    from sematlas.models import ModelConfig
+
+    datamodule = NeurosynthDataModule(processed, batch_size=4)
+    datamodule.setup()
+    config = ModelConfig(variant="cbvae", z_dim=3, base_channels=4, growth_rate=4, hidden_dim=8,
+                         cond_dim=datamodule.encoder.cond_dim, n_year_bins=datamodule.encoder.n_year_bins)
+    model = AtlasModule(config, mask=datamodule.brain_mask()).model
+    results, per_study = evaluate_run(model, datamodule, "cbvae", {"n_prior_samples": 1, "pca_max_train": 100}, seed=0)
+    assert results["n_studies"] == len(per_study) == len(datamodule.tables["test"])
+    assert set(results["reconstruction"]) == {"model", "pca", "mean_map", "model_beats_pca_fraction"}
+    assert set(results["conditional_generation"]) == {"model", "ridge", "mean_map", "uses_metadata"}
+    assert -1 <= results["reconstruction"]["pca"]["pearson_r_median"] <= 1
+    year = results["year_debiasing"]
+    assert 0 <= year["balanced_accuracy"] <= 1 and year["chance"] == pytest.approx(1 / year["n_bins"])
+    assert results["z_dim"] == 3 and 0 <= results["active_units"] <= 3

@@ -1,0 +1,129 @@
+"""Training runs, resume, determinism, the inference API and checkpoint safety."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from sematlas.atlas import AtlasModel, CheckpointError
+from sematlas.params import load_params
+from sematlas.paths import ProfilePaths
+from sematlas.train import fingerprint, make_datamodule, train_variant
+
+
+@pytest.fixture
+def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
+    """ci parameters shrunk further, and a project whose processed folder is the NiMARE sample."""
+    params = copy.deepcopy(load_params("ci"))
+    params["model"].update(z_dim=4, base_channels=4, growth_rate=4, hidden_dim=16)
+    params["training"].update(batch_size=8, max_epochs=1)
+    params["evaluation"].update(n_prior_samples=1)
+    paths = ProfilePaths("ci", tmp_path)
+    shutil.copytree(processed, paths.processed)
+    return params, paths
+
+
+def test_a_run_writes_its_files_and_a_rerun_reuses_it(tiny):
+    params, paths = tiny
+    run = train_variant(params, "baseline", paths)
+    assert run.best_checkpoint.is_file() and run.last_checkpoint.is_file() and not run.resumed
+    for name in ("params.yaml", "splits.parquet", "versions.json", "fingerprint.json", "train.log", "timing.json"):
+        assert (run.run_dir / name).is_file(), name
+    assert "training baseline on profile ci (from scratch)" in (run.run_dir / "train.log").read_text()
+    assert list(run.metrics["epoch"]) == [0] and np.isfinite(run.metrics["val/loss"]).all()
+    assert run.timing["epochs"] == 1 and run.timing["studies_per_second"] > 0
+    again = train_variant(params, "baseline", paths)
+    assert again.resumed and again.timing["epochs"] == 1  # nothing left to train
+
+
+def test_same_seed_same_metrics(tiny, tmp_path):
+    params, paths = tiny
+    first = train_variant(params, "cbvae", paths).metrics
+    other = ProfilePaths("ci", tmp_path / "again")
+    shutil.copytree(paths.processed, other.processed)
+    second = train_variant(params, "cbvae", other).metrics
+    assert np.allclose(first.filter(like="val/").to_numpy(), second.filter(like="val/").to_numpy(), equal_nan=True)
+
+
+class _KillAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("killed")
+
+
+def test_a_killed_run_resumes_from_last_checkpoint(tiny):
+    params, paths = tiny
+    params["training"]["max_epochs"] = 2
+    with pytest.raises(RuntimeError, match="killed"):
+        train_variant(params, "tcvae_sbd", paths, extra_callbacks=[_KillAfterFirstEpoch()])
+    assert (paths.models / "tcvae_sbd" / "checkpoints" / "last.ckpt").is_file()
+    run = train_variant(params, "tcvae_sbd", paths)
+    assert run.resumed and list(run.metrics["epoch"]) == [0, 1]
+
+
+def test_changed_parameters_start_afresh(tiny):
+    params, paths = tiny
+    train_variant(params, "baseline", paths)
+    changed = copy.deepcopy(params)
+    changed["training"]["lr"] = 0.01
+    assert fingerprint(changed, "baseline") != fingerprint(params, "baseline")
+    assert not train_variant(changed, "baseline", paths).resumed
+
+
+@pytest.fixture
+def trained(tiny):
+    params, paths = tiny
+    return train_variant(params, "cbvae", paths), make_datamodule(params, paths)
+
+
+def test_inference_api(trained):
+    run, datamodule = trained
+    atlas = AtlasModel.load(run.best_checkpoint)
+    assert atlas.variant == "cbvae" and atlas.is_conditional and atlas.grid.shape == (46, 55, 46)
+    batch = datamodule.render_rows("test", [0, 1])
+    z = atlas.encode(batch["image"], batch["meta"])
+    assert z.shape == (2, 4)
+    maps = atlas.decode(z, [{"task": "emotion", "year": 2010}, {"task": "pain"}])
+    assert maps.shape == (2, 2, 46, 55, 46)
+    assert maps[:, :, ~torch.from_numpy(atlas.grid.mask())].abs().sum() == 0
+    emotion = atlas.generate({"task": "emotion", "year": 2010, "sample_size": 20})
+    memory = atlas.generate({"task": "working_memory", "year": 2010, "sample_size": 20})
+    assert not torch.equal(emotion, memory)  # the conditioning reaches the decoder
+    image = atlas.to_nifti(maps[0])
+    assert image.shape == (46, 55, 46) and np.allclose(image.affine, atlas.grid.affine)
+
+
+def test_inference_api_rejects_bad_metadata(trained):
+    atlas = AtlasModel.load(trained[0].best_checkpoint)
+    z = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match=r"unknown task category 'dreaming'; allowed: .*working_memory"):
+        atlas.decode(z, {"task": "dreaming"})
+    with pytest.raises(ValueError, match=r"year 2031 is outside .*1997-2018"):
+        atlas.decode(z, {"task": "pain", "year": 2031})
+    with pytest.raises(ValueError, match=r"unknown metadata key 'n_subjects'"):
+        atlas.decode(z, {"task": "pain", "n_subjects": 12})
+    with pytest.raises(ValueError, match="is conditional: pass metadata"):
+        atlas.decode(z)
+
+
+def test_checkpoint_loading_cannot_silently_go_wrong(trained, tmp_path):
+    checkpoint = trained[0].best_checkpoint
+    with pytest.raises(CheckpointError, match=r"trained on the \(46, 55, 46\) grid at 4 mm .* not the \(91, 109, 91\) grid at 2 mm"):
+        AtlasModel.load(checkpoint, voxel_size=2)
+    state = torch.load(checkpoint, weights_only=False)
+    removed = next(iter(state["state_dict"]))
+    state["state_dict"]["model.extra.weight"] = state["state_dict"].pop(removed)
+    tampered = tmp_path / "tampered.ckpt"
+    torch.save(state, tampered)
+    with pytest.raises(CheckpointError, match=rf"missing keys: \['{removed}'\]; unexpected keys: \['model.extra.weight'\]"):
+        AtlasModel.load(tampered)
+    del state["sematlas"]
+    torch.save(state, tampered)
+    with pytest.raises(CheckpointError, match="not written by sematlas.train"):
+        AtlasModel.load(tampered)
