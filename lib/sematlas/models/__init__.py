@@ -1,0 +1,61 @@
+"""Volumetric generative models of brain maps, built from one :class:`ModelConfig`.
+
+Variants (``ModelConfig.variant``):
+
+- ``baseline``: 3D ResNet-10-style VAE (:class:`BaselineVAE`).
+- ``cbvae``: Conditional beta-VAE, DenseNet encoder with dilation, FiLM,
+  amortised imputation, adversarial year head (:class:`ConditionalBetaVAE`).
+- ``tcvae_sbd``: beta-TCVAE network with a Spatial Broadcast Decoder (:class:`TCVAE`).
+
+Every model maps ``forward(image, meta) -> dict`` with at least ``x_hat``,
+``mu``, ``logvar`` and ``z``, and has ``encode(image, meta) -> (mu, logvar)``
+and ``decode(z, meta) -> x_hat``. In eval mode ``z = mu``, so
+reconstructions are deterministic. Objectives live in :mod:`sematlas.losses`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sematlas.models.baseline import BaselineVAE, ResNetEncoder
+from sematlas.models.cbvae import ConditionalBetaVAE, GradientReversal, grad_reverse, receptive_field_mm
+from sematlas.models.config import VARIANTS, ModelConfig
+from sematlas.models.tcvae import TCVAE, SpatialBroadcastDecoder, coordinate_grid
+
+_MODELS: dict[str, type[nn.Module]] = {
+    "baseline": BaselineVAE,
+    "cbvae": ConditionalBetaVAE,
+    "tcvae_sbd": TCVAE,
+}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """Build the network of ``config.variant``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture (see :class:`ModelConfig`).
+
+    Returns
+    -------
+    nn.Module
+        :class:`BaselineVAE`, :class:`ConditionalBetaVAE` or :class:`TCVAE`.
+    """
+    return _MODELS[config.variant](config)
+
+
+__all__ = [
+    "VARIANTS",
+    "BaselineVAE",
+    "ConditionalBetaVAE",
+    "GradientReversal",
+    "ModelConfig",
+    "ResNetEncoder",
+    "SpatialBroadcastDecoder",
+    "TCVAE",
+    "build_model",
+    "coordinate_grid",
+    "grad_reverse",
+    "receptive_field_mm",
+]

@@ -1,0 +1,138 @@
+"""Baseline: a 3D ResNet-10-style VAE.
+
+Encoder: a stride-2 stem conv, then four stages of one basic residual block
+each, every stage downsampling by 2 (``G -> G/32`` per side: 64 -> 2 at 4 mm),
+flattened into a linear head for ``(mu, logvar)``. Every stage downsamples
+because on a 2-core CPU the cost of a 3D network is dominated by its
+full- and half-resolution feature maps, not by its width. The decoder mirrors
+the encoder with transposed convolutions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sematlas.models.blocks import (
+    ConvDecoder,
+    ResidualBlock3d,
+    channels_last,
+    group_norm,
+    reparameterise,
+    run_block,
+)
+from sematlas.models.config import ModelConfig
+
+# The stem and each of the four stages halve the side: G / 2**5.
+_ENCODER_DOWNSAMPLING = 32
+
+
+class ResNetEncoder(nn.Module):
+    """3D ResNet-10-style encoder: stem + 4 one-block stages, all stride 2.
+
+    Widths are ``c, c, 2c, 4c, 8c`` with ``c = base_channels``.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Uses ``in_channels``, ``grid_size``, ``base_channels``, ``z_dim``,
+        ``dropout`` and ``gradient_checkpointing``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config.base_channels
+        self.gradient_checkpointing = config.gradient_checkpointing
+        self.stem = nn.Conv3d(config.in_channels, c, 3, stride=2, padding=1, bias=False)
+        self.stem_norm = group_norm(c)
+        widths = (c, c, 2 * c, 4 * c, 8 * c)
+        self.stages = nn.ModuleList(
+            ResidualBlock3d(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        side = config.grid_size // _ENCODER_DOWNSAMPLING
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(widths[-1] * side**3, 2 * config.z_dim)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior parameters.
+
+        Parameters
+        ----------
+        image : Tensor, shape (B, in_channels, G, G, G)
+
+        Returns
+        -------
+        mu, logvar : Tensor, shape (B, z_dim)
+        """
+        h = F.silu(self.stem_norm(self.stem(channels_last(image))))
+        for stage in self.stages:
+            h = run_block(stage, h, enabled=self.gradient_checkpointing)
+        mu, logvar = self.head(self.dropout(h.flatten(1))).chunk(2, dim=1)
+        return mu, logvar
+
+    def conv_path(self) -> list[nn.Conv3d]:
+        """Convolutions on the longest path from input to head, in order."""
+        return [self.stem] + [conv for stage in self.stages for conv in stage.conv_path()]
+
+
+def resnet_decoder(config: ModelConfig) -> ConvDecoder:
+    """Mirror of :class:`ResNetEncoder`: widths ``8c, 4c, 2c, c, c`` from side ``G/32`` up to ``G``."""
+    c = config.base_channels
+    return ConvDecoder(
+        z_dim=config.z_dim,
+        out_channels=config.in_channels,
+        start_side=config.grid_size // _ENCODER_DOWNSAMPLING,
+        widths=(8 * c, 4 * c, 2 * c, c, c),
+        dropout=config.dropout,
+        gradient_checkpointing=config.gradient_checkpointing,
+        output_init=config.output_init,
+    )
+
+
+class BaselineVAE(nn.Module):
+    """Unconditional VAE with a ResNet-10-style encoder and a mirrored decoder.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture; ``variant`` should be ``"baseline"``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ResNetEncoder(config)
+        self.decoder = resnet_decoder(config)
+        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+
+    def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G); ``meta`` is unused."""
+        return self.encoder(image)
+
+    def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
+        """Maps (B, C, G, G, G) in (0, 1) from latents (B, z_dim); ``meta`` is unused."""
+        return self.decoder(z)
+
+    def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Encode, sample (``z = mu`` in eval mode) and decode.
+
+        Parameters
+        ----------
+        image : Tensor, shape (B, C, G, G, G)
+        meta : mapping, optional
+            Ignored: the baseline is unconditional.
+
+        Returns
+        -------
+        dict
+            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim).
+        """
+        mu, logvar = self.encode(image)
+        z = reparameterise(mu, logvar, sample=self.training)
+        return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
+
+
+__all__ = ["BaselineVAE", "ResNetEncoder", "resnet_decoder"]

@@ -1,0 +1,183 @@
+"""beta-TCVAE with a Spatial Broadcast Decoder.
+
+The objective (Chen et al., NeurIPS 2018) lives in :func:`sematlas.losses.beta_tcvae_loss`;
+this module is the network. The encoder is the baseline's ResNet-10-style
+encoder. The decoder is a Spatial Broadcast Decoder (Watters et al. 2019): the
+latent vector is tiled over a coarse 8^3 grid and concatenated with fixed
+coordinate channels, so the decoder need not learn where things are from
+the latent alone, which favours disentangled, position-aware latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sematlas.models.baseline import ResNetEncoder
+from sematlas.models.blocks import (
+    ResidualBlock3d,
+    UpBlock3d,
+    channels_last,
+    init_output_bias,
+    reparameterise,
+    run_block,
+)
+from sematlas.models.config import ModelConfig
+
+# Side of the grid the latent is broadcast onto.
+SBD_SIDE = 8
+
+
+def coordinate_grid(side: int = SBD_SIDE) -> Tensor:
+    """Coordinate channels on a cube, in [-1, 1].
+
+    Parameters
+    ----------
+    side : int
+        Voxels per side.
+
+    Returns
+    -------
+    Tensor, shape (1, 3, side, side, side)
+        Channel 0 varies along depth only, 1 along height only, 2 along width
+        only (``meshgrid(..., indexing="ij")`` keeps that order).
+    """
+    axis = torch.linspace(-1.0, 1.0, side)
+    depth, height, width = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([depth, height, width])[None]
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Spatial Broadcast Decoder for volumes (Watters et al. 2019).
+
+    ``z (B, d) -> tile to (B, d, 8, 8, 8) ++ coords (B, 3, 8, 8, 8) -> 1x1x1 conv
+    to 8w channels -> n_blocks stride-1 residual 3x3x3 blocks -> stride-2
+    ConvTranspose3d stages halving the channels (three stages to 64^3, four to
+    128^3) -> 1x1x1 conv -> sigmoid``.
+
+    The residual blocks on the broadcast grid play the role of the stride-1
+    convolutions that follow the broadcast in Watters et al.: the coordinates
+    enter the 1x1x1 conv linearly, and it takes a few nonlinear layers to turn
+    them and ``z`` into localised features. On the 8^3 grid they cost little.
+    The 1x1x1 conv is followed by SiLU only, not by a normalisation: ``z`` is
+    constant over the grid, and a norm over space would subtract exactly that.
+
+    Parameters
+    ----------
+    z_dim : int
+        Latent dimensionality ``d``.
+    out_channels : int
+        Output map channels.
+    grid_size : int
+        Output side (64 or 128).
+    width : int
+        ``w``: channels of the last stage at 64^3 (the first stage has ``8w``).
+    n_blocks : int
+        Residual blocks on the broadcast grid.
+    dropout : float
+        Channel dropout after each upsampling stage.
+    gradient_checkpointing : bool
+        Checkpoint each residual block and upsampling stage.
+    output_init : float
+        Initial output value (see :func:`~sematlas.models.blocks.init_output_bias`).
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        out_channels: int,
+        grid_size: int,
+        width: int,
+        n_blocks: int = 2,
+        dropout: float = 0.0,
+        gradient_checkpointing: bool = False,
+        output_init: float = 0.05,
+    ) -> None:
+        super().__init__()
+        n_stages = (grid_size // SBD_SIDE).bit_length() - 1
+        # Halve from 8w each stage; a fourth (2 mm) stage goes below w, never below 1.
+        widths = [max(8 * width >> i, 1) for i in range(n_stages + 1)]
+        self.gradient_checkpointing = gradient_checkpointing
+        # Derived constant, rebuilt at construction: not saved in state_dict.
+        self.register_buffer("coords", coordinate_grid(), persistent=False)
+        self.inp = nn.Conv3d(z_dim + 3, widths[0], 1)
+        self.mixers = nn.ModuleList(ResidualBlock3d(widths[0], widths[0]) for _ in range(n_blocks))
+        # The stage producing the full grid uses the non-overlapping kernel (see UpBlock3d): on a CPU
+        # it is the most expensive layer of the whole model, and the coarser stages already overlap.
+        kernels = [4] * (n_stages - 1) + [2]
+        self.blocks = nn.ModuleList(
+            UpBlock3d(a, b, dropout, k) for a, b, k in zip(widths[:-1], widths[1:], kernels, strict=True)
+        )
+        self.out = nn.Conv3d(widths[-1], out_channels, 1)
+        init_output_bias(self.out, output_init)
+
+    def broadcast(self, z: Tensor) -> Tensor:
+        """Tile ``z`` (B, d) over the coarse grid and append coordinates: (B, d + 3, 8, 8, 8)."""
+        batch, dim = z.shape
+        tiled = z[:, :, None, None, None].expand(batch, dim, SBD_SIDE, SBD_SIDE, SBD_SIDE)
+        coords = self.coords.to(z.dtype).expand(batch, -1, -1, -1, -1)
+        return torch.cat([tiled, coords], dim=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Decode latents (B, d) into maps (B, out_channels, G, G, G) in (0, 1)."""
+        h = channels_last(F.silu(self.inp(self.broadcast(z))))
+        for block in [*self.mixers, *self.blocks]:
+            h = run_block(block, h, enabled=self.gradient_checkpointing)
+        # Standard (contiguous) layout out, whatever the layout inside.
+        return torch.sigmoid(self.out(h)).contiguous()
+
+
+class TCVAE(nn.Module):
+    """beta-TCVAE network: ResNet-10-style encoder + Spatial Broadcast Decoder.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture; ``variant`` should be ``"tcvae_sbd"``. The decoder width
+        is ``sbd_channels`` (``base_channels`` when ``None``).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ResNetEncoder(config)
+        self.decoder = SpatialBroadcastDecoder(
+            z_dim=config.z_dim,
+            out_channels=config.in_channels,
+            grid_size=config.grid_size,
+            width=config.sbd_channels or config.base_channels,
+            n_blocks=config.sbd_blocks,
+            dropout=config.dropout,
+            gradient_checkpointing=config.gradient_checkpointing,
+            output_init=config.output_init,
+        )
+        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+
+    def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G); ``meta`` is unused."""
+        return self.encoder(image)
+
+    def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
+        """Maps (B, C, G, G, G) in (0, 1) from latents (B, z_dim); ``meta`` is unused."""
+        return self.decoder(z)
+
+    def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Encode, sample (``z = mu`` in eval mode) and decode.
+
+        Parameters
+        ----------
+        image : Tensor, shape (B, C, G, G, G)
+        meta : mapping, optional
+            Ignored: the model is unconditional.
+
+        Returns
+        -------
+        dict
+            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim).
+        """
+        mu, logvar = self.encode(image)
+        z = reparameterise(mu, logvar, sample=self.training)
+        return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z}

@@ -1,0 +1,245 @@
+"""AtlasModule and callbacks: reproducible CPU fits, KL controller, GRL ramp, schedules, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sematlas.callbacks import GRLLambdaRamp, KLController, dann_lambda
+from sematlas.lightning import AtlasModule, balanced_accuracy, beta_at, beta_tc_at
+from sematlas.models import VARIANTS, ModelConfig
+
+COND_DIM = 5
+
+
+class TinyMaps(Dataset):
+    """Random studies in the data contract's format (64^3 grid, 2 kernels)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.image = torch.rand(n, 2, 64, 64, 64, generator=g)
+        self.cond = torch.randn(n, COND_DIM, generator=g)
+        self.sparse = torch.randn(n, 1, generator=g)
+        self.observed = torch.rand(n, 1, generator=g) < 0.3
+        self.year_bin = torch.randint(0, 10, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        meta = {
+            "cond": self.cond[i],
+            "sparse": torch.where(self.observed[i], self.sparse[i], 0.0),
+            "sparse_mask": self.observed[i],
+            "year_bin": self.year_bin[i],
+            "task": torch.tensor(0),
+        }
+        return {"image": self.image[i], "meta": meta, "id": f"study-{i}"}
+
+
+class StepLosses(pl.Callback):
+    """Records every training loss."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.losses.append(float(outputs["loss"]))
+
+
+def tiny_config(variant: str) -> ModelConfig:
+    return ModelConfig(
+        variant=variant, base_channels=4, z_dim=8, cond_dim=COND_DIM, growth_rate=4, hidden_dim=16, sbd_channels=2
+    )
+
+
+def brain_mask() -> torch.Tensor:
+    """A box standing in for the brain, on the native 46 x 55 x 46 grid."""
+    mask = torch.zeros(46, 55, 46, dtype=torch.bool)
+    mask[4:42, 5:50, 6:40] = True
+    return mask
+
+
+def fit(
+    variant: str,
+    seed: int = 0,
+    max_epochs: int = 2,
+    callbacks: list[pl.Callback] | None = None,
+    validate: bool = True,
+    **module_kwargs: Any,
+) -> tuple[AtlasModule, pl.Trainer, list[float]]:
+    """Fit a tiny module on CPU, deterministically; returns it, its trainer and the step losses."""
+    pl.seed_everything(seed, verbose=False)
+    module = AtlasModule(tiny_config(variant), brain_mask(), dataset_size=8, **module_kwargs)
+    recorder = StepLosses()
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0,
+        callbacks=[recorder, *(callbacks or [])],
+    )
+    train = DataLoader(TinyMaps(8, seed=1), batch_size=4, shuffle=True)
+    val = DataLoader(TinyMaps(4, seed=2), batch_size=4)
+    trainer.fit(module, train, val)
+    return module, trainer, recorder.losses
+
+
+# ---- schedules -------------------------------------------------------------------------------------
+
+
+def test_beta_schedules() -> None:
+    assert beta_at(3.0, "constant", 0.5) == 0.5
+    assert [beta_at(e, "linear", 2.0, warmup_epochs=4) for e in (0, 1, 4, 9)] == [0.0, 0.5, 2.0, 2.0]
+    assert beta_at(5.0, "linear", 2.0, warmup_epochs=0) == 2.0
+    # Cyclical (Fu et al. 2019): cycles of 4 epochs, ramp over the first half.
+    values = [beta_at(e, "cyclical", 1.0, cycle_epochs=4, cycle_ratio=0.5) for e in (0, 1, 2, 3, 4, 5)]
+    assert values == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
+    with pytest.raises(ValueError, match="schedule"):
+        beta_at(0.0, "cosine", 1.0)  # type: ignore[arg-type]
+
+
+def test_beta_tc_warm_up() -> None:
+    assert [beta_tc_at(e, 6.0, annealing_epochs=3) for e in (0, 1.5, 3, 10)] == [0.0, 3.0, 6.0, 6.0]
+    assert beta_tc_at(0.0, 6.0, annealing_epochs=0) == 6.0
+
+
+def test_dann_lambda_schedule() -> None:
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(1.0, max_lambda=0.5) == pytest.approx(0.5 * (2 / (1 + math.exp(-10)) - 1))
+    values = [dann_lambda(p) for p in (0.0, 0.1, 0.3, 1.0, 2.0)]
+    assert values == sorted(values) and values[-1] == values[-2]
+
+
+def test_balanced_accuracy() -> None:
+    target = torch.tensor([0, 0, 0, 0, 1, 2])
+    pred = torch.tensor([0, 0, 0, 0, 0, 2])
+    assert balanced_accuracy(pred, target) == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    assert math.isnan(balanced_accuracy(pred[:0], target[:0]))
+
+
+# ---- module ----------------------------------------------------------------------------------------
+
+
+def test_module_pads_a_native_mask_and_validates() -> None:
+    module = AtlasModule(tiny_config("baseline"), brain_mask())
+    assert module.mask.shape == (64, 64, 64) and module.mask.dtype == torch.bool
+    assert int(module.mask.sum()) == int(brain_mask().sum())
+    assert not module.mask[46:].any() and not module.mask[:, 55:].any()
+    assert bool(AtlasModule(tiny_config("baseline")).mask.all())
+    with pytest.raises(ValueError, match="dataset_size"):
+        AtlasModule(tiny_config("tcvae_sbd"))
+    with pytest.raises(ValueError, match="beta_schedule"):
+        AtlasModule(tiny_config("baseline"), beta_schedule="sawtooth")  # type: ignore[arg-type]
+
+
+def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
+    module = AtlasModule(
+        tiny_config("tcvae_sbd"),
+        dataset_size=10,
+        beta=2.0,
+        beta_schedule="linear",
+        beta_warmup_epochs=4,
+        beta_tc_target=6.0,
+        beta_tc_annealing_epochs=2,
+    )
+    assert module.loss_weights(0.0) == {"beta": 0.0, "beta_tc": 0.0}
+    assert module.loss_weights(1.0) == {"beta": 0.5, "beta_tc": 3.0}
+    assert module.loss_weights(None) == {"beta": 2.0, "beta_tc": 6.0}
+    module.beta_multiplier.fill_(4.0)
+    assert module.loss_weights(1.0)["beta"] == 2.0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fit_is_reproducible_on_cpu(variant: str) -> None:
+    callbacks = (lambda: [GRLLambdaRamp()]) if variant == "cbvae" else (lambda: [])
+    first, trainer, losses = fit(variant, seed=0, callbacks=callbacks())
+    val_first = float(trainer.callback_metrics["val/loss"])
+    second, trainer, losses_again = fit(variant, seed=0, callbacks=callbacks())
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert losses == losses_again
+    assert float(trainer.callback_metrics["val/loss"]) == val_first
+    for (name, p), q in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_logged_metrics_per_variant() -> None:
+    ramp = GRLLambdaRamp(max_lambda=0.5)
+    module, trainer, _ = fit("cbvae", max_epochs=1, callbacks=[ramp])
+    metrics = trainer.callback_metrics
+    expected = ["train/loss", "train/recon", "train/kl", "train/imputation_kl", "train/imputation_nll"]
+    expected += ["train/year_ce", "train/kl_share"]
+    expected += ["beta", "grl_lambda", "val/loss", "val/year_balanced_accuracy", "val/active_units"]
+    expected += ["val/kl_per_active_dim"]
+    for key in expected:
+        assert key in metrics, key
+    # The ramp set lambda from the last step's progress (global_step 1 of 2 before the last batch).
+    assert module.model.grl.lambda_ == pytest.approx(dann_lambda(1 / 2, 0.5))
+    assert float(metrics["grl_lambda"]) == pytest.approx(module.model.grl.lambda_)
+
+    _, trainer, _ = fit("tcvae_sbd", max_epochs=1)
+    for key in ("train/mi", "train/tc", "train/dwkl", "train/kl", "beta_tc", "val/tc"):
+        assert key in trainer.callback_metrics, key
+
+
+def test_kl_controller_raises_beta_when_kl_is_suppressed() -> None:
+    # beta = 1e-6: the weighted KL is a vanishing share of the loss, epoch after epoch.
+    controller = KLController(threshold=0.05, patience=3, factor=2.0)
+    module, trainer, _ = fit("baseline", max_epochs=3, callbacks=[controller], validate=False, beta=1e-6)
+    assert float(module.beta_multiplier) == 2.0
+    assert float(trainer.callback_metrics["kl_controller/beta_multiplier"]) == 2.0
+    assert module.loss_weights(None)["beta"] == pytest.approx(2e-6)
+    # After two suppressed epochs nothing has happened yet.
+    module, _, _ = fit("baseline", max_epochs=2, callbacks=[KLController(patience=3)], validate=False, beta=1e-6)
+    assert float(module.beta_multiplier) == 1.0
+
+
+def test_kl_controller_counts_consecutive_suppressed_epochs() -> None:
+    # The decision logic alone, driven by hand: a share above the threshold resets the count.
+    module = SimpleNamespace(beta_multiplier=torch.tensor(1.0), device=torch.device("cpu"), log=lambda *a, **k: None)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))
+    controller = KLController(threshold=0.05, patience=3, factor=2.0)
+    multipliers = []
+    for share in (0.01, 0.01, 0.2, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01):
+        controller.on_train_epoch_start(trainer, module)
+        for _ in range(2):
+            controller.on_train_batch_end(trainer, module, {"kl_share": torch.tensor(share)}, None, 0)
+        controller.on_train_epoch_end(trainer, module)
+        multipliers.append(float(module.beta_multiplier))
+    assert multipliers == [1, 1, 1, 1, 1, 2, 2, 2, 4]
+    assert controller.state_dict() == {"suppressed_epochs": 0}
+
+
+def test_callbacks_refuse_variants_they_cannot_drive() -> None:
+    with pytest.raises(ValueError, match="beta"):
+        fit("tcvae_sbd", max_epochs=1, callbacks=[KLController()], validate=False)
+    with pytest.raises(ValueError, match="gradient reversal"):
+        fit("baseline", max_epochs=1, callbacks=[GRLLambdaRamp()], validate=False)
+
+
+def test_checkpoint_rebuilds_the_module(tmp_path: Path) -> None:
+    module, trainer, _ = fit("cbvae", max_epochs=1, validate=False)
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    restored = AtlasModule.load_from_checkpoint(path)
+    assert restored.config == module.config
+    assert restored.hparams.config == module.config.to_dict()
+    torch.testing.assert_close(restored.mask, module.mask)
+    batch = next(iter(DataLoader(TinyMaps(2, seed=3), batch_size=2)))
+    module.eval()
+    restored.eval()
+    with torch.no_grad():
+        expected = module(batch["image"], batch["meta"])["x_hat"]
+        torch.testing.assert_close(restored(batch["image"], batch["meta"])["x_hat"], expected, rtol=0, atol=0)
