@@ -92,21 +92,14 @@ def resnet_decoder(config: ModelConfig) -> ConvDecoder:
     )
 
 
-class BaselineVAE(nn.Module):
-    """Unconditional VAE with a ResNet-10-style encoder and a mirrored decoder.
+class UnconditionalVAE(nn.Module):
+    """A VAE whose encoder and decoder ignore the metadata: shared by ``baseline`` and ``tcvae_sbd``.
 
-    Parameters
-    ----------
-    config : ModelConfig
-        Architecture; ``variant`` should be ``"baseline"``.
+    Subclasses set ``encoder`` (image -> ``(mu, logvar)``) and ``decoder`` (z -> map).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = ResNetEncoder(config)
-        self.decoder = resnet_decoder(config)
-        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+    encoder: nn.Module
+    decoder: nn.Module
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G); ``meta`` is unused."""
@@ -123,7 +116,7 @@ class BaselineVAE(nn.Module):
         ----------
         image : Tensor, shape (B, C, G, G, G)
         meta : mapping, optional
-            Ignored: the baseline is unconditional.
+            Ignored: the model is unconditional.
 
         Returns
         -------
@@ -135,4 +128,21 @@ class BaselineVAE(nn.Module):
         return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
 
 
-__all__ = ["BaselineVAE", "ResNetEncoder", "resnet_decoder"]
+class BaselineVAE(UnconditionalVAE):
+    """Unconditional VAE with a ResNet-10-style encoder and a mirrored decoder.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture; ``variant`` should be ``"baseline"``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ResNetEncoder(config)
+        self.decoder = resnet_decoder(config)
+        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+
+
+__all__ = ["BaselineVAE", "ResNetEncoder", "UnconditionalVAE", "resnet_decoder"]

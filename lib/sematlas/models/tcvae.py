@@ -10,19 +10,17 @@ the latent alone, which favours disentangled, position-aware latents.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sematlas.models.baseline import ResNetEncoder
+from sematlas.models.baseline import ResNetEncoder, UnconditionalVAE
 from sematlas.models.blocks import (
     ResidualBlock3d,
     UpBlock3d,
     channels_last,
     init_output_bias,
-    reparameterise,
     run_block,
 )
 from sematlas.models.config import ModelConfig
@@ -130,7 +128,7 @@ class SpatialBroadcastDecoder(nn.Module):
         return torch.sigmoid(self.out(h)).contiguous()
 
 
-class TCVAE(nn.Module):
+class TCVAE(UnconditionalVAE):
     """beta-TCVAE network: ResNet-10-style encoder + Spatial Broadcast Decoder.
 
     Parameters
@@ -155,29 +153,3 @@ class TCVAE(nn.Module):
             output_init=config.output_init,
         )
         self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
-
-    def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G); ``meta`` is unused."""
-        return self.encoder(image)
-
-    def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
-        """Maps (B, C, G, G, G) in (0, 1) from latents (B, z_dim); ``meta`` is unused."""
-        return self.decoder(z)
-
-    def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Encode, sample (``z = mu`` in eval mode) and decode.
-
-        Parameters
-        ----------
-        image : Tensor, shape (B, C, G, G, G)
-        meta : mapping, optional
-            Ignored: the model is unconditional.
-
-        Returns
-        -------
-        dict
-            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim).
-        """
-        mu, logvar = self.encode(image)
-        z = reparameterise(mu, logvar, sample=self.training)
-        return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
