@@ -153,7 +153,7 @@ rows = {"input": [v[-1, :d, :h, :w].numpy() for v in test_batch["image"]]}
 with torch.no_grad():
     for variant, atlas in atlases.items():
         x_hat = atlas.module.model(test_batch["image"], test_batch["meta"])["x_hat"]
-        rows[variant] = [atlas._native(v)[-1].numpy() for v in x_hat]
+        rows[variant] = [atlas.to_native(v)[-1].numpy() for v in x_hat]
 fig = plot_map_rows(rows, column_titles=[f"study {i}" for i in test_batch["id"]])
 fig.savefig(paths.figures / "volumetric_reconstructions.png", dpi=120)
 
@@ -171,12 +171,7 @@ for variant, atlas in atlases.items():
     mu = torch.as_tensor(pd.read_parquet(paths.results / variant / "latents.parquet").filter(like="z_").to_numpy())
     order = torch.argsort(mu.var(0), descending=True)[:n_dims]
     base = atlas.encode(test_batch["image"][:1], one)
-    rows = {}
-    for dim in order.tolist():
-        codes = base.repeat(len(steps), 1)
-        codes[:, dim] = torch.as_tensor(steps, dtype=codes.dtype)
-        maps = atlas.decode(codes, {key: value.repeat(len(steps), *[1] * (value.dim() - 1)) for key, value in one.items()})
-        rows[f"z{dim}"] = [m[-1].numpy() for m in maps]
+    rows = {f"z{dim}": [m[-1].numpy() for m in atlas.traverse(base, one, dim, steps)] for dim in order.tolist()}
     fig = plot_map_rows(rows, column_titles=[f"{s:+.1f} sd" for s in steps], vmax=None)
     fig.suptitle(f"{variant}: latent traversals", y=1.02)
     fig.savefig(paths.figures / f"volumetric_traversal_{variant}.png", dpi=120, bbox_inches="tight")

@@ -95,6 +95,11 @@ def test_inference_api(trained):
     emotion = atlas.generate({"task": "emotion", "year": 2010, "sample_size": 20})
     memory = atlas.generate({"task": "working_memory", "year": 2010, "sample_size": 20})
     assert not torch.equal(emotion, memory)  # the conditioning reaches the decoder
+    sweep = atlas.traverse(z[0], {key: value[:1] for key, value in batch["meta"].items()}, dim=1,
+                           values=[-2.0, float(z[0, 1]), 2.0])
+    assert sweep.shape == (3, 2, 46, 55, 46)
+    assert torch.allclose(sweep[1], atlas.decode(z[:1], {k: v[:1] for k, v in batch["meta"].items()})[0], atol=1e-6)
+    assert not torch.allclose(sweep[0], sweep[2])
     image = atlas.to_nifti(maps[0])
     assert image.shape == (46, 55, 46) and np.allclose(image.affine, atlas.grid.affine)
 

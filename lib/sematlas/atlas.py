@@ -127,10 +127,10 @@ class AtlasModel:
         return self.encode_metadata(metadata, n)
 
     # ------------------------------------------------------------------ inference
-    def _native(self, volume: torch.Tensor) -> torch.Tensor:
+    def to_native(self, volume: torch.Tensor) -> torch.Tensor:
+        """Crop ``(..., G, G, G)`` padded maps to the native grid ``(..., D, H, W)`` and zero them outside the brain."""
         d, h, w = self.grid.shape
-        masked = volume[..., :d, :h, :w] * torch.from_numpy(self.grid.mask()).to(volume.device)
-        return masked
+        return volume[..., :d, :h, :w] * torch.from_numpy(self.grid.mask()).to(volume.device)
 
     @torch.no_grad()
     def encode(self, maps: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -175,7 +175,31 @@ class AtlasModel:
         """
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         meta = self._meta(metadata, z.shape[0])
-        return self._native(self.module.model.decode(z, meta))
+        return self.to_native(self.module.model.decode(z, meta))
+
+    @torch.no_grad()
+    def traverse(self, z: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None, dim: int,
+                 values: Sequence[float]) -> torch.Tensor:
+        """Maps along one latent axis: ``z`` with dimension ``dim`` set to each of ``values``.
+
+        Parameters
+        ----------
+        z : Tensor, shape (z_dim,) or (1, z_dim)
+            The starting code (e.g. a study's :meth:`encode`).
+        metadata : dict or encoded tensors of one study
+        dim : int
+        values : sequence of float
+            In prior standard deviations.
+
+        Returns
+        -------
+        Tensor, shape (len(values), C, D, H, W)
+        """
+        codes = torch.as_tensor(z, dtype=torch.float32).reshape(1, -1).repeat(len(values), 1)
+        codes[:, dim] = torch.as_tensor(list(values), dtype=torch.float32)
+        meta = self._meta(metadata, 1)
+        repeated = {key: value[:1].repeat(len(values), *[1] * (value.dim() - 1)) for key, value in meta.items()}
+        return self.decode(codes, repeated)
 
     @torch.no_grad()
     def generate(self, metadata: Metadata, n_samples: int = 0, seed: int = 0) -> torch.Tensor:
