@@ -198,7 +198,8 @@ class NeurosynthDataModule(pl.LightningDataModule):
             "id": table.studies["id"].iloc[list(rows)].tolist(),
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of ``split``; shuffled and augmented only when ``shuffle`` (training)."""
         generator = torch.Generator().manual_seed(self.seed)
         collate = partial(self._collate, split=split, augment=shuffle)
         return DataLoader(_Rows(len(self.tables[split])), batch_size=self.batch_size, shuffle=shuffle,
@@ -208,13 +209,13 @@ class NeurosynthDataModule(pl.LightningDataModule):
         return self.render_rows(split, rows, augment=augment)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self.loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self.loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.loader("test", shuffle=False)
 
     def all_images(self, split: str, batch_size: int = 64) -> torch.Tensor:
         """Every study of ``split`` rendered, un-augmented, on the native grid flattened to the mask.

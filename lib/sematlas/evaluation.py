@@ -214,21 +214,21 @@ def collect_outputs(model: torch.nn.Module, datamodule: Any, split: str, n_prior
     -------
     dict
         ``target``, ``reconstruction``, ``generated`` (n, V) on the widest channel
-        inside the mask; ``mu``, ``logvar`` (n, z); ``year_pred``, ``year_bin`` (n,)
+        inside the mask; ``inputs`` (n, C, V), every channel of the input maps; ``mu``, ``logvar`` (n, z); ``year_pred``, ``year_bin`` (n,)
         when the model has a year head; ``meta`` (the split's metadata tensors); ``id``.
     """
     model.eval()
     mask = torch.from_numpy(datamodule.grid.mask())
     d, h, w = mask.shape
     generator = torch.Generator().manual_seed(seed)
-    keys = ("target", "reconstruction", "generated", "mu", "logvar", "year_pred")
+    keys = ("inputs", "reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     ids: list[str] = []
-    for batch in datamodule._loader(split, shuffle=False):
+    for batch in datamodule.loader(split):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
         native = lambda volume: _widest(volume[..., :d, :h, :w][..., mask])  # noqa: E731
-        parts["target"].append(native(image))
+        parts["inputs"].append(image[..., :d, :h, :w][..., mask])
         parts["reconstruction"].append(native(out["x_hat"]))
         # Generation from metadata alone: the average decoded map over prior samples.
         z_dim = out["mu"].shape[1]
@@ -241,6 +241,7 @@ def collect_outputs(model: torch.nn.Module, datamodule: Any, split: str, n_prior
             parts["year_pred"].append(out["year_logits"].argmax(1))
         ids += batch["id"]
     collected: dict[str, Any] = {key: torch.cat(value) for key, value in parts.items() if value}
+    collected["target"] = _widest(collected["inputs"])
     collected["meta"] = datamodule.meta[split]
     collected["id"] = ids
     return collected
@@ -282,7 +283,7 @@ def evaluate_run(model: torch.nn.Module, datamodule: Any, variant: str, evaluati
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.permutation(len(train_maps))[: int(evaluation["pca_max_train"])])
     pca = PCABaseline(z_dim, seed).fit(train_maps[rows].flatten(1).numpy())
-    test_maps = datamodule.all_images(split)
+    test_maps = out["inputs"]  # rendered once, by collect_outputs
     pca_reconstruction = torch.from_numpy(pca.reconstruct(test_maps.flatten(1).numpy())).float()
     pca_reconstruction = pca_reconstruction.view_as(test_maps)[:, -1]
     mean_map = _widest(train_maps).mean(0, keepdim=True).expand_as(target)
@@ -333,7 +334,7 @@ def latents_table(model: torch.nn.Module, datamodule: Any) -> pd.DataFrame:
     model.eval()
     frames = []
     for split in datamodule.tables:
-        for batch in datamodule._loader(split, shuffle=False):
+        for batch in datamodule.loader(split):
             mu, logvar = model.encode(batch["image"], batch["meta"])
             frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
             frame.insert(0, "split", split)
