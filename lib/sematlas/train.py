@@ -23,7 +23,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,27 @@ def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> Neurosynt
     return datamodule
 
 
-def fingerprint(params: Mapping[str, Any], variant: str) -> str:
-    """SHA-256 over what a checkpoint depends on: data, render, model and training parameters and the code."""
+def fingerprint(params: Mapping[str, Any], variant: str, sections: Sequence[str] = (),
+                sources: Sequence[str] = _MODEL_SOURCES) -> str:
+    """SHA-256 over what a checkpoint depends on: the parameters and the code.
+
+    Parameters
+    ----------
+    params : mapping
+        Validated profile parameters; ``seed``, ``curation``, ``render``, ``model``
+        and ``training`` always count, plus ``sections``.
+    variant : str
+        The model's name.
+    sections : sequence of str
+        Further top-level parameter sections (e.g. ``pointcloud``).
+    sources : sequence of str
+        Library files or folders (relative to the package) whose code counts.
+    """
     digest = hashlib.sha256()
-    relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training")}
+    relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
     digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
     package = Path(__file__).resolve().parent
-    for name in _MODEL_SOURCES:
+    for name in sources:
         for source in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]:
             digest.update(source.read_bytes())
     return digest.hexdigest()
@@ -176,10 +190,98 @@ def _epoch_metrics(run_dir: Path) -> pd.DataFrame:
     return frame.groupby("epoch")[epoch_columns].last().reset_index()
 
 
+def fit_run(module: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path,
+            params: Mapping[str, Any], *, name: str, run_fingerprint: str, payload: Mapping[str, Any],
+            callbacks: list[pl.Callback], train_size: int, strategy: str | None = None) -> TrainedRun:
+    """Fit a LightningModule in a run folder: fresh start, resume or reuse, with the run's files.
+
+    Every trained model of the compendium goes through here, so each run folder
+    has the same layout (see the module docstring) and the same resume rules.
+
+    Parameters
+    ----------
+    module, datamodule
+        What to fit and on what.
+    run_dir : Path
+        The run folder.
+    params : mapping
+        Validated profile parameters (``training`` sets the Trainer).
+    name : str
+        The run's name in logs (e.g. ``cbvae``).
+    run_fingerprint : str
+        What the checkpoints depend on (:func:`fingerprint`); a change trains afresh.
+    payload : mapping
+        Stored under ``checkpoint["sematlas"]`` for the inference loaders.
+    callbacks : list
+        Run-specific callbacks, added after the checkpointing and progress bar.
+    train_size : int
+        Training studies per epoch (for the throughput in ``timing.json``).
+    strategy : str, optional
+        Overrides ``training.strategy``.
+
+    Returns
+    -------
+    TrainedRun
+    """
+    t = params["training"]
+    checkpoints = run_dir / "checkpoints"
+    stamp = run_dir / "fingerprint.json"
+    if stamp.is_file() and read_json(stamp).get("fingerprint") != run_fingerprint:
+        print(f"[{name}] parameters or model code changed since the last run: training afresh")
+        for stale in ("checkpoints", "logs", "tensorboard", "recon", "snapshots"):
+            shutil.rmtree(run_dir / stale, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"fingerprint": run_fingerprint, "name": name, "profile": params["profile"]}, stamp)
+    _write_run_files(run_dir, params, datamodule)
+
+    all_callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor="val/loss", mode="min",
+                                     save_last=True, enable_version_counter=False),
+        AtlasPayload(payload),
+        pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
+        *callbacks,
+    ]
+    last = checkpoints / "last.ckpt"
+    resumed = last.is_file()
+    if resumed:
+        _set_aside_log(run_dir)
+    trainer = pl.Trainer(
+        max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
+        strategy=strategy or t["strategy"], precision=t["precision"], deterministic=t["deterministic"],
+        default_root_dir=str(run_dir), logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
+        callbacks=all_callbacks, log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    lightning_logger.addHandler(handler)
+    timing_file = run_dir / "timing.json"
+    timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
+    try:
+        lightning_logger.info("training %s on profile %s (%s)", name, params["profile"],
+                              "resuming from last.ckpt" if resumed else "from scratch")
+        # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
+        completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+        timing["train_seconds"] += time.perf_counter() - started
+        timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
+        lightning_logger.info("finished at epoch %d, best val/loss %s", trainer.current_epoch,
+                              trainer.checkpoint_callback.best_model_score)  # type: ignore[union-attr]
+    finally:
+        lightning_logger.removeHandler(handler)
+        handler.close()
+    timing["studies_per_second"] = (timing["epochs"] * train_size / timing["train_seconds"]
+                                    if timing["train_seconds"] > 0 and timing["epochs"] else float("nan"))
+    write_json(timing, timing_file)
+    return TrainedRun(run_dir=run_dir, best_checkpoint=checkpoints / "best.ckpt", last_checkpoint=last,
+                      metrics=_epoch_metrics(run_dir), resumed=resumed, timing=timing)
+
+
 def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
                   datamodule: NeurosynthDataModule | None = None, extra_callbacks: list[pl.Callback] | None = None,
-                  strategy: str | None = None) -> TrainedRun:
-    """Train (or resume, or reuse) one variant of a profile.
+                  strategy: str | None = None, run_name: str | None = None) -> TrainedRun:
+    """Train (or resume, or reuse) one volumetric variant of a profile.
 
     Parameters
     ----------
@@ -194,6 +296,9 @@ def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
         E.g. the recon-snapshot callback.
     strategy : str, optional
         Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
+    run_name : str, optional
+        The run folder under ``data/models/<profile>/`` (a relative path such as
+        ``ensemble/member_1``); defaults to the variant.
 
     Returns
     -------
@@ -204,74 +309,27 @@ def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
     if t["num_threads"] > 0:
         torch.set_num_threads(t["num_threads"])
     datamodule = datamodule or make_datamodule(params, paths)
-    run_dir = paths.models / variant
-    checkpoints = run_dir / "checkpoints"
-    current = fingerprint(params, variant)
-    stamp = run_dir / "fingerprint.json"
-    if stamp.is_file() and read_json(stamp).get("fingerprint") != current:
-        print(f"[{variant}] parameters or model code changed since the last run: training afresh")
-        for stale in ("checkpoints", "logs", "tensorboard", "recon"):
-            shutil.rmtree(run_dir / stale, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"fingerprint": current, "variant": variant, "profile": params["profile"]}, stamp)
-    _write_run_files(run_dir, params, datamodule)
-
-    module = build_module(params, variant, datamodule)
+    assert datamodule.encoder is not None
     payload = {"profile": params["profile"], "variant": variant, "voxel_size": datamodule.voxel_size,
                "fwhms": list(datamodule.fwhms), "kernel_choice": datamodule.kernel_choice,
-               "metadata_encoder": datamodule.encoder.to_dict()}  # type: ignore[union-attr]
-    callbacks: list[pl.Callback] = [
-        pl.callbacks.ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor="val/loss", mode="min",
-                                     save_last=True, enable_version_counter=False),
-        AtlasPayload(payload),
-        pl.callbacks.TQDMProgressBar(refresh_rate=max(1, datamodule.train_size // t["batch_size"] // 10)),
-    ]
+               "metadata_encoder": datamodule.encoder.to_dict()}
+    callbacks: list[pl.Callback] = []
     if variant != "tcvae_sbd":
         callbacks.append(KLController(threshold=t["kl_controller_threshold"], patience=t["kl_controller_patience"],
                                       factor=t["kl_controller_factor"]))
     if variant == "cbvae":
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []
-
-    last = checkpoints / "last.ckpt"
-    resumed = last.is_file()
-    if resumed:
-        _set_aside_log(run_dir)
-    trainer = pl.Trainer(
-        max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
-        strategy=strategy or t["strategy"], precision=t["precision"], deterministic=t["deterministic"],
-        default_root_dir=str(run_dir), logger=_loggers(run_dir, t["wandb"], variant, params["profile"]),
-        callbacks=callbacks, log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0,
-    )
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    lightning_logger.addHandler(handler)
-    timing_file = run_dir / "timing.json"
-    timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
-    try:
-        lightning_logger.info("training %s on profile %s (%s)", variant, params["profile"],
-                              "resuming from last.ckpt" if resumed else "from scratch")
-        # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
-        completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
-        timing["train_seconds"] += time.perf_counter() - started
-        timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
-        lightning_logger.info("finished at epoch %d, best val/loss %s", trainer.current_epoch,
-                              trainer.checkpoint_callback.best_model_score)  # type: ignore[union-attr]
-    finally:
-        lightning_logger.removeHandler(handler)
-        handler.close()
-    timing["studies_per_second"] = (timing["epochs"] * datamodule.train_size / timing["train_seconds"]
-                                    if timing["train_seconds"] > 0 and timing["epochs"] else float("nan"))
-    write_json(timing, timing_file)
-    return TrainedRun(run_dir=run_dir, best_checkpoint=checkpoints / "best.ckpt", last_checkpoint=last,
-                      metrics=_epoch_metrics(run_dir), resumed=resumed, timing=timing)
+    return fit_run(build_module(params, variant, datamodule), datamodule, paths.models / (run_name or variant), params,
+                   name=run_name or variant, run_fingerprint=fingerprint(params, variant), payload=payload,
+                   callbacks=callbacks, train_size=datamodule.train_size, strategy=strategy)
 
 
-def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: NeurosynthDataModule) -> None:
-    """Resolved params, split ids and package versions next to the weights."""
+def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) -> None:
+    """Resolved params, split ids and package versions next to the weights.
+
+    ``datamodule.tables`` maps each split to an object with a ``studies`` table.
+    """
     from sematlas.io import atomic_path
 
     with atomic_path(run_dir / "params.yaml") as tmp:
