@@ -76,6 +76,16 @@ def test_changed_parameters_start_afresh(tiny):
     assert not train_variant(changed, "baseline", paths).resumed
 
 
+def test_more_epochs_continue_the_same_run(tiny):
+    params, paths = tiny
+    first = train_variant(params, "baseline", paths)
+    longer = copy.deepcopy(params)
+    longer["training"]["max_epochs"] += 1
+    assert fingerprint(longer, "baseline") == fingerprint(params, "baseline")
+    extended = train_variant(longer, "baseline", paths)
+    assert extended.resumed and extended.metrics["epoch"].max() == first.metrics["epoch"].max() + 1
+
+
 @pytest.fixture
 def trained(tiny):
     params, paths = tiny

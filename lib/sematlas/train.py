@@ -133,11 +133,14 @@ def fingerprint(params: Mapping[str, Any], variant: str, sections: Sequence[str]
         The model's name.
     sections : sequence of str
         Further top-level parameter sections (e.g. ``pointcloud``).
+        ``training.max_epochs`` does not count: a longer run of the same model resumes.
     sources : sequence of str
         Library files or folders (relative to the package) whose code counts.
     """
     digest = hashlib.sha256()
     relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
+    # More (or fewer) epochs continue the same run: raising max_epochs resumes from last.ckpt.
+    relevant["training"] = {key: value for key, value in relevant["training"].items() if key != "max_epochs"}
     digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
     package = Path(__file__).resolve().parent
     for name in sources:
