@@ -33,11 +33,14 @@ setup() {
 }
 
 run_tests() {
-  echo "[sematlas] 1/3 library unit tests"
+  echo "[sematlas] 1/4 lint and format (ruff)"
+  "$VENV/bin/ruff" check lib tests benchmarks notebooks/[0-9]*.py
+  "$VENV/bin/ruff" format --check lib tests benchmarks notebooks/[0-9]*.py
+  echo "[sematlas] 2/4 library unit tests"
   "$PY" -m pytest tests -q
-  echo "[sematlas] 2/3 every stage on the ci profile"
+  echo "[sematlas] 3/4 every stage on the ci profile"
   "$PY" -m sematlas.pipeline run ci
-  echo "[sematlas] 3/3 nbval over the executed ci notebooks"
+  echo "[sematlas] 4/4 nbval over the executed ci notebooks"
   "$PY" -m pytest -p no:python --nbval-lax --nbval-current-env -q notebooks/executed/ci/
 }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -55,8 +56,10 @@ def main() -> None:
     rows = list(range(args.batch_size))
     batch = datamodule.render_rows("train", rows, augment=True)
     render_s = _median_seconds(lambda: datamodule.render_rows("train", rows, augment=True), 5)
-    print(f"profile {args.profile}: grid {datamodule.grid.shape} padded to {datamodule.grid.padded_shape}, "
-          f"{datamodule.n_channels} channels, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(
+        f"profile {args.profile}: grid {datamodule.grid.shape} padded to {datamodule.grid.padded_shape}, "
+        f"{datamodule.n_channels} channels, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+    )
     print(f"rendering a training batch: {args.batch_size / render_s:,.0f} studies/s\n")
 
     train_maps = datamodule.all_images("train")
@@ -70,7 +73,7 @@ def main() -> None:
         optimiser = module.configure_optimizers()
         module.train()
 
-        def step() -> None:
+        def step(module: AtlasModule = module, optimiser: torch.optim.Optimizer = optimiser) -> None:
             optimiser.zero_grad()
             out = module.model(batch["image"], batch["meta"])
             loss = module.compute_loss(out, batch["image"], batch["meta"], module.loss_weights(1.0))["loss"]
@@ -82,13 +85,17 @@ def main() -> None:
         z = torch.zeros(1, module.config.z_dim)
         one = {key: value[:1] for key, value in batch["meta"].items()}
         with torch.no_grad():
-            decode_s = _median_seconds(lambda: module.model.decode(z, one), args.repeats)
+            decode_s = _median_seconds(partial(module.model.decode, z, one), args.repeats)
         n_params = sum(p.numel() for p in module.model.parameters())
         throughput = args.batch_size / step_s
-        print(f"{variant:<11} {n_params:>9,} {throughput:>16.1f} {throughput / (args.batch_size / render_s):>9.3f} "
-              f"{decode_s * 1e3:>16.1f} {decode_s / pca_s:>7.1f}")
-    print(f"\nPCA (k = {params['model']['z_dim']}) reconstruct of one map: {pca_s * 1e3:.2f} ms; "
-          f"decode goal < 50 ms at 4 mm.  numpy {np.__version__}, torch {torch.__version__}")
+        print(
+            f"{variant:<11} {n_params:>9,} {throughput:>16.1f} {throughput / (args.batch_size / render_s):>9.3f} "
+            f"{decode_s * 1e3:>16.1f} {decode_s / pca_s:>7.1f}"
+        )
+    print(
+        f"\nPCA (k = {params['model']['z_dim']}) reconstruct of one map: {pca_s * 1e3:.2f} ms; "
+        f"decode goal < 50 ms at 4 mm.  numpy {np.__version__}, torch {torch.__version__}"
+    )
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # NiMARE's Dataset deprecation notices
     logging.getLogger("nimare").setLevel(logging.ERROR)  # "no sample sizes": ALE is given its FWHM
 
-    import numba
     import nimare
+    import numba
 
     ids, xyz, study_index = load_peaks(args.mirror)
     n_all, n = len(ids), min(args.n_studies, len(ids))
@@ -101,16 +101,20 @@ def main() -> None:
     ijk2, ijk4 = grid2.mm_to_voxel(xyz), grid4.mm_to_voxel(xyz)
     first = study_index < n
     print(f"Neurosynth v7 mirror {args.mirror}: {n_all} studies, {len(xyz)} peaks")
-    print(f"numba {numba.__version__} ({numba.get_num_threads()} threads), nimare {nimare.__version__}, "
-          f"torch {torch.__version__}; CPU cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f} "
-          "(other processes on these cores slow every figure below)")
+    print(
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads), nimare {nimare.__version__}, "
+        f"torch {torch.__version__}; CPU cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.2f} "
+        "(other processes on these cores slow every figure below)"
+    )
 
     single = PeakRenderer(grid2, fwhms=(12.0,))
     dual = PeakRenderer(grid2, fwhms=(6.0, 12.0))
     start = time.perf_counter()
     single.render(ijk2[:1], study_index[:1], 1)  # compiles the kernel, or loads it from numba's disk cache
-    print(f"first call (compile or cache load, plus mask): {time.perf_counter() - start:.2f} s; "
-          f"numba cache hits {sum(_splat.stats.cache_hits.values())}, misses {sum(_splat.stats.cache_misses.values())}")
+    print(
+        f"first call (compile or cache load, plus mask): {time.perf_counter() - start:.2f} s; "
+        f"numba cache hits {sum(_splat.stats.cache_hits.values())}, misses {sum(_splat.stats.cache_misses.values())}"
+    )
 
     rates: dict[str, float] = {}
     chunk = min(args.chunk, n)
@@ -129,7 +133,10 @@ def main() -> None:
     from nimare.meta.kernel import ALEKernel, MKDAKernel
 
     dataset = nimare_dataset(ids, xyz, study_index, n)
-    for name, kernel in (("NiMARE MKDAKernel(r=10)", MKDAKernel(r=10)), ("NiMARE ALEKernel(fwhm=12)", ALEKernel(fwhm=12))):
+    for name, kernel in (
+        ("NiMARE MKDAKernel(r=10)", MKDAKernel(r=10)),
+        ("NiMARE ALEKernel(fwhm=12)", ALEKernel(fwhm=12)),
+    ):
         start = time.perf_counter()
         maps = kernel.transform(dataset, return_type="array")
         rates[name] = n / (time.perf_counter() - start)

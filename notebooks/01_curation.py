@@ -77,8 +77,10 @@ pd.Series(checksums, name="sha256 (verified)").to_frame()
 # %%
 sample_sizes = match_sample_sizes(read_metadata(files["metadata"]))
 matched = sample_sizes["sample_size"].notna()
-print(f"{int(matched.sum())} of {len(sample_sizes)} Neurosynth studies have a sample size "
-      f"({matched.mean():.2%}); median n = {sample_sizes.loc[matched, 'sample_size'].median():g}")
+print(
+    f"{int(matched.sum())} of {len(sample_sizes)} Neurosynth studies have a sample size "
+    f"({matched.mean():.2%}); median n = {sample_sizes.loc[matched, 'sample_size'].median():g}"
+)
 
 # %% [markdown]
 # ## 3 · Deduplicate, validate, build the study table, split
@@ -86,9 +88,16 @@ print(f"{int(matched.sum())} of {len(sample_sizes)} Neurosynth studies have a sa
 # %%
 curation = curate(files, params, sample_sizes=sample_sizes)
 steps = pd.DataFrame(
-    [{"step": s["step"], "studies": s["studies"], "peaks": s["peaks"],
-      **{f"{space} studies": c["studies"] for space, c in s["by_space"].items()},
-      **{f"{space} peaks": c["peaks"] for space, c in s["by_space"].items()}} for s in curation.steps]
+    [
+        {
+            "step": s["step"],
+            "studies": s["studies"],
+            "peaks": s["peaks"],
+            **{f"{space} studies": c["studies"] for space, c in s["by_space"].items()},
+            **{f"{space} peaks": c["peaks"] for space, c in s["by_space"].items()},
+        }
+        for s in curation.steps
+    ]
 ).set_index("step")
 steps
 
@@ -123,10 +132,13 @@ fig.savefig(paths.figures / "curation_overview.png", dpi=120)
 # for the development subset (flagged duplicates always share a split):
 
 # %%
-proportions = pd.concat({
-    "all studies": studies["split"].value_counts(normalize=True),
-    "subset": studies.loc[studies["in_subset"], "subset_split"].value_counts(normalize=True),
-}, axis=1).round(3)
+proportions = pd.concat(
+    {
+        "all studies": studies["split"].value_counts(normalize=True),
+        "subset": studies.loc[studies["in_subset"], "subset_split"].value_counts(normalize=True),
+    },
+    axis=1,
+).round(3)
 proportions
 
 # %%
@@ -140,6 +152,8 @@ pd.crosstab(studies["year_bin"], studies["split"], normalize="index").round(2).T
 
 # %%
 manifest = write_outputs(curation, paths.processed, params, checksums, package_versions())
-print(f"wrote {paths.processed}: {manifest['n_studies']} studies, {manifest['n_peaks']} peaks, "
-      f"subset '{manifest['subset']}' of {curation.report['subset_size']} studies")
+print(
+    f"wrote {paths.processed}: {manifest['n_studies']} studies, {manifest['n_peaks']} peaks, "
+    f"subset '{manifest['subset']}' of {curation.report['subset_size']} studies"
+)
 sorted(p.name for p in paths.processed.iterdir())

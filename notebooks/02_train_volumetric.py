@@ -40,6 +40,7 @@ profile = "quick"
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Image, display
 
 from sematlas.atlas import AtlasModel
 from sematlas.evaluation import evaluate_run, latents_table, results_table, save_results
@@ -53,9 +54,11 @@ paths = ProfilePaths.for_profile(profile)
 paths.figures.mkdir(parents=True, exist_ok=True)
 variants = params["model"]["variants"]
 datamodule = make_datamodule(params, paths)
-print(f"profile {profile}: variants {variants}; {datamodule.train_size} training studies "
-      f"({'subset' if params['training']['use_subset'] else 'all studies'}), grid {datamodule.grid.shape} "
-      f"at {datamodule.voxel_size} mm padded to {datamodule.grid.padded_shape}, {datamodule.n_channels} channels")
+print(
+    f"profile {profile}: variants {variants}; {datamodule.train_size} training studies "
+    f"({'subset' if params['training']['use_subset'] else 'all studies'}), grid {datamodule.grid.shape} "
+    f"at {datamodule.voxel_size} mm padded to {datamodule.grid.padded_shape}, {datamodule.n_channels} channels"
+)
 
 # %% [markdown]
 # ## What the models see
@@ -66,8 +69,10 @@ print(f"profile {profile}: variants {variants}; {datamodule.train_size} training
 # %%
 examples = datamodule.render_rows("val", list(range(4)))
 d, h, w = datamodule.grid.shape
-fig = plot_map_rows({"input": [v[-1, :d, :h, :w].numpy() for v in examples["image"]]},
-                    column_titles=[f"study {i}" for i in examples["id"]])
+fig = plot_map_rows(
+    {"input": [v[-1, :d, :h, :w].numpy() for v in examples["image"]]},
+    column_titles=[f"study {i}" for i in examples["id"]],
+)
 
 # %% [markdown]
 # ## Train
@@ -85,6 +90,19 @@ fig = plot_training_curves({v: r.metrics for v, r in runs.items()})
 fig.savefig(paths.figures / "volumetric_training_curves.png", dpi=120)
 
 # %% [markdown]
+# While training, every `recon_every_n_epochs` epochs each run saved input /
+# reconstruction / |difference| slices of fixed validation studies to
+# `<run>/recon/epoch_<E>/`. The latest, first study, per variant:
+
+# %%
+for variant, run in runs.items():
+    epochs = sorted((run.run_dir / "recon").glob("epoch_*"))
+    if epochs:
+        latest = sorted(epochs[-1].glob("study_*.png"))[0]
+        print(f"{variant}: {latest.relative_to(paths.root)}")
+        display(Image(filename=str(latest)))
+
+# %% [markdown]
 # ## Evaluate on the held-out test split
 #
 # Reconstruction (input map -> model -> map) against PCA with k = z_dim fitted on the
@@ -97,10 +115,14 @@ fig.savefig(paths.figures / "volumetric_training_curves.png", dpi=120)
 atlases, results = {}, {}
 for variant, run in runs.items():
     atlases[variant] = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
-    result, per_study = evaluate_run(atlases[variant].module.model, datamodule, variant, params["evaluation"],
-                                     int(params["seed"]))
-    result["training"] = {**run.timing, "best_val_loss": float(run.metrics["val/loss"].min()),
-                          "best_val_recon": float(run.metrics["val/recon"].min())}
+    result, per_study = evaluate_run(
+        atlases[variant].module.model, datamodule, variant, params["evaluation"], int(params["seed"])
+    )
+    result["training"] = {
+        **run.timing,
+        "best_val_loss": float(run.metrics["val/loss"].min()),
+        "best_val_recon": float(run.metrics["val/recon"].min()),
+    }
     results[variant] = result
     latents = latents_table(atlases[variant].module.model, datamodule)
     save_results(result, per_study, latents, paths.results / variant)
@@ -117,15 +139,21 @@ fig.savefig(paths.figures / "volumetric_vs_linear_baselines.png", dpi=120)
 # Reported as measured, whatever the answer.
 
 # %%
-summary = pd.DataFrame({
-    v: {"model r (median)": r["reconstruction"]["model"]["pearson_r_median"],
-        "PCA r (median)": r["reconstruction"]["pca"]["pearson_r_median"],
-        "studies where model beats PCA": r["reconstruction"]["model_beats_pca_fraction"],
-        "generation r (median)": r["conditional_generation"]["model"]["pearson_r_median"],
-        "ridge r (median)": r["conditional_generation"]["ridge"]["pearson_r_median"],
-        "year head balanced accuracy": (r["year_debiasing"] or {}).get("balanced_accuracy", np.nan),
-        "active units": r["active_units"], "z_dim": r["z_dim"]}
-    for v, r in results.items()}).T
+summary = pd.DataFrame(
+    {
+        v: {
+            "model r (median)": r["reconstruction"]["model"]["pearson_r_median"],
+            "PCA r (median)": r["reconstruction"]["pca"]["pearson_r_median"],
+            "studies where model beats PCA": r["reconstruction"]["model_beats_pca_fraction"],
+            "generation r (median)": r["conditional_generation"]["model"]["pearson_r_median"],
+            "ridge r (median)": r["conditional_generation"]["ridge"]["pearson_r_median"],
+            "year head balanced accuracy": (r["year_debiasing"] or {}).get("balanced_accuracy", np.nan),
+            "active units": r["active_units"],
+            "z_dim": r["z_dim"],
+        }
+        for v, r in results.items()
+    }
+).T
 summary
 
 # %% [markdown]
@@ -135,7 +163,9 @@ summary
 
 # %%
 if {"baseline", "cbvae"} <= set(results):
-    criterion = {k: {v: results[v]["training"][k] for v in ("baseline", "cbvae")} for k in ("best_val_loss", "best_val_recon")}
+    criterion = {
+        k: {v: results[v]["training"][k] for v in ("baseline", "cbvae")} for k in ("best_val_loss", "best_val_recon")
+    }
     for key, values in criterion.items():
         verdict = "PASS" if values["cbvae"] < values["baseline"] else "FAIL"
         print(f"{key}: cbvae {values['cbvae']:.1f} vs baseline {values['baseline']:.1f} -> {verdict}")
@@ -187,8 +217,8 @@ main = "cbvae" if "cbvae" in atlases else variants[0]
 atlas = atlases[main]
 requests = [{"task": "emotion", "year": 2012}, {"task": "working_memory", "year": 2012}]
 generated = atlas.generate(requests, n_samples=params["evaluation"]["n_prior_samples"])
-difference = (generated[1, -1] - generated[0, -1]).abs()
-print(f"{main}: mean |working memory - emotion| inside the brain = {difference[torch.from_numpy(datamodule.grid.mask())].mean():.4f}")
+difference = (generated[1, -1] - generated[0, -1]).abs()[torch.from_numpy(datamodule.grid.mask())]
+print(f"{main}: mean |working memory - emotion| inside the brain = {difference.mean():.4f}")
 fig = plot_map_rows({r["task"]: [g[-1].numpy()] for r, g in zip(requests, generated)}, vmax=None)
 image = atlas.to_nifti(generated[1])
 print(image.shape, image.affine.diagonal()[:3], "mm voxels")

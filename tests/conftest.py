@@ -60,3 +60,24 @@ def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
     params["curation"] = {**params["curation"], "subset_size": 100}
     write_outputs(curate(nimare_sample, params), folder, params, {}, {})
     return folder
+
+
+@pytest.fixture
+def untrained_cbvae(processed):
+    """A tiny, untrained cbvae network and the set-up DataModule of the NiMARE sample (batches of 4)."""
+    from sematlas.datamodule import NeurosynthDataModule
+    from sematlas.lightning import AtlasModule
+    from sematlas.models import ModelConfig
+
+    datamodule = NeurosynthDataModule(processed, batch_size=4)
+    datamodule.setup()
+    config = ModelConfig(
+        variant="cbvae",
+        z_dim=3,
+        base_channels=4,
+        growth_rate=4,
+        hidden_dim=8,
+        cond_dim=datamodule.encoder.cond_dim,
+        n_year_bins=datamodule.encoder.n_year_bins,
+    )
+    return AtlasModule(config, mask=datamodule.brain_mask()).model, datamodule

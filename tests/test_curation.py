@@ -30,13 +30,21 @@ def _peaks(rows):
 
 
 def test_deduplication_on_a_constructed_case():
-    peaks = _peaks([
-        ("A", "1", 0, 0, 0), ("A", "1", 0, 0, 0), ("A", "1", 10, 10, 10),  # a repeated peak within a table
-        ("A", "2", 10, 10, 10), ("A", "2", 0, 0, 0),                        # table 2 repeats table 1 exactly
-        ("A", "3", 0, 0, 0), ("A", "3", 20, 20, 20),                        # overlaps table 1, distinct: kept
-        ("B", "7", 20, 20, 20), ("B", "7", 10, 10, 10), ("B", "8", 0, 0, 0),  # B's peak set equals A's
-        ("C", "9", 0, 0, 0),
-    ])
+    peaks = _peaks(
+        [
+            ("A", "1", 0, 0, 0),
+            ("A", "1", 0, 0, 0),
+            ("A", "1", 10, 10, 10),  # a repeated peak within a table
+            ("A", "2", 10, 10, 10),
+            ("A", "2", 0, 0, 0),  # table 2 repeats table 1 exactly
+            ("A", "3", 0, 0, 0),
+            ("A", "3", 20, 20, 20),  # overlaps table 1, distinct: kept
+            ("B", "7", 20, 20, 20),
+            ("B", "7", 10, 10, 10),
+            ("B", "8", 0, 0, 0),  # B's peak set equals A's
+            ("C", "9", 0, 0, 0),
+        ]
+    )
     kept, group, report = deduplicate(peaks)
     assert report["repeated_peaks_dropped"] == 1
     assert report["repeated_tables_dropped"] == 1
@@ -140,7 +148,9 @@ def test_truncated_gzip(nimare_sample, tmp_path):
     files = _copy_sample(nimare_sample, tmp_path)
     data = files["coordinates"].read_bytes()
     files["coordinates"].write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"coordinates\.tsv\.gz: the coordinates file cannot be read .* truncated or corrupt"):
+    with pytest.raises(
+        DataError, match=r"coordinates\.tsv\.gz: the coordinates file cannot be read .* truncated or corrupt"
+    ):
         read_neurosynth(files)
 
 

@@ -50,16 +50,8 @@ def test_balanced_accuracy_ignores_class_imbalance():
     assert balanced_accuracy(labels, np.zeros(100, int)) == pytest.approx(0.5)
 
 
-def test_evaluate_run_reports_models_and_baselines(processed):
-    from sematlas.datamodule import NeurosynthDataModule
-    from sematlas.lightning import AtlasModule
-    from sematlas.models import ModelConfig
-
-    datamodule = NeurosynthDataModule(processed, batch_size=4)
-    datamodule.setup()
-    config = ModelConfig(variant="cbvae", z_dim=3, base_channels=4, growth_rate=4, hidden_dim=8,
-                         cond_dim=datamodule.encoder.cond_dim, n_year_bins=datamodule.encoder.n_year_bins)
-    model = AtlasModule(config, mask=datamodule.brain_mask()).model
+def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):
+    model, datamodule = untrained_cbvae
     results, per_study = evaluate_run(model, datamodule, "cbvae", {"n_prior_samples": 1, "pca_max_train": 100}, seed=0)
     assert results["n_studies"] == len(per_study) == len(datamodule.tables["test"])
     assert set(results["reconstruction"]) == {"model", "pca", "mean_map", "model_beats_pca_fraction"}

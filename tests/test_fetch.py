@@ -32,7 +32,9 @@ def _corrupt_mirror(mirror: Path, tmp_path: Path, name: str) -> Path:
 def test_truncated_file_fails_naming_it_and_nothing_is_fetched_further(mirror: Path, tmp_path: Path):
     name = "data-neurosynth_version-7_metadata.tsv.gz"
     bad = _corrupt_mirror(mirror, tmp_path, name)
-    with pytest.raises(ChecksumError, match=rf"{name}: SHA-256 [0-9a-f]{{64}} != expected {NEUROSYNTH_V7_SHA256[name]}"):
+    with pytest.raises(
+        ChecksumError, match=rf"{name}: SHA-256 [0-9a-f]{{64}} != expected {NEUROSYNTH_V7_SHA256[name]}"
+    ):
         fetch_neurosynth_v7(tmp_path / "raw", bad)
     assert not (tmp_path / "processed").exists()
 

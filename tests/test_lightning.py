@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sematlas.callbacks import GRLLambdaRamp, KLController, dann_lambda
-from sematlas.lightning import AtlasModule, balanced_accuracy, beta_at, beta_tc_at
+from sematlas.lightning import AtlasModule, balanced_accuracy, beta_at, beta_tc_at, lr_at
 from sematlas.models import VARIANTS, ModelConfig
 
 COND_DIM = 5
@@ -109,6 +109,19 @@ def test_beta_schedules() -> None:
     assert values == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
     with pytest.raises(ValueError, match="schedule"):
         beta_at(0.0, "cosine", 1.0)  # type: ignore[arg-type]
+
+
+def test_cosine_restart_lr_starts_every_cycle_at_its_maximum() -> None:
+    assert lr_at(7.3, "constant", 1e-3) == 1e-3
+    starts = [lr_at(e, "cosine_restarts", 1e-3, cycle_epochs=2, min_ratio=0.1) for e in (0, 2, 4, 6)]
+    assert starts == pytest.approx([1e-3] * 4)
+    # Half-way through a cycle the rate is half-way between lr_min and lr_max; it ends near lr_min.
+    assert lr_at(3.0, "cosine_restarts", 1e-3, cycle_epochs=2, min_ratio=0.1) == pytest.approx(0.55e-3)
+    assert lr_at(3.999, "cosine_restarts", 1e-3, cycle_epochs=2, min_ratio=0.1) == pytest.approx(1e-4, rel=1e-4)
+    with pytest.raises(ValueError, match="lr schedule"):
+        lr_at(0.0, "step", 1e-3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        AtlasModule(tiny_config("cbvae"), lr_schedule="step")  # type: ignore[arg-type]
 
 
 def test_beta_tc_warm_up() -> None:

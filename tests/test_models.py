@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sematlas.losses import vae_loss
+from sematlas.losses import cbvae_loss, vae_loss
 from sematlas.models import (
     VARIANTS,
     ModelConfig,
@@ -272,3 +272,19 @@ def test_pinned_baseline_loss() -> None:
     out = model(image)
     loss = vae_loss(out["x_hat"], image, out["mu"], out["logvar"], beta=1.0, mask=mask)["loss"]
     assert float(loss.detach()) == pytest.approx(PINNED_BASELINE_LOSS, rel=1e-5)
+
+
+# Recorded from the tiny cbvae below (torch 2.13, CPU, training mode: dropout and sampling on) before
+# the aleatoric option existed: a cbvae without it must keep stage 02's initialisation and objective.
+PINNED_CBVAE_LOSS = 74823.25
+
+
+def test_pinned_cbvae_loss_without_the_aleatoric_head() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny("cbvae", dropout=0.1))
+    image, meta = batch(2, seed=0)
+    mask = torch.rand(64, 64, 64) > 0.5
+    out = model(image, meta)
+    assert "x_logvar" not in out
+    loss = cbvae_loss(out, image, meta, beta=1.0, mask=mask)["loss"]
+    assert float(loss.detach()) == pytest.approx(PINNED_CBVAE_LOSS, rel=1e-6)

@@ -47,18 +47,23 @@ def test_missing_key_names_key_and_files(project):
     common = yaml.safe_load((project / "params" / "common.yaml").read_text())
     del common["curation"]["min_peaks"]
     _write(project, "common.yaml", common)
-    with pytest.raises(ParameterError, match=r"missing parameter 'curation\.min_peaks' \(set it in common\.yaml or ci\.yaml\)"):
+    with pytest.raises(
+        ParameterError, match=r"missing parameter 'curation\.min_peaks' \(set it in common\.yaml or ci\.yaml\)"
+    ):
         load_params("ci", project)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ({"curation": {"min_peaks": "three"}}, r"'curation\.min_peaks' must be int, got 'three'"),
-    ({"curation": {"min_peaks": True}}, r"'curation\.min_peaks' must be int, got True"),
-    ({"curation": {"split_fractions": [0.5, 0.5, 0.5]}}, r"split_fractions' must be three positive numbers"),
-    ({"render": {"voxel_size": 3}}, r"'render\.voxel_size' must be 2 or 4"),
-    ({"render": {"kernel_choice": "both"}}, r"kernel_choice' must be 'all' or 'random'"),
-    ({"curation": 5}, r"ci\.yaml: 'curation' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"curation": {"min_peaks": "three"}}, r"'curation\.min_peaks' must be int, got 'three'"),
+        ({"curation": {"min_peaks": True}}, r"'curation\.min_peaks' must be int, got True"),
+        ({"curation": {"split_fractions": [0.5, 0.5, 0.5]}}, r"split_fractions' must be three positive numbers"),
+        ({"render": {"voxel_size": 3}}, r"'render\.voxel_size' must be 2 or 4"),
+        ({"render": {"kernel_choice": "both"}}, r"kernel_choice' must be 'all' or 'random'"),
+        ({"curation": 5}, r"ci\.yaml: 'curation' must be a mapping"),
+    ],
+)
 def test_bad_values(project, override, message):
     _write(project, "ci.yaml", override)
     with pytest.raises(ParameterError, match=message):

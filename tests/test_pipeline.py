@@ -12,7 +12,7 @@ from sematlas import pipeline
 from sematlas.io import atomic_path, write_json
 from sematlas.paths import ProfilePaths
 
-NOTEBOOK = '''# ---
+NOTEBOOK = """# ---
 # jupyter:
 #   kernelspec:
 #     display_name: Python 3
@@ -27,7 +27,7 @@ profile = "quick"
 from pathlib import Path
 Path("out_" + profile + ".txt").write_text(profile)
 {fail}
-'''
+"""
 
 
 @pytest.fixture
@@ -70,7 +70,9 @@ def test_runs_then_skips_fresh_stages_then_reruns_stale_ones(tiny: Path):
 
 def test_failure_names_stage_and_executed_notebook_and_leaves_no_stamp(tiny: Path):
     (tiny / "notebooks" / "02_second.py").write_text(NOTEBOOK.format(fail="raise RuntimeError('boom')"))
-    with pytest.raises(pipeline.StageFailed, match=r"stage 02_second failed on profile 'ci' \(RuntimeError: boom\)") as error:
+    with pytest.raises(
+        pipeline.StageFailed, match=r"stage 02_second failed on profile 'ci' \(RuntimeError: boom\)"
+    ) as error:
         pipeline.run("ci", root=tiny)
     executed = ProfilePaths.for_profile("ci", tiny).executed
     assert str(executed / "02_second.ipynb") in str(error.value)
@@ -97,3 +99,25 @@ def test_atomic_write_leaves_target_untouched_on_failure(tmp_path: Path):
         raise RuntimeError("killed mid-write")
     assert target.read_text().strip().endswith("}") and '"complete": true' in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_json_writes_numpy_and_torch_values(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    from sematlas.io import read_json
+
+    payload = {
+        "array": np.arange(3),
+        "scalar": np.float32(0.5),
+        "tensor": torch.tensor([[1.0, 2.0]]),
+        "zero_d": torch.tensor(3),
+        "path": tmp_path,
+    }
+    assert read_json(write_json(payload, tmp_path / "values.json")) == {
+        "array": [0, 1, 2],
+        "scalar": 0.5,
+        "tensor": [[1.0, 2.0]],
+        "zero_d": 3,
+        "path": str(tmp_path),
+    }

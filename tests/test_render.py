@@ -231,7 +231,10 @@ def test_constructor_only_stores_parameters() -> None:
         ({"flip": np.array([1, 0])}, r"flip must be a bool array of shape \(2,\)"),
         ({"channels": [2]}, r"channels must lie in \[0, 2\)"),
         ({"channels": []}, "channels must be a non-empty sequence of integers"),
-        ({"out": torch.empty(2, 1, 46, 55, 46)}, r"out must be a contiguous float32 CPU tensor of shape \(2, 2, 46, 55, 46\)"),
+        (
+            {"out": torch.empty(2, 1, 46, 55, 46)},
+            r"out must be a contiguous float32 CPU tensor of shape \(2, 2, 46, 55, 46\)",
+        ),
     ],
 )
 def test_bad_input_raises(kwargs: dict, match: str) -> None:

@@ -117,9 +117,7 @@ def test_pmid_tier_agrees_with_titles_on_neurosynth(neurosynth):
     by_title = match_sample_sizes(neurosynth)
     by_pmid = match_sample_sizes(neurosynth, id_is_pmid=True)
     assert (by_pmid["match_method"] == "pmid").sum() > 50
-    pd.testing.assert_series_equal(
-        by_title["neurostore_study_id"], by_pmid["neurostore_study_id"]
-    )
+    pd.testing.assert_series_equal(by_title["neurostore_study_id"], by_pmid["neurostore_study_id"])
 
 
 def test_titles_differing_only_by_case_and_punctuation_match(neurostore):
@@ -184,9 +182,7 @@ def test_peaks_are_in_mni_bounds_with_study_counts(neurostore):
         assert peaks[axis].between(low, high).all(), axis
     assert not peaks.duplicated(["analysis_id", "x", "y", "z"]).any()
     sizes = neurostore.set_index("neurostore_study_id")["sample_size"]
-    np.testing.assert_array_equal(
-        peaks["sample_size"].to_numpy(), peaks["neurostore_study_id"].map(sizes).to_numpy()
-    )
+    np.testing.assert_array_equal(peaks["sample_size"].to_numpy(), peaks["neurostore_study_id"].map(sizes).to_numpy())
     # Talairach peaks are converted with NiMARE's tal2mni, MNI peaks untouched.
     from nimare.utils import tal2mni
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -38,6 +39,11 @@ def test_a_run_writes_its_files_and_a_rerun_reuses_it(tiny):
     assert "training baseline on profile ci (from scratch)" in (run.run_dir / "train.log").read_text()
     assert list(run.metrics["epoch"]) == [0] and np.isfinite(run.metrics["val/loss"]).all()
     assert run.timing["epochs"] == 1 and run.timing["studies_per_second"] > 0
+    # Recon snapshots of the first validation studies after every epoch (ci: every 1, 2 studies).
+    recon = sorted((run.run_dir / "recon" / "epoch_000").glob("study_*.png"))
+    n_val = len(pd.read_parquet(run.run_dir / "splits.parquet").query("split == 'val'"))
+    assert len(recon) == min(params["training"]["num_recon_samples"], n_val) > 0
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in recon)
     again = train_variant(params, "baseline", paths)
     assert again.resumed and again.timing["epochs"] == 1  # nothing left to train
 
@@ -76,6 +82,17 @@ def test_changed_parameters_start_afresh(tiny):
     assert not train_variant(changed, "baseline", paths).resumed
 
 
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tiny):
+    params, paths = tiny
+    # lr = 0 and a constant beta: the validation loss cannot improve after the first epoch.
+    params["training"].update(lr=0.0, beta_schedule="constant", max_epochs=2)
+    run = train_variant(params, "baseline", paths)
+    assert run.metrics["val/loss"].nunique() == 1
+    last = torch.load(run.last_checkpoint, map_location="cpu", weights_only=False)
+    best = torch.load(run.best_checkpoint, map_location="cpu", weights_only=False)
+    assert (last["epoch"], best["epoch"]) == (1, 0)
+
+
 def test_more_epochs_continue_the_same_run(tiny):
     params, paths = tiny
     first = train_variant(params, "baseline", paths)
@@ -105,8 +122,9 @@ def test_inference_api(trained):
     emotion = atlas.generate({"task": "emotion", "year": 2010, "sample_size": 20})
     memory = atlas.generate({"task": "working_memory", "year": 2010, "sample_size": 20})
     assert not torch.equal(emotion, memory)  # the conditioning reaches the decoder
-    sweep = atlas.traverse(z[0], {key: value[:1] for key, value in batch["meta"].items()}, dim=1,
-                           values=[-2.0, float(z[0, 1]), 2.0])
+    sweep = atlas.traverse(
+        z[0], {key: value[:1] for key, value in batch["meta"].items()}, dim=1, values=[-2.0, float(z[0, 1]), 2.0]
+    )
     assert sweep.shape == (3, 2, 46, 55, 46)
     assert torch.allclose(sweep[1], atlas.decode(z[:1], {k: v[:1] for k, v in batch["meta"].items()})[0], atol=1e-6)
     assert not torch.allclose(sweep[0], sweep[2])
@@ -129,14 +147,18 @@ def test_inference_api_rejects_bad_metadata(trained):
 
 def test_checkpoint_loading_cannot_silently_go_wrong(trained, tmp_path):
     checkpoint = trained[0].best_checkpoint
-    with pytest.raises(CheckpointError, match=r"trained on the \(46, 55, 46\) grid at 4 mm .* not the \(91, 109, 91\) grid at 2 mm"):
+    with pytest.raises(
+        CheckpointError, match=r"trained on the \(46, 55, 46\) grid at 4 mm .* not the \(91, 109, 91\) grid at 2 mm"
+    ):
         AtlasModel.load(checkpoint, voxel_size=2)
     state = torch.load(checkpoint, weights_only=False)
     removed = next(iter(state["state_dict"]))
     state["state_dict"]["model.extra.weight"] = state["state_dict"].pop(removed)
     tampered = tmp_path / "tampered.ckpt"
     torch.save(state, tampered)
-    with pytest.raises(CheckpointError, match=rf"missing keys: \['{removed}'\]; unexpected keys: \['model.extra.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=rf"missing keys: \['{removed}'\]; unexpected keys: \['model.extra.weight'\]"
+    ):
         AtlasModel.load(tampered)
     del state["sematlas"]
     torch.save(state, tampered)

@@ -51,7 +51,7 @@ class AtlasModel:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, checkpoint: str | Path, map_location: str = "cpu", voxel_size: int | None = None) -> "AtlasModel":
+    def load(cls, checkpoint: str | Path, map_location: str = "cpu", voxel_size: int | None = None) -> AtlasModel:
         """Load a checkpoint written by :func:`sematlas.train.train_variant`.
 
         Parameters
@@ -74,15 +74,19 @@ class AtlasModel:
         payload = state["sematlas"]
         if voxel_size is not None and int(payload["voxel_size"]) != int(voxel_size):
             raise CheckpointError(
-                f"{checkpoint} was trained on the {Grid(payload['voxel_size']).shape} grid at {payload['voxel_size']} mm "
-                f"(profile '{payload['profile']}'), not the {Grid(voxel_size).shape} grid at {voxel_size} mm")
+                f"{checkpoint} was trained on the {Grid(payload['voxel_size']).shape} grid at "
+                f"{payload['voxel_size']} mm (profile '{payload['profile']}'), not the {Grid(voxel_size).shape} grid "
+                f"at {voxel_size} mm"
+            )
         hparams = dict(state["hyper_parameters"])
         module = AtlasModule(**hparams)
         result = module.load_state_dict(state["state_dict"], strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
                 f"{checkpoint}: weights do not match the '{hparams['config']['variant']}' architecture "
-                f"saved with them; missing keys: {list(result.missing_keys)}; unexpected keys: {list(result.unexpected_keys)}")
+                f"saved with them; missing keys: {list(result.missing_keys)}; "
+                f"unexpected keys: {list(result.unexpected_keys)}"
+            )
         return cls(module.to(map_location), MetadataEncoder.from_dict(payload["metadata_encoder"]), payload)
 
     # --------------------------------------------------------------- properties
@@ -104,6 +108,11 @@ class AtlasModel:
         return self.variant == "cbvae"
 
     @property
+    def is_aleatoric(self) -> bool:
+        """Whether the decoder predicts a per-voxel variance (``ModelConfig.aleatoric``)."""
+        return bool(self.module.config.aleatoric)
+
+    @property
     def device(self) -> torch.device:
         return self.module.mask.device
 
@@ -119,8 +128,10 @@ class AtlasModel:
     def _meta(self, metadata: Metadata | Mapping[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
         if metadata is None:
             if self.is_conditional:
-                raise ValueError(f"the '{self.variant}' model is conditional: pass metadata, e.g. "
-                                 f"{{'task': '{self.encoder.categories[0]}', 'year': 2012}}")
+                raise ValueError(
+                    f"the '{self.variant}' model is conditional: pass metadata, e.g. "
+                    f"{{'task': '{self.encoder.categories[0]}', 'year': 2012}}"
+                )
             metadata = {"task": self.encoder.categories[-1]}
         if isinstance(metadata, Mapping) and metadata and all(isinstance(v, torch.Tensor) for v in metadata.values()):
             return {key: value.to(self.device) for key, value in metadata.items()}
@@ -178,8 +189,37 @@ class AtlasModel:
         return self.to_native(self.module.model.decode(z, meta))
 
     @torch.no_grad()
-    def traverse(self, z: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None, dim: int,
-                 values: Sequence[float]) -> torch.Tensor:
+    def decode_distribution(
+        self, z: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps from latents with their aleatoric variance.
+
+        Parameters
+        ----------
+        z : Tensor, shape (n, z_dim)
+        metadata : dict, list of dicts or encoded tensors
+            As in :meth:`decode`.
+
+        Returns
+        -------
+        mean : Tensor, shape (n, C, D, H, W)
+            Equal to :meth:`decode`.
+        variance : Tensor, shape (n, C, D, H, W)
+            The decoder's predicted per-voxel variance; zero for a model without an
+            aleatoric head. Both on the native grid, zero outside the brain.
+        """
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        meta = self._meta(metadata, z.shape[0])
+        if not self.is_aleatoric:
+            mean = self.to_native(self.module.model.decode(z, meta))
+            return mean, torch.zeros_like(mean)
+        mean, logvar = self.module.model.decode_distribution(z, meta)
+        return self.to_native(mean), self.to_native(logvar.exp())
+
+    @torch.no_grad()
+    def traverse(
+        self, z: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None, dim: int, values: Sequence[float]
+    ) -> torch.Tensor:
         """Maps along one latent axis: ``z`` with dimension ``dim`` set to each of ``values``.
 
         Parameters

@@ -19,8 +19,8 @@ import gzip
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,8 +43,9 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", dtype={"id": str, "table_id": str}, keep_default_na=True)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: the {what} file cannot be read ({type(exc).__name__}: {exc}); "
-                        "it is truncated or corrupt") from exc
+        raise DataError(
+            f"{path}: the {what} file cannot be read ({type(exc).__name__}: {exc}); it is truncated or corrupt"
+        ) from exc
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
@@ -74,8 +75,10 @@ def read_coordinates(path: Path) -> pd.DataFrame:
         bad = values.isna()
         if bad.any():
             studies = ", ".join(frame.loc[bad, "id"].astype(str).unique()[:5])
-            raise DataError(f"{path}: {int(bad.sum())} peak(s) with a missing or non-numeric '{axis}' "
-                            f"coordinate (studies {studies})")
+            raise DataError(
+                f"{path}: {int(bad.sum())} peak(s) with a missing or non-numeric '{axis}' "
+                f"coordinate (studies {studies})"
+            )
         frame[axis] = values.astype(float)
     return frame
 
@@ -141,23 +144,30 @@ def read_neurosynth(files: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFra
     with_peaks = set(peaks["id"])
     empty = [study for study in metadata["id"] if study not in with_peaks]
     if empty:
-        raise DataError(f"{files['metadata']}: {len(empty)} study(ies) have no peaks in "
-                        f"{Path(files['coordinates']).name}: {', '.join(empty[:5])}")
+        raise DataError(
+            f"{files['metadata']}: {len(empty)} study(ies) have no peaks in "
+            f"{Path(files['coordinates']).name}: {', '.join(empty[:5])}"
+        )
     orphans = with_peaks.difference(metadata["id"])
     if orphans:
-        raise DataError(f"{files['coordinates']}: peaks of {len(orphans)} study(ies) absent from the metadata: "
-                        f"{', '.join(sorted(orphans)[:5])}")
+        raise DataError(
+            f"{files['coordinates']}: peaks of {len(orphans)} study(ies) absent from the metadata: "
+            f"{', '.join(sorted(orphans)[:5])}"
+        )
 
     annotations = None
     if "features" in files:
         annotations = {"features": str(files["features"]), "vocabulary": str(files["vocabulary"])}
-    converted = convert_neurosynth_to_dict(str(files["coordinates"]), str(files["metadata"]), annotations_files=annotations)
+    converted = convert_neurosynth_to_dict(
+        str(files["coordinates"]), str(files["metadata"]), annotations_files=annotations
+    )
     studies = metadata.set_index("id").loc[list(converted)].reset_index()
     columns = ["id", "title", "journal", "year", "space"] + (["doi"] if "doi" in studies else [])
     studies = studies.loc[:, columns]
     if annotations is not None:
-        labels = pd.DataFrame.from_dict({sid: study["contrasts"]["1"]["labels"] for sid, study in converted.items()},
-                                        orient="index")
+        labels = pd.DataFrame.from_dict(
+            {sid: study["contrasts"]["1"]["labels"] for sid, study in converted.items()}, orient="index"
+        )
         labels.columns = [f"topic_{i:02d}" for i in range(labels.shape[1])]
         studies = studies.join(labels, on="id")
     return peaks, studies.reset_index(drop=True)
@@ -167,7 +177,9 @@ def read_neurosynth(files: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFra
 def _peak_signature(peaks: pd.DataFrame, by: list[str]) -> pd.Series:
     """One string per group: its sorted unique peaks, comparable across groups."""
     ordered = peaks.drop_duplicates(by + ["x", "y", "z"]).sort_values(by + ["x", "y", "z"])
-    text = ordered["x"].map("{:g}".format) + "," + ordered["y"].map("{:g}".format) + "," + ordered["z"].map("{:g}".format)
+    text = (
+        ordered["x"].map("{:g}".format) + "," + ordered["y"].map("{:g}".format) + "," + ordered["z"].map("{:g}".format)
+    )
     return text.groupby([ordered[column] for column in by], sort=False).agg(";".join)
 
 
@@ -333,7 +345,9 @@ def _units(strata: pd.Series, groups: pd.Series | None) -> pd.DataFrame:
     return pd.DataFrame({"unit": unit.astype(str), "stratum": strata}).sort_index()
 
 
-def stratified_split(strata: pd.Series, fractions: Sequence[float], seed: int, groups: pd.Series | None = None) -> pd.Series:
+def stratified_split(
+    strata: pd.Series, fractions: Sequence[float], seed: int, groups: pd.Series | None = None
+) -> pd.Series:
     """Seeded train/val/test split, proportional within each stratum.
 
     Parameters
@@ -408,8 +422,12 @@ class Curation:
 
 
 def _step(name: str, peaks: pd.DataFrame, space: pd.Series) -> dict[str, Any]:
-    return {"step": name, "studies": int(peaks["id"].nunique()), "peaks": len(peaks),
-            "by_space": count_by_space(peaks, space)}
+    return {
+        "step": name,
+        "studies": int(peaks["id"].nunique()),
+        "peaks": len(peaks),
+        "by_space": count_by_space(peaks, space),
+    }
 
 
 def curate(files: Mapping[str, Path], params: Mapping[str, Any], sample_sizes: pd.DataFrame | None = None) -> Curation:
@@ -457,8 +475,9 @@ def curate(files: Mapping[str, Path], params: Mapping[str, Any], sample_sizes: p
     kept["n_tables"] = peaks.groupby("id")["table_id"].nunique()
     topic_columns = [column for column in kept.columns if column.startswith("topic_")]
     if topic_columns:
-        kept["task_category"] = assign_task_categories(kept[topic_columns], config["task_categories"],
-                                                       float(config["task_min_weight"]))
+        kept["task_category"] = assign_task_categories(
+            kept[topic_columns], config["task_categories"], float(config["task_min_weight"])
+        )
     else:
         kept["task_category"] = "other"
     if sample_sizes is not None:
@@ -481,8 +500,9 @@ def curate(files: Mapping[str, Path], params: Mapping[str, Any], sample_sizes: p
     subset = stratified_subset(strata, int(config["subset_size"]), seed + 1, kept["duplicate_group"])
     kept["in_subset"] = kept.index.isin(subset)
     kept["subset_split"] = pd.Series(pd.NA, index=kept.index, dtype="string")
-    kept.loc[subset, "subset_split"] = stratified_split(strata.loc[subset], fractions, seed + 2,
-                                                        kept.loc[subset, "duplicate_group"])
+    kept.loc[subset, "subset_split"] = stratified_split(
+        strata.loc[subset], fractions, seed + 2, kept.loc[subset, "duplicate_group"]
+    )
 
     report = {
         "deduplication": dedup_report,
@@ -496,9 +516,24 @@ def curate(files: Mapping[str, Path], params: Mapping[str, Any], sample_sizes: p
         "task_categories": {name: int(n) for name, n in kept["task_category"].value_counts().items()},
         "sample_size_matched": int(kept["sample_size"].notna().sum()),
     }
-    columns = ["title", "journal", "year", "space"] + (["doi"] if "doi" in kept else []) + [
-        "n_peaks", "n_tables", *topic_columns, "task_category", "sample_size", "sample_size_source",
-        "duplicate_group", "year_bin", "peak_count_bin", "split", "in_subset", "subset_split"]
+    columns = (
+        ["title", "journal", "year", "space"]
+        + (["doi"] if "doi" in kept else [])
+        + [
+            "n_peaks",
+            "n_tables",
+            *topic_columns,
+            "task_category",
+            "sample_size",
+            "sample_size_source",
+            "duplicate_group",
+            "year_bin",
+            "peak_count_bin",
+            "split",
+            "in_subset",
+            "subset_split",
+        ]
+    )
     studies_out = kept.loc[:, columns].reset_index()
     peaks_out = peaks.loc[peaks["id"].isin(studies_out["id"])].reset_index(drop=True)
     return Curation(studies=studies_out, peaks=peaks_out, dropped_peaks=dropped, steps=steps, report=report)
@@ -509,8 +544,13 @@ def subset_name(size: int) -> str:
     return f"neurosynth_subset_{size // 1000}k" if size % 1000 == 0 else f"neurosynth_subset_{size}"
 
 
-def write_outputs(curation: Curation, folder: Path, params: Mapping[str, Any], checksums: Mapping[str, str],
-                  versions: Mapping[str, str]) -> dict[str, Any]:
+def write_outputs(
+    curation: Curation,
+    folder: Path,
+    params: Mapping[str, Any],
+    checksums: Mapping[str, str],
+    versions: Mapping[str, str],
+) -> dict[str, Any]:
     """Write the curated tables and their manifest into ``folder``, each file atomically.
 
     The manifest is written last: its presence means every table before it is complete.

@@ -50,7 +50,7 @@ class PeakTable:
     offsets: np.ndarray
 
     @classmethod
-    def build(cls, studies: pd.DataFrame, peaks: pd.DataFrame, grid: Grid) -> "PeakTable":
+    def build(cls, studies: pd.DataFrame, peaks: pd.DataFrame, grid: Grid) -> PeakTable:
         studies = studies.reset_index(drop=True)
         peaks = peaks.loc[peaks["id"].isin(studies["id"])]
         codes = pd.Categorical(peaks["id"], categories=studies["id"]).codes
@@ -115,9 +115,18 @@ class NeurosynthDataModule(pl.LightningDataModule):
         Seeds shuffling and augmentation, so reruns see identical batches.
     """
 
-    def __init__(self, processed_dir: Path, voxel_size: int = 4, fwhms: Sequence[float] = (6.0, 12.0),
-                 truncate: float = 4.0, use_subset: bool = True, batch_size: int = 16,
-                 flip_probability: float = 0.5, kernel_choice: str = "all", seed: int = 0) -> None:
+    def __init__(
+        self,
+        processed_dir: Path,
+        voxel_size: int = 4,
+        fwhms: Sequence[float] = (6.0, 12.0),
+        truncate: float = 4.0,
+        use_subset: bool = True,
+        batch_size: int = 16,
+        flip_probability: float = 0.5,
+        kernel_choice: str = "all",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
         self.voxel_size = voxel_size
@@ -132,11 +141,21 @@ class NeurosynthDataModule(pl.LightningDataModule):
         self.encoder: MetadataEncoder | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], processed_dir: Path, batch_size: int, use_subset: bool) -> "NeurosynthDataModule":
+    def from_params(
+        cls, params: dict[str, Any], processed_dir: Path, batch_size: int, use_subset: bool
+    ) -> NeurosynthDataModule:
         render = params["render"]
-        return cls(processed_dir, voxel_size=render["voxel_size"], fwhms=render["fwhms"], truncate=render["truncate"],
-                   use_subset=use_subset, batch_size=batch_size, flip_probability=render["flip_probability"],
-                   kernel_choice=render["kernel_choice"], seed=int(params["seed"]))
+        return cls(
+            processed_dir,
+            voxel_size=render["voxel_size"],
+            fwhms=render["fwhms"],
+            truncate=render["truncate"],
+            use_subset=use_subset,
+            batch_size=batch_size,
+            flip_probability=render["flip_probability"],
+            kernel_choice=render["kernel_choice"],
+            seed=int(params["seed"]),
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -169,8 +188,9 @@ class NeurosynthDataModule(pl.LightningDataModule):
         for split in SPLITS:
             rows = studies.loc[studies[self.split_column] == split]
             self.tables[split] = PeakTable.build(rows, peaks, self.grid)
-        self.encoder = MetadataEncoder(categories=manifest["task_categories"],
-                                       year_bin_edges=manifest["report"]["year_bin_edges"])
+        self.encoder = MetadataEncoder(
+            categories=manifest["task_categories"], year_bin_edges=manifest["report"]["year_bin_edges"]
+        )
         self.encoder.fit(self.tables["train"].studies)
         self.meta = {split: self.encoder.transform(table.studies) for split, table in self.tables.items()}
         self._augment_rng = torch.Generator().manual_seed(self.seed)
@@ -188,7 +208,11 @@ class NeurosynthDataModule(pl.LightningDataModule):
         if augment:
             flip = (torch.rand(len(rows), generator=self._augment_rng) < self.flip_probability).numpy()
         if self.kernel_choice == "random":
-            pick = int(torch.randint(len(self.fwhms), (1,), generator=self._augment_rng)) if augment else len(self.fwhms) - 1
+            pick = (
+                int(torch.randint(len(self.fwhms), (1,), generator=self._augment_rng))
+                if augment
+                else len(self.fwhms) - 1
+            )
             channels = [pick]
         image = self.renderer.render(ijk, study_index, len(rows), flip=flip, channels=channels)
         rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
@@ -202,8 +226,14 @@ class NeurosynthDataModule(pl.LightningDataModule):
         """Batches of ``split``; shuffled and augmented only when ``shuffle`` (training)."""
         generator = torch.Generator().manual_seed(self.seed)
         collate = partial(self._collate, split=split, augment=shuffle)
-        return DataLoader(_Rows(len(self.tables[split])), batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=collate, generator=generator, num_workers=0)
+        return DataLoader(
+            _Rows(len(self.tables[split])),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            generator=generator,
+            num_workers=0,
+        )
 
     def _collate(self, rows: list[int], split: str, augment: bool) -> dict[str, Any]:
         return self.render_rows(split, rows, augment=augment)

@@ -62,8 +62,9 @@ def _blur(volume: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return volume
 
 
-def ssim3d(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0,
-           sigma: float = 1.5) -> torch.Tensor:
+def ssim3d(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5
+) -> torch.Tensor:
     """Structural similarity (Wang et al., 2004) in 3-D, averaged inside the mask.
 
     Local means, variances and covariance use a Gaussian window (sigma in voxels)
@@ -97,7 +98,9 @@ def unmask(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return volume
 
 
-def map_metrics(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0) -> pd.DataFrame:
+def map_metrics(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0, chunk_size: int = 64
+) -> pd.DataFrame:
     """Per-study metrics of predicted maps.
 
     Parameters
@@ -105,6 +108,9 @@ def map_metrics(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     prediction, target : Tensor, shape (n_studies, n_voxels)
         Maps flattened to ``mask``.
     mask : Tensor of bool, shape (D, H, W)
+    chunk_size : int
+        Studies per SSIM pass: SSIM holds about a dozen full volumes per study, so
+        thousands at once would not fit in memory.
 
     Returns
     -------
@@ -112,12 +118,19 @@ def map_metrics(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     """
     mse = ((prediction.double() - target.double()) ** 2).mean(dim=1)
     psnr = 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
-    return pd.DataFrame({
-        "pearson_r": masked_pearson(prediction, target).numpy(),
-        "ssim": ssim3d(unmask(prediction, mask), unmask(target, mask), mask, data_range).numpy(),
-        "mse": mse.numpy(),
-        "psnr": psnr.numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "pearson_r": masked_pearson(prediction, target).numpy(),
+            "ssim": torch.cat(
+                [
+                    ssim3d(unmask(prediction[rows], mask), unmask(target[rows], mask), mask, data_range)
+                    for rows in torch.arange(len(target)).split(chunk_size)
+                ]
+            ).numpy(),
+            "mse": mse.numpy(),
+            "psnr": psnr.numpy(),
+        }
+    )
 
 
 def summarise(per_study: pd.DataFrame) -> dict[str, float]:
@@ -146,7 +159,7 @@ class PCABaseline:
         self.n_components = n_components
         self.seed = seed
 
-    def fit(self, maps: np.ndarray) -> "PCABaseline":
+    def fit(self, maps: np.ndarray) -> PCABaseline:
         """Fit on training maps ``(n_train, n_features)``."""
         from sklearn.decomposition import PCA
 
@@ -175,7 +188,7 @@ class RidgeBaseline:
     def __init__(self, alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)) -> None:
         self.alphas = alphas
 
-    def fit(self, metadata: np.ndarray, maps: np.ndarray) -> "RidgeBaseline":
+    def fit(self, metadata: np.ndarray, maps: np.ndarray) -> RidgeBaseline:
         from sklearn.linear_model import RidgeCV
 
         self.ridge_ = RidgeCV(alphas=self.alphas).fit(metadata, maps)
@@ -206,16 +219,25 @@ def _widest(maps: torch.Tensor) -> torch.Tensor:
     return maps[:, -1]
 
 
+def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The widest-kernel channel of padded maps ``(n, C, G, G, G)`` inside the native-grid ``mask``, ``(n, V)``."""
+    d, h, w = mask.shape
+    return _widest(volume[..., :d, :h, :w][..., mask])
+
+
 @torch.no_grad()
-def collect_outputs(model: torch.nn.Module, datamodule: Any, split: str, n_prior_samples: int, seed: int) -> dict[str, Any]:
+def collect_outputs(
+    model: torch.nn.Module, datamodule: Any, split: str, n_prior_samples: int, seed: int
+) -> dict[str, Any]:
     """Run a model over a split (no augmentation) and keep everything evaluation needs.
 
     Returns
     -------
     dict
         ``target``, ``reconstruction``, ``generated`` (n, V) on the widest channel
-        inside the mask; ``inputs`` (n, C, V), every channel of the input maps; ``mu``, ``logvar`` (n, z); ``year_pred``, ``year_bin`` (n,)
-        when the model has a year head; ``meta`` (the split's metadata tensors); ``id``.
+        inside the mask; ``inputs`` (n, C, V), every channel of the input maps;
+        ``mu``, ``logvar`` (n, z); ``year_pred``, ``year_bin`` (n,) when the model
+        has a year head; ``meta`` (the split's metadata tensors); ``id``.
     """
     model.eval()
     mask = torch.from_numpy(datamodule.grid.mask())
@@ -227,14 +249,15 @@ def collect_outputs(model: torch.nn.Module, datamodule: Any, split: str, n_prior
     for batch in datamodule.loader(split):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
-        native = lambda volume: _widest(volume[..., :d, :h, :w][..., mask])  # noqa: E731
         parts["inputs"].append(image[..., :d, :h, :w][..., mask])
-        parts["reconstruction"].append(native(out["x_hat"]))
+        parts["reconstruction"].append(native_widest(out["x_hat"], mask))
         # Generation from metadata alone: the average decoded map over prior samples.
         z_dim = out["mu"].shape[1]
-        samples = [model.decode(torch.randn(image.shape[0], z_dim, generator=generator), meta)
-                   for _ in range(max(n_prior_samples, 1))]
-        parts["generated"].append(native(torch.stack(samples).mean(0)))
+        samples = [
+            model.decode(torch.randn(image.shape[0], z_dim, generator=generator), meta)
+            for _ in range(max(n_prior_samples, 1))
+        ]
+        parts["generated"].append(native_widest(torch.stack(samples).mean(0), mask))
         parts["mu"].append(out["mu"])
         parts["logvar"].append(out["logvar"])
         if "year_logits" in out:
@@ -247,8 +270,9 @@ def collect_outputs(model: torch.nn.Module, datamodule: Any, split: str, n_prior
     return collected
 
 
-def evaluate_run(model: torch.nn.Module, datamodule: Any, variant: str, evaluation: Mapping[str, Any],
-                 seed: int, split: str = "test") -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_run(
+    model: torch.nn.Module, datamodule: Any, variant: str, evaluation: Mapping[str, Any], seed: int, split: str = "test"
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Held-out metrics of a model against the linear baselines at equal latent size.
 
     Parameters
@@ -280,15 +304,19 @@ def evaluate_run(model: torch.nn.Module, datamodule: Any, variant: str, evaluati
     z_dim = out["mu"].shape[1]
 
     train_maps = datamodule.all_images("train")  # (n_train, C, V)
+    n_train = len(train_maps)
+    mean_map = _widest(train_maps).mean(0, keepdim=True).expand_as(target)
+    # The linear baselines are fitted on a seeded sample of at most pca_max_train training maps (memory on a CPU).
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.permutation(len(train_maps))[: int(evaluation["pca_max_train"])])
-    pca = PCABaseline(z_dim, seed).fit(train_maps[rows].flatten(1).numpy())
+    rows = torch.from_numpy(np.sort(rng.permutation(n_train)[: int(evaluation["pca_max_train"])]))
+    train_maps = train_maps[rows]
+    pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
     test_maps = out["inputs"]  # rendered once, by collect_outputs
     pca_reconstruction = torch.from_numpy(pca.reconstruct(test_maps.flatten(1).numpy())).float()
     pca_reconstruction = pca_reconstruction.view_as(test_maps)[:, -1]
-    mean_map = _widest(train_maps).mean(0, keepdim=True).expand_as(target)
-    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"]), _widest(train_maps).numpy())
+    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows.numpy()], _widest(train_maps).numpy())
     ridge_prediction = torch.from_numpy(ridge.predict(metadata_matrix(out["meta"]))).float()
+    del train_maps
 
     methods = {
         ("reconstruction", "model"): out["reconstruction"],
@@ -298,9 +326,18 @@ def evaluate_run(model: torch.nn.Module, datamodule: Any, variant: str, evaluati
         ("conditional_generation", "ridge"): ridge_prediction,
         ("conditional_generation", "mean_map"): mean_map,
     }
-    results: dict[str, Any] = {"variant": variant, "split": split, "n_studies": len(target), "z_dim": z_dim,
-                               "n_train": len(train_maps), "pca_fitted_on": len(rows),
-                               "channel": "widest kernel", "reconstruction": {}, "conditional_generation": {}}
+    results: dict[str, Any] = {
+        "variant": variant,
+        "split": split,
+        "n_studies": len(target),
+        "z_dim": z_dim,
+        "n_train": n_train,
+        "pca_fitted_on": len(rows),
+        "ridge_fitted_on": len(rows),
+        "channel": "widest kernel",
+        "reconstruction": {},
+        "conditional_generation": {},
+    }
     per_study = pd.DataFrame({"id": out["id"]})
     for (task, method), prediction in methods.items():
         metrics = map_metrics(prediction, target, mask)
@@ -308,14 +345,20 @@ def evaluate_run(model: torch.nn.Module, datamodule: Any, variant: str, evaluati
         per_study[f"{task}_{method}_pearson_r"] = metrics["pearson_r"].to_numpy()
         per_study[f"{task}_{method}_ssim"] = metrics["ssim"].to_numpy()
     results["reconstruction"]["model_beats_pca_fraction"] = float(
-        (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean())
+        (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean()
+    )
     results["conditional_generation"]["uses_metadata"] = variant == "cbvae"
     results["active_units"] = int((out["mu"].var(0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
     if "year_pred" in out:
         accuracy = balanced_accuracy(out["meta"]["year_bin"].numpy(), out["year_pred"].numpy())
         n_bins = int(datamodule.encoder.n_year_bins)
-        results["year_debiasing"] = {"balanced_accuracy": accuracy, "chance": 1.0 / n_bins, "goal_at_most": 0.15,
-                                     "n_bins": n_bins, "meets_goal": accuracy <= 0.15}
+        results["year_debiasing"] = {
+            "balanced_accuracy": accuracy,
+            "chance": 1.0 / n_bins,
+            "goal_at_most": 0.15,
+            "n_bins": n_bins,
+            "meets_goal": accuracy <= 0.15,
+        }
     else:
         results["year_debiasing"] = None
     return results, per_study
@@ -355,8 +398,15 @@ def results_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                 if method != "model" and any(r["task"] == task and r["method"] == method for r in rows):
                     continue
                 label = f"{task.replace('_', ' ')}: {variant if method == 'model' else method}"
-                rows.append({"task": task, "method": method, "variant": variant if method == "model" else "",
-                             "label": label, **summary})
+                rows.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "variant": variant if method == "model" else "",
+                        "label": label,
+                        **summary,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

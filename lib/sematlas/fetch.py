@@ -86,7 +86,9 @@ def verify_checksums(folder: Path, expected: dict[str, str] = NEUROSYNTH_V7_SHA2
         actual = sha256_file(path)
         digests[name] = actual
         if actual != digest:
-            problems.append(f"{path}: SHA-256 {actual} != expected {digest} (truncated or corrupt; delete it and fetch again)")
+            problems.append(
+                f"{path}: SHA-256 {actual} != expected {digest} (truncated or corrupt; delete it and fetch again)"
+            )
     if problems:
         raise ChecksumError("Neurosynth v7 files failed verification:\n  " + "\n  ".join(problems))
     return digests
@@ -119,8 +121,12 @@ def fetch_neurosynth_v7(raw_dir: Path, mirror: Path | None = None) -> tuple[dict
         # NiMARE warns that Neurosynth is a frozen 2018 snapshot: that is exactly what we want.
         warnings.simplefilter("ignore", FutureWarning)
         found = fetch_neurosynth(
-            data_dir=str(raw_dir), version="7", source="abstract", vocab="LDA50",
-            overwrite=False, return_type="files",
+            data_dir=str(raw_dir),
+            version="7",
+            source="abstract",
+            vocab="LDA50",
+            overwrite=False,
+            return_type="files",
         )
     checksums = verify_checksums(target_dir)
     database = found[0]

@@ -56,8 +56,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+    # numpy/torch arrays and scalars: tolist() gives nested lists, or a plain number for a 0-d value.
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):
@@ -74,10 +73,23 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def package_versions(names: tuple[str, ...] = (
-    "numpy", "pandas", "pyarrow", "scipy", "torch", "lightning", "nimare", "nilearn",
-    "nibabel", "numba", "scikit-learn", "papermill", "jupytext",
-)) -> dict[str, str]:
+def package_versions(
+    names: tuple[str, ...] = (
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "scipy",
+        "torch",
+        "lightning",
+        "nimare",
+        "nilearn",
+        "nibabel",
+        "numba",
+        "scikit-learn",
+        "papermill",
+        "jupytext",
+    ),
+) -> dict[str, str]:
     """Installed versions of the packages that shape the results."""
     from importlib.metadata import PackageNotFoundError, version
 

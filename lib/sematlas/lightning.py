@@ -27,6 +27,8 @@ from sematlas.models import ModelConfig, build_model
 
 BetaSchedule = Literal["constant", "linear", "cyclical"]
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cyclical")
+LRSchedule = Literal["constant", "cosine_restarts"]
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine_restarts")
 
 # A latent unit is active when its posterior mean varies across the data by
 # more than this (Burda et al. 2016).
@@ -99,6 +101,43 @@ def beta_tc_at(epoch: float, target: float = 6.0, annealing_epochs: float = 0.0)
     return float(target * min(1.0, epoch / annealing_epochs))
 
 
+def lr_at(
+    epoch: float, schedule: LRSchedule, lr_max: float, cycle_epochs: float = 1.0, min_ratio: float = 0.0
+) -> float:
+    """Learning rate at a (fractional) epoch.
+
+    - ``constant``: ``lr_max``.
+    - ``cosine_restarts`` (SGDR, Loshchilov & Hutter 2017; the schedule of snapshot
+      ensembles, Huang et al. 2017): with ``tau = (epoch mod cycle_epochs) / cycle_epochs``
+      and ``lr_min = min_ratio * lr_max``,
+      ``lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + cos(pi * tau))``: ``lr_max`` at the
+      start of every cycle, annealed towards ``lr_min`` at its end, where the
+      model sits in a local minimum worth keeping as a snapshot.
+
+    Parameters
+    ----------
+    epoch : float
+        Epochs done, fractional within an epoch.
+    schedule : {"constant", "cosine_restarts"}
+    lr_max : float
+    cycle_epochs : float
+        Cycle length of ``cosine_restarts``.
+    min_ratio : float
+        ``lr_min / lr_max`` in [0, 1).
+
+    Returns
+    -------
+    float
+    """
+    if schedule == "constant":
+        return float(lr_max)
+    if schedule == "cosine_restarts":
+        tau = math.fmod(epoch, cycle_epochs) / cycle_epochs
+        lr_min = min_ratio * lr_max
+        return float(lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * tau)))
+    raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+
+
 def balanced_accuracy(pred: Tensor, target: Tensor) -> float:
     """Mean per-class recall over the classes present in ``target`` (chance = 1 / n_classes).
 
@@ -146,7 +185,7 @@ class AtlasModule(pl.LightningModule):
         Number of training studies ``N``; required by ``tcvae_sbd`` (the
         minibatch-weighted-sampling estimator of ``q(z)``).
     lr : float
-        AdamW learning rate.
+        AdamW learning rate (the maximum of a cyclical schedule).
     weight_decay : float
         AdamW decoupled weight decay.
     beta : float
@@ -166,12 +205,17 @@ class AtlasModule(pl.LightningModule):
         ``tcvae_sbd`` weights of the mutual information and dimension-wise KL.
     imputation_weight, year_weight : float
         ``cbvae`` weights of the imputation NLL and the adversarial year cross-entropy.
+    lr_schedule : {"constant", "cosine_restarts"}
+        See :func:`lr_at`; set before every training batch, from the fractional
+        epoch, so a resumed run continues on the same curve.
+    lr_cycle_epochs, lr_min_ratio : float
+        Cycle length and ``lr_min / lr`` of ``cosine_restarts``.
 
     Notes
     -----
     Logged: ``train/*`` and ``val/*`` for ``loss`` and every term (per study;
     the TCVAE's batch sums are divided by the batch size), ``train/kl_share``,
-    ``beta``, ``beta_tc`` (``tcvae_sbd``), ``grl_lambda`` (``cbvae``), and at the
+    ``beta``, ``beta_tc`` (``tcvae_sbd``), ``grl_lambda`` (``cbvae``), ``lr`` (cyclical schedule), and at the
     end of validation ``val/active_units``, ``val/kl_per_active_dim`` and
     ``val/year_balanced_accuracy`` (``cbvae``).
     """
@@ -195,11 +239,20 @@ class AtlasModule(pl.LightningModule):
         gamma: float = 1.0,
         imputation_weight: float = 1.0,
         year_weight: float = 1.0,
+        lr_schedule: LRSchedule = "constant",
+        lr_cycle_epochs: float = 1.0,
+        lr_min_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if lr_cycle_epochs <= 0 or not 0.0 <= lr_min_ratio < 1.0:
+            raise ValueError(
+                f"need lr_cycle_epochs > 0 and lr_min_ratio in [0, 1), got {lr_cycle_epochs!r}, {lr_min_ratio!r}"
+            )
         if model_config.variant == "tcvae_sbd" and (dataset_size is None or dataset_size < 1):
             raise ValueError("tcvae_sbd needs dataset_size (the number of training studies)")
         # Hyperparameters must be plain data: the local `config` is what
@@ -319,9 +372,11 @@ class AtlasModule(pl.LightningModule):
         terms = self.compute_loss(self.model(image, meta), image, meta, weights)
         batch_size = image.shape[0]
         self._log_terms("train", terms, batch_size)
-        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms).
+        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms). A Gaussian
+        # NLL can be negative, so an aleatoric decoder's share is taken against its squared error.
         weighted_kl = (terms["loss"] - terms["recon"]) if not self.uses_beta else weights["beta"] * terms["kl"]
-        kl_share = (weighted_kl / (terms["recon"] + weighted_kl).clamp_min(1e-12)).detach()
+        reconstruction = terms.get("recon_se", terms["recon"])
+        kl_share = (weighted_kl / (reconstruction + weighted_kl).clamp_min(1e-12)).detach()
         self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size)
         if self.uses_beta:
             self.log("beta", weights["beta"], on_step=True, on_epoch=False, batch_size=batch_size)
@@ -330,6 +385,17 @@ class AtlasModule(pl.LightningModule):
         if hasattr(self.model, "grl"):
             self.log("grl_lambda", self.model.grl.lambda_, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": terms["loss"], "kl_share": kl_share}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set the scheduled learning rate (nothing to do for ``constant``)."""
+        hp = self.hparams
+        if hp.lr_schedule == "constant":
+            return
+        lr = lr_at(self._epoch_position(batch_idx), hp.lr_schedule, hp.lr, hp.lr_cycle_epochs, hp.lr_min_ratio)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
 
     # ---- validation ------------------------------------------------------------------------------
 
@@ -376,4 +442,4 @@ class AtlasModule(pl.LightningModule):
         )
 
 
-__all__ = ["BETA_SCHEDULES", "AtlasModule", "balanced_accuracy", "beta_at", "beta_tc_at"]
+__all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "balanced_accuracy", "beta_at", "beta_tc_at", "lr_at"]

@@ -6,7 +6,7 @@ latent dimension ``d``, training-set size ``N``.
 
 Reductions (chosen so terms can be compared across variants and batch sizes):
 
-- :func:`masked_mse_sum`, :func:`gaussian_nll_observed` and the objectives of
+- :func:`masked_mse_sum`, :func:`gaussian_nll_sum`, :func:`gaussian_nll_observed` and the objectives of
   the baseline and cbvae (:func:`vae_loss`, :func:`cbvae_loss`) are *per
   study*: summed over voxels / latent dimensions / fields, averaged over the batch.
 - :func:`beta_tcvae_loss` returns *sums over the batch*, as its minibatch
@@ -143,6 +143,44 @@ def masked_mse_sum(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tens
     return squared_error_per_sample(x_hat, x, mask).mean()
 
 
+def gaussian_nll_sum(x: Tensor, mean: Tensor, logvar: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Heteroscedastic reconstruction term: Gaussian NLL summed over brain voxels and channels, mean over the batch.
+
+    The decoder predicts a mean and a log-variance per voxel, so the data term
+    learns where the maps are inherently noisy (aleatoric uncertainty; Kendall &
+    Gal, "What uncertainties do we need in Bayesian deep learning for computer
+    vision?", NeurIPS 2017)::
+
+        # NLL = 0.5 * (log sigma^2 + (x - mu)^2 / sigma^2 + log 2 pi)
+        # recon = (1 / B) * sum_i sum_c sum_{v in mask} NLL_icv
+
+    It is :func:`masked_mse_sum`'s likelihood with a learned instead of a fixed
+    variance; summed over voxels for the same reason (a likelihood, balanced
+    against the KL by the data). The full constant ``log 2 pi`` is kept, as in
+    ``torch.nn.functional.gaussian_nll_loss(..., full=True)``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, D, H, W)
+        Target maps.
+    mean, logvar : Tensor, shape (B, C, D, H, W)
+        Predicted per-voxel mean and log-variance.
+    mask : Tensor of bool, shape (D, H, W), optional
+        Voxels that count (the brain); all voxels when ``None``.
+
+    Returns
+    -------
+    Tensor, scalar, float32
+    """
+    with _no_autocast(x.device):
+        nll = -gaussian_log_density(x.float(), mean.float(), logvar.float())
+        if mask is not None:
+            # Same bounding-box crop as squared_error_per_sample: the native grid is under half the padded one.
+            box = (slice(None), slice(None), *_mask_box(mask))
+            nll = nll[box] * mask[box[2:]].to(nll.dtype)
+        return nll.sum(dim=(1, 2, 3, 4)).mean()
+
+
 def gaussian_nll_observed(value: Tensor, mu: Tensor, logvar: Tensor, observed: Tensor) -> Tensor:
     """Gaussian negative log-likelihood of the observed entries only, per study.
 
@@ -226,6 +264,9 @@ def cbvae_loss(
 
     ``loss = recon + beta * (KL + KL_imputed) + w_imp * NLL_observed(sparse) + w_year * CE(year_logits, year_bin)``
 
+    - ``recon``: :func:`masked_mse_sum`, or, for an aleatoric decoder (``out``
+      holds ``x_logvar``), the Gaussian NLL :func:`gaussian_nll_sum`.
+
     - ``KL = KL(q(z|x) || N(0, I))``.
     - ``KL_imputed = sum over missing sparse entries of KL(N(mu_imp, s_imp^2) || N(0, 1))``:
       a missing field is a latent variable with the standardised population
@@ -244,7 +285,8 @@ def cbvae_loss(
     ----------
     out : mapping
         Output of :meth:`ConditionalBetaVAE.forward`: ``x_hat``, ``mu``,
-        ``logvar``, ``imputed_mu``, ``imputed_logvar``, ``year_logits``.
+        ``logvar``, ``imputed_mu``, ``imputed_logvar``, ``year_logits``, and
+        ``x_logvar`` for an aleatoric decoder.
     x : Tensor, shape (B, C, D, H, W)
     meta : mapping
         ``sparse``, ``sparse_mask`` (B, n_sparse) and ``year_bin`` (B,).
@@ -257,7 +299,9 @@ def cbvae_loss(
     Returns
     -------
     dict of scalar float32 Tensors
-        ``loss``, ``recon``, ``kl``, ``imputation_kl``, ``imputation_nll``, ``year_ce``.
+        ``loss``, ``recon``, ``kl``, ``imputation_kl``, ``imputation_nll``, ``year_ce``; an
+        aleatoric decoder adds ``recon_se`` (detached :func:`masked_mse_sum`, comparable
+        with a non-aleatoric run's ``recon``).
 
     Raises
     ------
@@ -265,7 +309,10 @@ def cbvae_loss(
         If a term is not finite.
     """
     with _no_autocast(x.device):
-        recon = masked_mse_sum(out["x_hat"], x, mask)
+        if "x_logvar" in out:
+            recon = gaussian_nll_sum(x, out["x_hat"], out["x_logvar"], mask)
+        else:
+            recon = masked_mse_sum(out["x_hat"], x, mask)
         kl = gaussian_kl(out["mu"], out["logvar"]).mean()
         missing = ~meta["sparse_mask"].bool()
         kl_imputed_entries = gaussian_kl_per_dim(out["imputed_mu"], out["imputed_logvar"])
@@ -281,6 +328,8 @@ def cbvae_loss(
             "imputation_nll": nll,
             "year_ce": year_ce,
         }
+        if "x_logvar" in out:
+            terms["recon_se"] = masked_mse_sum(out["x_hat"], x, mask).detach()
     _check_finite(terms)
     return terms
 
@@ -381,5 +430,170 @@ def beta_tcvae_loss(
             "dwkl": dwkl,
             "beta_tc": torch.tensor(float(beta_tc), device=z.device),
         }
+    _check_finite(terms)
+    return terms
+
+
+# ================================================================================================================
+# Point-cloud objectives (stage 03, :mod:`sematlas.pointcloud`).
+#
+# A study is a set of peaks ``A = {a_i}``, shape (batch, n_points, 3), with point weights ``w_i >= 0`` summing
+# to 1 per set, shape (batch, n_points): a peak duplicated k times to reach the fixed set size carries 1/k of
+# its mass on each copy, so every original peak counts once. ``None`` weights are uniform (1 / n_points).
+# Everything below runs in float32 with autocast off, like the volumetric objectives above.
+# ================================================================================================================
+
+
+def _uniform_weights(points: Tensor) -> Tensor:
+    """Weights ``1 / n_points`` for every point of ``(batch, n_points, 3)``: shape (batch, n_points)."""
+    return torch.full(points.shape[:2], 1.0 / points.shape[1], dtype=torch.float32, device=points.device)
+
+
+def chamfer_distance(
+    a: Tensor, b: Tensor, weights_a: Tensor | None = None, weights_b: Tensor | None = None, squared: bool = True
+) -> Tensor:
+    """Weighted Chamfer distance between two batches of point sets.
+
+    Fan, Su & Guibas (CVPR 2017, eq. 1), with each set's sum over points
+    replaced by its weighted mean so that set sizes and duplicated points do
+    not change the scale::
+
+        CD(A, B) = sum_i w_i min_j d(a_i, b_j) + sum_j v_j min_i d(a_i, b_j)
+        # d(a, b) = ||a - b||^2 (squared=True, the training loss) or ||a - b|| (a distance, for metrics)
+
+    Symmetric in ``(a, weights_a) <-> (b, weights_b)``; zero for a set with itself.
+
+    Parameters
+    ----------
+    a : Tensor, shape (batch, n, 3)
+    b : Tensor, shape (batch, m, 3)
+    weights_a : Tensor, shape (batch, n), optional
+    weights_b : Tensor, shape (batch, m), optional
+    squared : bool
+
+    Returns
+    -------
+    Tensor, shape (batch,), float32
+    """
+    with _no_autocast(a.device):
+        a, b = a.float(), b.float()
+        weights_a = _uniform_weights(a) if weights_a is None else weights_a.float()
+        weights_b = _uniform_weights(b) if weights_b is None else weights_b.float()
+        # Differences, not ||a||^2 + ||b||^2 - 2ab: the expansion cancels catastrophically for nearby points.
+        d = (a[:, :, None, :] - b[:, None, :, :]).pow(2).sum(dim=-1)  # (batch, n, m)
+        if not squared:
+            d = d.sqrt()
+        return (weights_a * d.min(dim=2).values).sum(dim=1) + (weights_b * d.min(dim=1).values).sum(dim=1)
+
+
+def sinkhorn_divergence(
+    a: Tensor,
+    b: Tensor,
+    weights_a: Tensor | None = None,
+    weights_b: Tensor | None = None,
+    blur: float = 0.05,
+    p: int = 2,
+    scaling: float = 0.8,
+) -> Tensor:
+    """Debiased Sinkhorn divergence between two batches of weighted point sets (geomloss, tensorized backend).
+
+    Entropy-regularised optimal transport (Cuturi, NeurIPS 2013) with cost
+    ``C(x, y) = ||x - y||^p / p`` and temperature ``eps = blur^p``::
+
+        OT_eps(A, B) = min_{P >= 0, P 1 = w, P^T 1 = v} <P, C> + eps KL(P || w v^T)
+
+    and its debiased form (Feydy et al., AISTATS 2019, eq. 3), which is 0 for
+    identical sets, positive otherwise, and tends to the exact transport cost
+    (the earth mover's distance for ``p = 1``; ``W_2^2 / 2`` for ``p = 2``) as
+    ``blur -> 0``::
+
+        S_eps(A, B) = OT_eps(A, B) - OT_eps(A, A) / 2 - OT_eps(B, B) / 2
+
+    Solved by Sinkhorn iterations in the log domain with eps-scaling
+    (``scaling`` is the ratio between successive temperatures; closer to 1 is
+    more accurate and slower). The tensorized backend needs no KeOps and is
+    exact for the tens of points a study has.
+
+    Parameters
+    ----------
+    a : Tensor, shape (batch, n, 3)
+    b : Tensor, shape (batch, m, 3)
+    weights_a : Tensor, shape (batch, n), optional
+    weights_b : Tensor, shape (batch, m), optional
+    blur : float
+        Length scale of the entropic smoothing, in the units of the points.
+    p : {1, 2}
+        Exponent of the ground cost.
+    scaling : float
+        eps-scaling ratio in (0, 1).
+
+    Returns
+    -------
+    Tensor, shape (batch,), float32
+    """
+    from geomloss import SamplesLoss  # imported here: only the point-cloud stage needs geomloss
+
+    with _no_autocast(a.device):
+        a, b = a.float(), b.float()
+        weights_a = _uniform_weights(a) if weights_a is None else weights_a.float()
+        weights_b = _uniform_weights(b) if weights_b is None else weights_b.float()
+        loss = SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, debias=True, backend="tensorized")
+        return loss(weights_a, a, weights_b, b)
+
+
+def pointcloud_vae_loss(
+    points_hat: Tensor,
+    points: Tensor,
+    weights: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    beta: float,
+    chamfer_weight: float = 1.0,
+    sinkhorn_weight: float = 1.0,
+    sinkhorn_blur: float = 0.05,
+) -> dict[str, Tensor]:
+    """Point-cloud VAE objective, per study (averaged over the batch)::
+
+        loss = chamfer_weight * CD(X_hat, X) + sinkhorn_weight * S_eps(X_hat, X) + beta * KL(q(z|x, c) || N(0, I))
+        # CD: squared weighted Chamfer (Fan et al. 2017), see chamfer_distance
+        # S_eps: debiased Sinkhorn divergence with p = 2 (Cuturi 2013; Feydy et al. 2019), see sinkhorn_divergence
+        # KL = 0.5 * sum_k (mu_k^2 + s_k^2 - 1 - log s_k^2) (Kingma & Welling 2014, app. B)
+
+    Chamfer matches every point to its nearest neighbour and so is blind to
+    how many points pile up where; the transport term fixes the densities
+    (each target peak must receive its mass), which keeps the decoder from
+    collapsing several peaks onto one.
+
+    Parameters
+    ----------
+    points_hat : Tensor, shape (batch, n_points, 3)
+        Decoded points (uniform weights).
+    points : Tensor, shape (batch, n_points, 3)
+        Target points.
+    weights : Tensor, shape (batch, n_points)
+        Target point weights (each set sums to 1).
+    mu, logvar : Tensor, shape (batch, z_dim)
+        Posterior parameters.
+    beta, chamfer_weight, sinkhorn_weight : float
+        Term weights.
+    sinkhorn_blur : float
+        Entropic blur of the Sinkhorn term, in the units of the points.
+
+    Returns
+    -------
+    dict of scalar float32 Tensors
+        ``loss``, ``chamfer``, ``sinkhorn``, ``kl``.
+
+    Raises
+    ------
+    ValueError
+        If a term is not finite.
+    """
+    with _no_autocast(points.device):
+        chamfer = chamfer_distance(points_hat, points, weights_b=weights).mean()
+        sinkhorn = sinkhorn_divergence(points_hat, points, weights_b=weights, blur=sinkhorn_blur, p=2).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        loss = chamfer_weight * chamfer + sinkhorn_weight * sinkhorn + beta * kl
+        terms = {"loss": loss, "chamfer": chamfer, "sinkhorn": sinkhorn, "kl": kl}
     _check_finite(terms)
     return terms

@@ -58,15 +58,18 @@ class MetadataEncoder:
     def n_year_bins(self) -> int:
         return len(self.year_bin_edges) - 1
 
-    def fit(self, studies: pd.DataFrame) -> "MetadataEncoder":
+    def fit(self, studies: pd.DataFrame) -> MetadataEncoder:
         """Fit standardisation statistics on (training) study rows."""
         log_peaks = np.log(studies["n_peaks"].to_numpy(dtype=float))
         observed = np.log(studies["sample_size"].dropna().to_numpy(dtype=float))
         mean_ss, std_ss = (observed.mean(), observed.std()) if len(observed) >= 5 else _DEFAULT_LOG_SAMPLE_SIZE
         self.stats = {
-            "year_mean": float(studies["year"].mean()), "year_std": float(studies["year"].std() or 1.0),
-            "log_peaks_mean": float(log_peaks.mean()), "log_peaks_std": float(log_peaks.std() or 1.0),
-            "log_sample_size_mean": float(mean_ss), "log_sample_size_std": float(std_ss or 1.0),
+            "year_mean": float(studies["year"].mean()),
+            "year_std": float(studies["year"].std() or 1.0),
+            "log_peaks_mean": float(log_peaks.mean()),
+            "log_peaks_std": float(log_peaks.std() or 1.0),
+            "log_sample_size_mean": float(mean_ss),
+            "log_sample_size_std": float(std_ss or 1.0),
         }
         return self
 
@@ -89,23 +92,34 @@ class MetadataEncoder:
         unknown = sorted(set(studies["task_category"]) - set(self.categories))
         if unknown:
             raise ValueError(f"unknown task category {unknown[0]!r}; allowed: {', '.join(self.categories)}")
-        task = studies["task_category"].map({name: i for i, name in enumerate(self.categories)}).to_numpy(dtype=np.int64)
+        task = (
+            studies["task_category"].map({name: i for i, name in enumerate(self.categories)}).to_numpy(dtype=np.int64)
+        )
         space = studies["space"].where(studies["space"].isin(SPACES), "UNKNOWN")
         space_index = space.map({name: i for i, name in enumerate(SPACES)}).to_numpy()
         year = studies["year"].to_numpy(dtype=float)
         s = self.stats
-        cond = np.concatenate([
-            np.eye(len(self.categories))[task],
-            ((year - s["year_mean"]) / s["year_std"])[:, None],
-            ((np.log(studies["n_peaks"].to_numpy(dtype=float)) - s["log_peaks_mean"]) / s["log_peaks_std"])[:, None],
-            np.eye(len(SPACES))[space_index],
-        ], axis=1)
+        cond = np.concatenate(
+            [
+                np.eye(len(self.categories))[task],
+                ((year - s["year_mean"]) / s["year_std"])[:, None],
+                ((np.log(studies["n_peaks"].to_numpy(dtype=float)) - s["log_peaks_mean"]) / s["log_peaks_std"])[
+                    :, None
+                ],
+                np.eye(len(SPACES))[space_index],
+            ],
+            axis=1,
+        )
         sample_size = studies["sample_size"].to_numpy(dtype=float)
         known = np.isfinite(sample_size)
-        sparse = np.where(known, (np.log(np.where(known, sample_size, 1.0)) - s["log_sample_size_mean"])
-                          / s["log_sample_size_std"], 0.0)
-        year_bin = np.clip(np.searchsorted(np.asarray(self.year_bin_edges)[1:-1], year, side="right"),
-                           0, self.n_year_bins - 1)
+        sparse = np.where(
+            known,
+            (np.log(np.where(known, sample_size, 1.0)) - s["log_sample_size_mean"]) / s["log_sample_size_std"],
+            0.0,
+        )
+        year_bin = np.clip(
+            np.searchsorted(np.asarray(self.year_bin_edges)[1:-1], year, side="right"), 0, self.n_year_bins - 1
+        )
         return {
             "cond": torch.as_tensor(cond, dtype=torch.float32),
             "sparse": torch.as_tensor(sparse[:, None], dtype=torch.float32),
@@ -137,28 +151,37 @@ class MetadataEncoder:
             raise ValueError(f"unknown task category {metadata['task']!r}; allowed: {', '.join(self.categories)}")
         year = float(metadata.get("year", round(self.stats["year_mean"])))
         if not YEAR_RANGE[0] <= year <= YEAR_RANGE[1]:
-            raise ValueError(f"year {year:g} is outside the years the atlas was trained on "
-                             f"({YEAR_RANGE[0]}-{YEAR_RANGE[1]}; Neurosynth v7 ends in 2018)")
+            raise ValueError(
+                f"year {year:g} is outside the years the atlas was trained on "
+                f"({YEAR_RANGE[0]}-{YEAR_RANGE[1]}; Neurosynth v7 ends in 2018)"
+            )
         sample_size = metadata.get("sample_size")
         if sample_size is not None and not float(sample_size) > 0:
             raise ValueError(f"sample_size must be positive, got {sample_size!r}")
         n_peaks = metadata.get("n_peaks", default_n_peaks or float(np.exp(self.stats["log_peaks_mean"])))
         if not float(n_peaks) > 0:
             raise ValueError(f"n_peaks must be positive, got {n_peaks!r}")
-        row = pd.DataFrame({
-            "task_category": [metadata["task"]], "year": [year], "n_peaks": [float(n_peaks)],
-            "space": [metadata.get("space", "MNI")],
-            "sample_size": [np.nan if sample_size is None else float(sample_size)],
-        })
+        row = pd.DataFrame(
+            {
+                "task_category": [metadata["task"]],
+                "year": [year],
+                "n_peaks": [float(n_peaks)],
+                "space": [metadata.get("space", "MNI")],
+                "sample_size": [np.nan if sample_size is None else float(sample_size)],
+            }
+        )
         return self.transform(row)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "categories": list(self.categories), "year_bin_edges": list(self.year_bin_edges)}
 
     @classmethod
-    def from_dict(cls, payload: Mapping[str, Any]) -> "MetadataEncoder":
-        return cls(categories=list(payload["categories"]), year_bin_edges=list(payload["year_bin_edges"]),
-                   stats=dict(payload["stats"]))
+    def from_dict(cls, payload: Mapping[str, Any]) -> MetadataEncoder:
+        return cls(
+            categories=list(payload["categories"]),
+            year_bin_edges=list(payload["year_bin_edges"]),
+            stats=dict(payload["stats"]),
+        )
 
 
 def task_categories(params: Mapping[str, Any]) -> list[str]:

@@ -83,6 +83,8 @@ SCHEMA: dict[str, Any] = {
         "kl_controller_threshold": Number,
         "kl_controller_patience": int,
         "kl_controller_factor": Number,
+        "recon_every_n_epochs": int,
+        "num_recon_samples": int,
         "accelerator": str,
         "devices": int,
         "num_nodes": int,
@@ -97,8 +99,58 @@ SCHEMA: dict[str, Any] = {
         "pca_max_train": int,
         "traversal_dims": int,
         "traversal_range": Number,
+        "prd_features": int,
+        "prd_k": int,
+        "probe_folds": int,
+        "probe_C": Number,
+    },
+    # Point-cloud C-VAE (stage 03, sematlas.pointcloud): cache, PointNet++ encoder, decoder, objective, optimiser.
+    # Validated further by sematlas.pointcloud.model.PointCloudConfig.
+    "pointcloud": {
+        "n_points": int,
+        "centre_mm": list,
+        "scale_mm": Number,
+        "fourier_features": int,
+        "fourier_sigma": Number,
+        "sa_npoint": list,
+        "sa_radius": list,
+        "sa_nsample": list,
+        "sa_channels": list,
+        "global_channels": int,
+        "decoder_hidden": list,
+        "z_dim": int,
+        "beta": Number,
+        "beta_warmup_epochs": Number,
+        "chamfer_weight": Number,
+        "sinkhorn_weight": Number,
+        "sinkhorn_blur": Number,
+        "batch_size": int,
+        "max_epochs": int,
+        "lr": Number,
+    },
+    # Deep-ensemble uncertainty of cbvae (stage 04, sematlas.ensemble and sematlas.uncertainty);
+    # methods are some of ENSEMBLE_METHODS.
+    "ensemble": {
+        "methods": list,
+        "aleatoric": bool,
+        "dropout": Number,
+        "n_members": int,
+        "cycle_epochs": int,
+        "lr_min_ratio": Number,
+        "member_epochs": int,
+        "seed_offset": int,
+        "mc_samples": int,
+        "n_eval": int,
+        "ood_maps": int,
+        "ood_true_foci": int,
+        "temperature_threshold": Number,
     },
 }
+
+
+#: Ways stage 04 builds an ensemble (see sematlas.ensemble): snapshot ensemble, independently
+#: seeded members, MC dropout.
+ENSEMBLE_METHODS = ("snapshot", "independent", "mc_dropout")
 
 
 class ParameterError(ValueError):
@@ -204,7 +256,9 @@ def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
 def _check_values(params: dict[str, Any], sources: str) -> None:
     fractions = params["curation"]["split_fractions"]
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
-        raise ParameterError(f"'curation.split_fractions' must be three positive numbers summing to 1, got {fractions} ({sources})")
+        raise ParameterError(
+            f"'curation.split_fractions' must be three positive numbers summing to 1, got {fractions} ({sources})"
+        )
     if params["render"]["voxel_size"] not in (2, 4):
         raise ParameterError(f"'render.voxel_size' must be 2 or 4, got {params['render']['voxel_size']} ({sources})")
     if params["render"]["kernel_choice"] not in ("all", "random"):
@@ -215,6 +269,15 @@ def _check_values(params: dict[str, Any], sources: str) -> None:
 
     unknown = [v for v in params["model"]["variants"] if v not in VARIANTS]
     if unknown or not params["model"]["variants"]:
-        raise ParameterError(f"'model.variants' must list some of {', '.join(VARIANTS)}, got {params['model']['variants']} ({sources})")
+        raise ParameterError(
+            f"'model.variants' must list some of {', '.join(VARIANTS)}, got {params['model']['variants']} ({sources})"
+        )
+    methods = params["ensemble"]["methods"]
+    if not methods or any(m not in ENSEMBLE_METHODS for m in methods):
+        raise ParameterError(
+            f"'ensemble.methods' must list some of {', '.join(ENSEMBLE_METHODS)}, got {methods} ({sources})"
+        )
+    if params["ensemble"]["n_members"] < 2 or not 0.0 < params["ensemble"]["dropout"] < 1.0:
+        raise ParameterError(f"'ensemble.n_members' must be >= 2 and 'ensemble.dropout' in (0, 1) ({sources})")
     if params["training"]["beta_schedule"] not in ("constant", "linear", "cyclical"):
         raise ParameterError(f"'training.beta_schedule' must be constant, linear or cyclical ({sources})")

@@ -53,7 +53,7 @@ class ProfilePaths:
     root: Path
 
     @classmethod
-    def for_profile(cls, profile: str, root: Path | None = None) -> "ProfilePaths":
+    def for_profile(cls, profile: str, root: Path | None = None) -> ProfilePaths:
         return cls(profile=profile, root=(root or project_root()))
 
     @property

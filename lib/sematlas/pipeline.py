@@ -57,6 +57,9 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("01", "curation"),
     Stage("02", "train_volumetric"),
+    Stage("03", "train_pointcloud"),
+    Stage("04", "train_ensemble"),
+    Stage("09", "evaluation"),
 )
 
 
@@ -131,8 +134,13 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
-            load_notebook(stage.notebook(paths.root)), str(executed), parameters={"profile": paths.profile},
-            cwd=str(paths.root), kernel_name="python3", language="python", progress_bar=True,
+            load_notebook(stage.notebook(paths.root)),
+            str(executed),
+            parameters={"profile": paths.profile},
+            cwd=str(paths.root),
+            kernel_name="python3",
+            language="python",
+            progress_bar=True,
         )
     except PapermillExecutionError as error:
         raise StageFailed(
@@ -143,8 +151,9 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
     return time.perf_counter() - started
 
 
-def run(profile: str, only: str | None = None, start: str | None = None, force: bool = False,
-        root: Path | None = None) -> dict[str, float]:
+def run(
+    profile: str, only: str | None = None, start: str | None = None, force: bool = False, root: Path | None = None
+) -> dict[str, float]:
     """Run the selected stages of a profile in order; return wall seconds per stage run."""
     root = root or project_root()
     load_params(profile, root)  # fail on bad parameters before any stage starts
@@ -182,10 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     paths = ProfilePaths.for_profile(args.profile)
     total = sum(timings.values())
-    print(f"[sematlas] profile '{args.profile}' complete ({len(timings)} stage(s) run, {total:.0f} s). Outputs:\n"
-          f"  executed notebooks  {paths.executed}\n  tables              {paths.processed}\n"
-          f"  models              {paths.models}\n  results             {paths.results}\n"
-          f"  figures             {paths.figures}", flush=True)
+    print(
+        f"[sematlas] profile '{args.profile}' complete ({len(timings)} stage(s) run, {total:.0f} s). Outputs:\n"
+        f"  executed notebooks  {paths.executed}\n  tables              {paths.processed}\n"
+        f"  models              {paths.models}\n  results             {paths.results}\n"
+        f"  figures             {paths.figures}",
+        flush=True,
+    )
     return 0
 
 

@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+#: Methods drawn as baselines (red) rather than models (blue) in comparison plots.
+BASELINES = ("pca", "ridge", "mean_map", "ppca", "raw_voxels", "training_maps")
+
 
 def central_slices(volume: np.ndarray, peak: bool = False) -> list[np.ndarray]:
     """Sagittal, coronal and axial slices of ``(D, H, W)``, oriented for display.
@@ -25,8 +28,12 @@ def central_slices(volume: np.ndarray, peak: bool = False) -> list[np.ndarray]:
     return [np.rot90(volume[i, :, :]), np.rot90(volume[:, j, :]), np.rot90(volume[:, :, k])]
 
 
-def plot_map_rows(rows: Mapping[str, Sequence[np.ndarray]], column_titles: Sequence[str] | None = None,
-                  cmap: str = "hot", vmax: float | None = 1.0) -> Figure:
+def plot_map_rows(
+    rows: Mapping[str, Sequence[np.ndarray]],
+    column_titles: Sequence[str] | None = None,
+    cmap: str = "hot",
+    vmax: float | None = 1.0,
+) -> Figure:
     """A grid of maps: one row per label, three orthogonal slices per map.
 
     Parameters
@@ -57,7 +64,9 @@ def plot_map_rows(rows: Mapping[str, Sequence[np.ndarray]], column_titles: Seque
     return fig
 
 
-def plot_training_curves(metrics: Mapping[str, pd.DataFrame], columns: Sequence[str] = ("val/loss", "val/recon", "val/kl")) -> Figure:
+def plot_training_curves(
+    metrics: Mapping[str, pd.DataFrame], columns: Sequence[str] = ("val/loss", "val/recon", "val/kl")
+) -> Figure:
     """Per-epoch validation curves of several runs (one panel per metric)."""
     fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.2), squeeze=False)
     for ax, column in zip(axes[0], columns):
@@ -71,15 +80,61 @@ def plot_training_curves(metrics: Mapping[str, pd.DataFrame], columns: Sequence[
     return fig
 
 
-def plot_method_comparison(table: pd.DataFrame, metric: str = "pearson_r_median",
-                           title: str = "held-out median Pearson r") -> Figure:
+def plot_method_comparison(
+    table: pd.DataFrame, metric: str = "pearson_r_median", title: str = "held-out median Pearson r"
+) -> Figure:
     """Horizontal bars of one metric for every (task, method) row of a results table."""
     ordered = table.sort_values(metric)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.2))
-    colours = ["tab:red" if m in ("pca", "ridge", "mean_map") else "tab:blue" for m in ordered["method"]]
+    colours = ["tab:red" if m in BASELINES else "tab:blue" for m in ordered["method"]]
     ax.barh(ordered["label"], ordered[metric], color=colours)
     for y, value in enumerate(ordered[metric]):
         ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
     ax.set(title=f"{title} (blue: models, red: linear baselines)", xlabel=metric)
+    fig.tight_layout()
+    return fig
+
+
+def plot_generative_quality(table: pd.DataFrame) -> Figure:
+    """Precision against recall (left) and the Fréchet distance (right) of every method.
+
+    ``table`` has ``method``, ``precision``, ``recall`` and ``frechet_distance`` columns.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for row in table.itertuples():
+        colour = "tab:red" if row.method in BASELINES else "tab:blue"
+        left.scatter(row.recall, row.precision, color=colour, s=40)
+        left.annotate(row.method, (row.recall, row.precision), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    left.set(
+        xlim=(-0.05, 1.05),
+        ylim=(-0.05, 1.05),
+        xlabel="recall",
+        ylabel="precision",
+        title="improved precision / recall (k-NN manifolds)",
+    )
+    left.grid(alpha=0.3)
+    ordered = table.sort_values("frechet_distance")
+    colours = ["tab:red" if m in BASELINES else "tab:blue" for m in ordered["method"]]
+    right.barh(ordered["method"], ordered["frechet_distance"], color=colours)
+    right.set(xlabel="Fréchet distance (lower is closer)", title="blue: models, red: baselines")
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe(table: pd.DataFrame, chance: float = 0.5) -> Figure:
+    """Balanced accuracy of the zero-shot probe per feature set, all analyses and new studies only.
+
+    ``table`` has ``features``, ``balanced_accuracy``, ``fold_sd`` and ``balanced_accuracy_new_studies``.
+    """
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.4))
+    y = np.arange(len(table))
+    colours = ["tab:red" if f in BASELINES else "tab:blue" for f in table["features"]]
+    ax.barh(y, table["balanced_accuracy"], xerr=table["fold_sd"], color=colours, alpha=0.8, label="all analyses")
+    new = pd.to_numeric(table["balanced_accuracy_new_studies"], errors="coerce")
+    ax.scatter(new, y, color="black", marker="D", s=18, zorder=3, label="studies not in Neurosynth")
+    ax.axvline(chance, color="grey", ls="--", lw=1)
+    ax.set_yticks(y, table["features"])
+    ax.set(xlim=(0, 1), xlabel="balanced accuracy (n-back vs flanker)", title="zero-shot linear probe")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -90,9 +90,7 @@ def gaussian_kernel_1d(fwhm_mm: float, voxel_size: float, truncate: float = 4.0)
     return weights / weights.sum()
 
 
-def _validate_peaks(
-    ijk: np.ndarray, study_index: np.ndarray, n_studies: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _validate_peaks(ijk: np.ndarray, study_index: np.ndarray, n_studies: int) -> tuple[np.ndarray, np.ndarray]:
     """Check peak arrays and return them as int64 arrays ``(n_peaks, 3)`` and ``(n_peaks,)``."""
     if isinstance(n_studies, bool) or not isinstance(n_studies, (int, np.integer)) or n_studies < 0:
         raise ValueError(f"n_studies must be a non-negative integer, got {n_studies!r}")
@@ -101,9 +99,7 @@ def _validate_peaks(
     if ijk.ndim != 2 or ijk.shape[1] != 3:
         raise ValueError(f"ijk must have shape (n_peaks, 3), got {ijk.shape}")
     if study_index.shape != (ijk.shape[0],):
-        raise ValueError(
-            f"study_index must have shape (n_peaks,) = ({ijk.shape[0]},), got {study_index.shape}"
-        )
+        raise ValueError(f"study_index must have shape (n_peaks,) = ({ijk.shape[0]},), got {study_index.shape}")
     for name, arr in (("ijk", ijk), ("study_index", study_index)):
         if arr.dtype.kind == "f":
             # Voxel indices computed in floating point: accept whole numbers only.

@@ -174,8 +174,7 @@ def neurostore_studyset_dir() -> Path:
     folder = package / "resources" / STUDYSET_NAME
     if not (folder / "studies.parquet").is_file():
         raise FileNotFoundError(
-            f"NiMARE's NeuroStore studyset {STUDYSET_NAME!r} not found at {folder}; "
-            "it ships with nimare>=0.22."
+            f"NiMARE's NeuroStore studyset {STUDYSET_NAME!r} not found at {folder}; it ships with nimare>=0.22."
         )
     return folder
 
@@ -204,18 +203,11 @@ def _sample_size_table(folder: str) -> pd.DataFrame:
     # Read only the demographic columns: the annotation table has ~930 columns.
     all_columns = pq.read_schema(root / "annotations.parquet").names
     group_columns = [c for c in all_columns if _GROUP_FIELD.match(c)]
-    annotations = pd.read_parquet(
-        root / "annotations.parquet", columns=["id", "study_id", *group_columns]
-    )
+    annotations = pd.read_parquet(root / "annotations.parquet", columns=["id", "study_id", *group_columns])
     groups = sorted({int(_GROUP_FIELD.match(c).group(1)) for c in group_columns})
     missing = pd.Series(np.nan, index=annotations.index)
     counts = pd.DataFrame(
-        {
-            g: pd.to_numeric(
-                annotations.get(f"{_DEMOGRAPHICS}[{g}].count", missing), errors="coerce"
-            )
-            for g in groups
-        },
+        {g: pd.to_numeric(annotations.get(f"{_DEMOGRAPHICS}[{g}].count", missing), errors="coerce") for g in groups},
         index=annotations.index,
     )
     imaging = pd.DataFrame(
@@ -230,9 +222,7 @@ def _sample_size_table(folder: str) -> pd.DataFrame:
     scanned = counts.where(is_scanned.fillna(True).astype(bool))
     per_analysis = scanned.clip(lower=0).sum(axis=1, min_count=1)
 
-    metadata = pd.read_parquet(
-        root / "metadata.parquet", columns=["study_id", "slug", *_METADATA_COUNT_FIELDS]
-    )
+    metadata = pd.read_parquet(root / "metadata.parquet", columns=["study_id", "slug", *_METADATA_COUNT_FIELDS])
     curated = metadata[list(_METADATA_COUNT_FIELDS)].map(_max_metadata_count).max(axis=1)
 
     per_study = pd.DataFrame(
@@ -254,9 +244,7 @@ def _sample_size_table(folder: str) -> pd.DataFrame:
     table.loc[annotated.notna(), "sample_size_basis"] = "annotations:" + _DEMOGRAPHICS
     table.loc[annotated.isna() & curated_count.notna(), "sample_size_basis"] = "metadata"
 
-    slugs = (
-        metadata.dropna(subset=["slug"]).drop_duplicates("study_id").set_index("study_id")["slug"]
-    )
+    slugs = metadata.dropna(subset=["slug"]).drop_duplicates("study_id").set_index("study_id")["slug"]
     parsed = slugs.str.extract(_SLUG)
     table["pmid"] = table["neurostore_study_id"].map(parsed["pmid"]).astype("string")
     table["doi_key"] = table["neurostore_study_id"].map(parsed["doi"]).astype("string")
@@ -316,10 +304,7 @@ def load_neurostore_sample_sizes(path: str | Path | None = None) -> pd.DataFrame
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(
-            f"{what} is missing required column(s) {missing}; "
-            f"it has {list(frame.columns)}"
-        )
+        raise ValueError(f"{what} is missing required column(s) {missing}; it has {list(frame.columns)}")
 
 
 def _lookup(reference: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -331,9 +316,7 @@ def _lookup(reference: pd.DataFrame, key: str) -> pd.DataFrame:
     the same rule as across a study's analyses.
     """
     ref = reference[reference[key].fillna("") != ""]
-    ref = ref.sort_values(
-        ["sample_size", "neurostore_study_id"], ascending=[False, True], na_position="last"
-    )
+    ref = ref.sort_values(["sample_size", "neurostore_study_id"], ascending=[False, True], na_position="last")
     return ref.drop_duplicates(key).set_index(key)[["neurostore_study_id", "sample_size"]]
 
 
@@ -479,9 +462,7 @@ def load_neurostore_peaks(
     from nimare.utils import tal2mni
 
     folder = _resolve(path)
-    coords = pd.read_parquet(
-        folder / "coordinates.parquet", columns=["id", "study_id", "x", "y", "z", "space"]
-    )
+    coords = pd.read_parquet(folder / "coordinates.parquet", columns=["id", "study_id", "x", "y", "z", "space"])
     analyses = pd.read_parquet(folder / "analyses.parquet", columns=["id", "name"])
     tasks = pd.read_parquet(folder / "metadata.parquet", columns=["id", "comparison_task"])
 
@@ -496,16 +477,12 @@ def load_neurostore_peaks(
         inside = np.ones(len(peaks), dtype=bool)
         for axis, (low, high) in MNI_BOUNDS_MM.items():
             inside &= peaks[axis].between(low, high).to_numpy()
-        outside_fraction = pd.Series(~inside, index=peaks.index).groupby(
-            peaks["analysis_id"]
-        ).transform("mean")
+        outside_fraction = pd.Series(~inside, index=peaks.index).groupby(peaks["analysis_id"]).transform("mean")
         peaks = peaks[inside & (outside_fraction <= _MAX_OUT_OF_BOUNDS_FRACTION).to_numpy()]
 
     peaks = peaks.drop_duplicates(["analysis_id", "x", "y", "z"])
     peaks["analysis_name"] = peaks["analysis_id"].map(analyses.set_index("id")["name"])
-    peaks["comparison_task"] = peaks["analysis_id"].map(
-        tasks.drop_duplicates("id").set_index("id")["comparison_task"]
-    )
+    peaks["comparison_task"] = peaks["analysis_id"].map(tasks.drop_duplicates("id").set_index("id")["comparison_task"])
     sizes = load_neurostore_sample_sizes(folder).set_index("neurostore_study_id")["sample_size"]
     peaks["sample_size"] = peaks["neurostore_study_id"].map(sizes).astype(float)
     columns = [

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import yaml
 
-from sematlas.callbacks import GRLLambdaRamp, KLController
+from sematlas.callbacks import GRLLambdaRamp, KLController, ReconSnapshots
 from sematlas.datamodule import NeurosynthDataModule
 from sematlas.io import package_versions, read_json, write_json, write_parquet
 from sematlas.lightning import AtlasModule
@@ -81,47 +81,71 @@ class AtlasPayload(pl.Callback):
     def __init__(self, payload: Mapping[str, Any]) -> None:
         self.payload = dict(payload)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["sematlas"] = self.payload
 
 
 def model_config(params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
     """The architecture of ``variant``: choices from params, sizes from the data."""
     assert datamodule.encoder is not None, "call datamodule.setup() first"
-    return ModelConfig.from_dict({
-        **{key: value for key, value in params["model"].items() if key != "variants"},
-        "variant": variant,
-        "in_channels": datamodule.n_channels,
-        "grid_size": datamodule.grid.padded_shape[0],
-        "cond_dim": datamodule.encoder.cond_dim,
-        "n_sparse": 1,
-        "n_year_bins": datamodule.encoder.n_year_bins,
-    })
+    return ModelConfig.from_dict(
+        {
+            **{key: value for key, value in params["model"].items() if key != "variants"},
+            "variant": variant,
+            "in_channels": datamodule.n_channels,
+            "grid_size": datamodule.grid.padded_shape[0],
+            "cond_dim": datamodule.encoder.cond_dim,
+            "n_sparse": 1,
+            "n_year_bins": datamodule.encoder.n_year_bins,
+        }
+    )
 
 
-def build_module(params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule) -> AtlasModule:
-    """The LightningModule of ``variant`` with the profile's objective settings."""
+def build_module(
+    params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule, **options: Any
+) -> AtlasModule:
+    """The LightningModule of ``variant`` with the profile's objective settings (``options`` add to them)."""
     t = params["training"]
     return AtlasModule(
-        model_config(params, variant, datamodule), mask=datamodule.brain_mask(), dataset_size=datamodule.train_size,
-        lr=t["lr"], weight_decay=t["weight_decay"], beta=t["beta"], beta_schedule=t["beta_schedule"],
-        beta_warmup_epochs=t["beta_warmup_epochs"], beta_cycle_epochs=t["beta_cycle_epochs"],
-        beta_cycle_ratio=t["beta_cycle_ratio"], beta_tc_target=t["beta_tc_target"],
-        beta_tc_annealing_epochs=t["beta_tc_annealing_epochs"], imputation_weight=t["imputation_weight"],
+        model_config(params, variant, datamodule),
+        mask=datamodule.brain_mask(),
+        dataset_size=datamodule.train_size,
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        beta=t["beta"],
+        beta_schedule=t["beta_schedule"],
+        beta_warmup_epochs=t["beta_warmup_epochs"],
+        beta_cycle_epochs=t["beta_cycle_epochs"],
+        beta_cycle_ratio=t["beta_cycle_ratio"],
+        beta_tc_target=t["beta_tc_target"],
+        beta_tc_annealing_epochs=t["beta_tc_annealing_epochs"],
+        imputation_weight=t["imputation_weight"],
         year_weight=t["year_weight"],
+        **options,
     )
 
 
 def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> NeurosynthDataModule:
     """The profile's DataModule, set up (tables read, metadata encoder fitted on train)."""
-    datamodule = NeurosynthDataModule.from_params(dict(params), paths.processed, batch_size=params["training"]["batch_size"],
-                                                  use_subset=params["training"]["use_subset"])
+    datamodule = NeurosynthDataModule.from_params(
+        dict(params),
+        paths.processed,
+        batch_size=params["training"]["batch_size"],
+        use_subset=params["training"]["use_subset"],
+    )
     datamodule.setup()
     return datamodule
 
 
-def fingerprint(params: Mapping[str, Any], variant: str, sections: Sequence[str] = (),
-                sources: Sequence[str] = _MODEL_SOURCES) -> str:
+def fingerprint(
+    params: Mapping[str, Any],
+    variant: str,
+    sections: Sequence[str] = (),
+    sources: Sequence[str] = _MODEL_SOURCES,
+    options: Mapping[str, Any] | None = None,
+) -> str:
     """SHA-256 over what a checkpoint depends on: the parameters and the code.
 
     Parameters
@@ -136,12 +160,16 @@ def fingerprint(params: Mapping[str, Any], variant: str, sections: Sequence[str]
         ``training.max_epochs`` does not count: a longer run of the same model resumes.
     sources : sequence of str
         Library files or folders (relative to the package) whose code counts.
+    options : mapping, optional
+        Settings passed to the module beside the parameters (e.g. a learning-rate schedule).
     """
     digest = hashlib.sha256()
     relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
     # More (or fewer) epochs continue the same run: raising max_epochs resumes from last.ckpt.
     relevant["training"] = {key: value for key, value in relevant["training"].items() if key != "max_epochs"}
     digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
+    if options:
+        digest.update(yaml.safe_dump({"options": dict(options)}, sort_keys=True).encode())
     package = Path(__file__).resolve().parent
     for name in sources:
         for source in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]:
@@ -155,16 +183,18 @@ def _loggers(run_dir: Path, use_wandb: bool, variant: str, profile: str) -> list
     # A fixed version: an auto-incremented one would silently start a new log on resume.
     loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="logs", version=0)]
     try:
+        import tensorboard  # noqa: F401  (optional)
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        import tensorboard  # noqa: F401  (optional)
         loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=0))
     except ImportError:
         pass
     if use_wandb:
         from lightning.pytorch.loggers import WandbLogger
 
-        loggers.append(WandbLogger(project="sematlas", name=f"{profile}-{variant}", save_dir=str(run_dir), offline=True))
+        loggers.append(
+            WandbLogger(project="sematlas", name=f"{profile}-{variant}", save_dir=str(run_dir), offline=True)
+        )
     return loggers
 
 
@@ -193,9 +223,19 @@ def _epoch_metrics(run_dir: Path) -> pd.DataFrame:
     return frame.groupby("epoch")[epoch_columns].last().reset_index()
 
 
-def fit_run(module: pl.LightningModule, datamodule: pl.LightningDataModule, run_dir: Path,
-            params: Mapping[str, Any], *, name: str, run_fingerprint: str, payload: Mapping[str, Any],
-            callbacks: list[pl.Callback], train_size: int, strategy: str | None = None) -> TrainedRun:
+def fit_run(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    run_dir: Path,
+    params: Mapping[str, Any],
+    *,
+    name: str,
+    run_fingerprint: str,
+    payload: Mapping[str, Any],
+    callbacks: list[pl.Callback],
+    train_size: int,
+    strategy: str | None = None,
+) -> TrainedRun:
     """Fit a LightningModule in a run folder: fresh start, resume or reuse, with the run's files.
 
     Every trained model of the compendium goes through here, so each run folder
@@ -238,8 +278,19 @@ def fit_run(module: pl.LightningModule, datamodule: pl.LightningDataModule, run_
     _write_run_files(run_dir, params, datamodule)
 
     all_callbacks: list[pl.Callback] = [
-        pl.callbacks.ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor="val/loss", mode="min",
-                                     save_last=True, enable_version_counter=False),
+        pl.callbacks.ModelCheckpoint(
+            dirpath=str(checkpoints), filename="best", monitor="val/loss", mode="min", enable_version_counter=False
+        ),
+        # A checkpoint of its own for resuming: Lightning's save_last writes last.ckpt only in epochs that also
+        # improved the monitored metric, so a run killed after a non-improving epoch would lose that epoch.
+        pl.callbacks.ModelCheckpoint(
+            dirpath=str(checkpoints),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        ),
         AtlasPayload(payload),
         pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
         *callbacks,
@@ -249,10 +300,19 @@ def fit_run(module: pl.LightningModule, datamodule: pl.LightningDataModule, run_
     if resumed:
         _set_aside_log(run_dir)
     trainer = pl.Trainer(
-        max_epochs=t["max_epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
-        strategy=strategy or t["strategy"], precision=t["precision"], deterministic=t["deterministic"],
-        default_root_dir=str(run_dir), logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
-        callbacks=all_callbacks, log_every_n_steps=1, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=t["max_epochs"],
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=strategy or t["strategy"],
+        precision=t["precision"],
+        deterministic=t["deterministic"],
+        default_root_dir=str(run_dir),
+        logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
+        callbacks=all_callbacks,
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -261,29 +321,53 @@ def fit_run(module: pl.LightningModule, datamodule: pl.LightningDataModule, run_
     timing_file = run_dir / "timing.json"
     timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
     try:
-        lightning_logger.info("training %s on profile %s (%s)", name, params["profile"],
-                              "resuming from last.ckpt" if resumed else "from scratch")
+        lightning_logger.info(
+            "training %s on profile %s (%s)",
+            name,
+            params["profile"],
+            "resuming from last.ckpt" if resumed else "from scratch",
+        )
         # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
         completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
         timing["train_seconds"] += time.perf_counter() - started
         timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
-        lightning_logger.info("finished at epoch %d, best val/loss %s", trainer.current_epoch,
-                              trainer.checkpoint_callback.best_model_score)  # type: ignore[union-attr]
+        lightning_logger.info(
+            "finished at epoch %d, best val/loss %s",
+            trainer.current_epoch,
+            trainer.checkpoint_callback.best_model_score,
+        )  # type: ignore[union-attr]
     finally:
         lightning_logger.removeHandler(handler)
         handler.close()
-    timing["studies_per_second"] = (timing["epochs"] * train_size / timing["train_seconds"]
-                                    if timing["train_seconds"] > 0 and timing["epochs"] else float("nan"))
+    timing["studies_per_second"] = (
+        timing["epochs"] * train_size / timing["train_seconds"]
+        if timing["train_seconds"] > 0 and timing["epochs"]
+        else float("nan")
+    )
     write_json(timing, timing_file)
-    return TrainedRun(run_dir=run_dir, best_checkpoint=checkpoints / "best.ckpt", last_checkpoint=last,
-                      metrics=_epoch_metrics(run_dir), resumed=resumed, timing=timing)
+    return TrainedRun(
+        run_dir=run_dir,
+        best_checkpoint=checkpoints / "best.ckpt",
+        last_checkpoint=last,
+        metrics=_epoch_metrics(run_dir),
+        resumed=resumed,
+        timing=timing,
+    )
 
 
-def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
-                  datamodule: NeurosynthDataModule | None = None, extra_callbacks: list[pl.Callback] | None = None,
-                  strategy: str | None = None, run_name: str | None = None) -> TrainedRun:
+def train_variant(
+    params: Mapping[str, Any],
+    variant: str,
+    paths: ProfilePaths,
+    datamodule: NeurosynthDataModule | None = None,
+    extra_callbacks: list[pl.Callback] | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+    module_options: Mapping[str, Any] | None = None,
+    sections: Sequence[str] = (),
+) -> TrainedRun:
     """Train (or resume, or reuse) one volumetric variant of a profile.
 
     Parameters
@@ -296,12 +380,16 @@ def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
     datamodule : NeurosynthDataModule, optional
         A set-up DataModule to share between variants.
     extra_callbacks : list, optional
-        E.g. the recon-snapshot callback.
+        Added after the variant's own (recon snapshots, KL controller, GRL ramp).
     strategy : str, optional
         Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
     run_name : str, optional
         The run folder under ``data/models/<profile>/`` (a relative path such as
         ``ensemble/member_1``); defaults to the variant.
+    module_options : mapping, optional
+        Further :class:`AtlasModule` settings (e.g. a learning-rate schedule); they count in the fingerprint.
+    sections : sequence of str
+        Further parameter sections the run depends on (see :func:`fingerprint`).
 
     Returns
     -------
@@ -313,19 +401,39 @@ def train_variant(params: Mapping[str, Any], variant: str, paths: ProfilePaths,
         torch.set_num_threads(t["num_threads"])
     datamodule = datamodule or make_datamodule(params, paths)
     assert datamodule.encoder is not None
-    payload = {"profile": params["profile"], "variant": variant, "voxel_size": datamodule.voxel_size,
-               "fwhms": list(datamodule.fwhms), "kernel_choice": datamodule.kernel_choice,
-               "metadata_encoder": datamodule.encoder.to_dict()}
-    callbacks: list[pl.Callback] = []
+    payload = {
+        "profile": params["profile"],
+        "variant": variant,
+        "voxel_size": datamodule.voxel_size,
+        "fwhms": list(datamodule.fwhms),
+        "kernel_choice": datamodule.kernel_choice,
+        "metadata_encoder": datamodule.encoder.to_dict(),
+    }
+    callbacks: list[pl.Callback] = [ReconSnapshots(t["recon_every_n_epochs"], t["num_recon_samples"])]
     if variant != "tcvae_sbd":
-        callbacks.append(KLController(threshold=t["kl_controller_threshold"], patience=t["kl_controller_patience"],
-                                      factor=t["kl_controller_factor"]))
+        callbacks.append(
+            KLController(
+                threshold=t["kl_controller_threshold"],
+                patience=t["kl_controller_patience"],
+                factor=t["kl_controller_factor"],
+            )
+        )
     if variant == "cbvae":
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []
-    return fit_run(build_module(params, variant, datamodule), datamodule, paths.models / (run_name or variant), params,
-                   name=run_name or variant, run_fingerprint=fingerprint(params, variant), payload=payload,
-                   callbacks=callbacks, train_size=datamodule.train_size, strategy=strategy)
+    options = dict(module_options or {})
+    return fit_run(
+        build_module(params, variant, datamodule, **options),
+        datamodule,
+        paths.models / (run_name or variant),
+        params,
+        name=run_name or variant,
+        run_fingerprint=fingerprint(params, variant, sections=sections, options=options),
+        payload=payload,
+        callbacks=callbacks,
+        train_size=datamodule.train_size,
+        strategy=strategy,
+    )
 
 
 def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) -> None:

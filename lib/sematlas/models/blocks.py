@@ -230,6 +230,8 @@ class ConvDecoder(nn.Module):
         Hidden width of the FiLM generator.
     output_init : float
         Initial output value (see :func:`init_output_bias`).
+    aleatoric : bool
+        Add a second output layer for a per-voxel log-variance (see :meth:`predict`).
     """
 
     def __init__(
@@ -243,6 +245,7 @@ class ConvDecoder(nn.Module):
         film_meta_dim: int | None = None,
         hidden_dim: int = 64,
         output_init: float = 0.05,
+        aleatoric: bool = False,
     ) -> None:
         super().__init__()
         self.start_shape = (widths[0], start_side, start_side, start_side)
@@ -253,9 +256,12 @@ class ConvDecoder(nn.Module):
         self.out = nn.ConvTranspose3d(widths[-1], out_channels, 2, stride=2)
         init_output_bias(self.out, output_init)
         self.film = FiLMGenerator(film_meta_dim, widths[1:], hidden_dim) if film_meta_dim is not None else None
+        # Built last, and only when asked, so a decoder without it draws the same
+        # initial weights from the same seed as before the option existed.
+        self.out_logvar = nn.ConvTranspose3d(widths[-1], out_channels, 2, stride=2) if aleatoric else None
 
     def forward(self, z: Tensor, m: Tensor | None = None) -> Tensor:
-        """Decode.
+        """Decode the mean map.
 
         Parameters
         ----------
@@ -268,6 +274,36 @@ class ConvDecoder(nn.Module):
         Tensor, shape (B, out_channels, G, G, G)
             ``G = start_side * 2**len(widths)``; values in (0, 1).
         """
+        # Standard (contiguous) layout out, whatever the layout inside.
+        return torch.sigmoid(self.out(self._features(z, m))).contiguous()
+
+    def predict(self, z: Tensor, m: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Decode the mean map and the per-voxel log-variance of an aleatoric decoder.
+
+        Parameters
+        ----------
+        z : Tensor, shape (B, z_dim)
+        m : Tensor, shape (B, meta_dim), optional
+
+        Returns
+        -------
+        mean : Tensor, shape (B, out_channels, G, G, G)
+            As :meth:`forward`.
+        logvar : Tensor, shape (B, out_channels, G, G, G)
+            In ``(LOGVAR_MIN, LOGVAR_MAX)`` (see :func:`bounded_logvar`).
+
+        Raises
+        ------
+        ValueError
+            If the decoder was built without ``aleatoric``.
+        """
+        if self.out_logvar is None:
+            raise ValueError("this decoder has no aleatoric head (build it with aleatoric=True)")
+        h = self._features(z, m)
+        return torch.sigmoid(self.out(h)).contiguous(), bounded_logvar(self.out_logvar(h)).contiguous()
+
+    def _features(self, z: Tensor, m: Tensor | None) -> Tensor:
+        """Features before the output layer(s), shape (B, widths[-1], G/2, G/2, G/2)."""
         h = channels_last(F.silu(self.fc_norm(self.fc(z).view(-1, *self.start_shape))))
         if self.film is None:
             for block in self.blocks:
@@ -277,8 +313,31 @@ class ConvDecoder(nn.Module):
                 raise ValueError("this decoder is conditional: pass the metadata vector m")
             for block, (delta_gamma, beta) in zip(self.blocks, self.film(m), strict=True):
                 h = run_block(block, h, delta_gamma, beta, enabled=self.gradient_checkpointing)
-        # Standard (contiguous) layout out, whatever the layout inside.
-        return torch.sigmoid(self.out(h)).contiguous()
+        return h
+
+
+#: Bounds of a predicted per-voxel log-variance. Maps are peak-normalised to [0, 1]:
+#: a standard deviation above 1 is meaningless, and one under 0.005 (half a percent
+#: of a peak) would let the Gaussian NLL run to -inf on the many voxels that are
+#: exactly 0 far from every peak.
+LOGVAR_MIN = 2.0 * math.log(0.005)
+LOGVAR_MAX = 0.0
+
+
+def bounded_logvar(raw: Tensor) -> Tensor:
+    """Squash an unbounded output into ``(LOGVAR_MIN, LOGVAR_MAX)``: ``min + (max - min) * sigmoid(raw)``.
+
+    A smooth bound rather than a clamp, so the gradient never vanishes at the edges.
+
+    Parameters
+    ----------
+    raw : Tensor, any shape
+
+    Returns
+    -------
+    Tensor, same shape
+    """
+    return LOGVAR_MIN + (LOGVAR_MAX - LOGVAR_MIN) * torch.sigmoid(raw)
 
 
 def init_output_bias(layer: nn.Conv3d | nn.ConvTranspose3d, value: float) -> None:

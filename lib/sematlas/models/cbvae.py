@@ -278,6 +278,7 @@ def conditional_decoder(config: ModelConfig) -> ConvDecoder:
         film_meta_dim=config.meta_dim,
         hidden_dim=config.hidden_dim,
         output_init=config.output_init,
+        aleatoric=config.aleatoric,
     )
 
 
@@ -362,6 +363,24 @@ class ConditionalBetaVAE(nn.Module):
         m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
         return self.decoder(z, m.to(z.dtype))
 
+    def decode_distribution(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor) -> tuple[Tensor, Tensor]:
+        """Mean maps and per-voxel log-variances of an aleatoric model (``config.aleatoric``).
+
+        Parameters
+        ----------
+        z : Tensor, shape (B, z_dim)
+        meta : Tensor of shape (B, cond_dim + n_sparse), or mapping
+            As in :meth:`decode`.
+
+        Returns
+        -------
+        mean, logvar : Tensor, shape (B, C, G, G, G)
+            ``mean`` equals :meth:`decode`; ``logvar`` is bounded (see
+            :func:`~sematlas.models.blocks.bounded_logvar`).
+        """
+        m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
+        return self.decoder.predict(z, m.to(z.dtype))
+
     def forward(self, image: Tensor, meta: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Encode, impute, sample (``z = mu`` in eval mode), predict the year adversarially, decode.
 
@@ -379,13 +398,17 @@ class ConditionalBetaVAE(nn.Module):
             ``imputed_mu``, ``imputed_logvar`` (B, n_sparse); ``m`` (B,
             cond_dim + n_sparse): the metadata vector with missing sparse fields
             filled by an imputed sample (training) or mean (eval);
-            ``year_logits`` (B, n_year_bins), computed through the GRL.
+            ``year_logits`` (B, n_year_bins), computed through the GRL;
+            ``x_logvar`` (B, C, G, G, G) when ``config.aleatoric``.
         """
         out = self._encode(image, meta)
         z = reparameterise(out["mu"], out["logvar"], sample=self.training)
         out["z"] = z
         out["year_logits"] = self.year_head(self.grl(z))
-        out["x_hat"] = self.decoder(z, out["m"])
+        if self.config.aleatoric:
+            out["x_hat"], out["x_logvar"] = self.decoder.predict(z, out["m"])
+        else:
+            out["x_hat"] = self.decoder(z, out["m"])
         return out
 
 

@@ -88,6 +88,11 @@ class ModelConfig:
         decoder starting at the sigmoid's 0.5 spends its first hundreds of
         steps unlearning the background (and then sits in the sigmoid's flat
         tail); about the training-set mean inside the brain is right.
+    aleatoric : bool
+        ``cbvae``: the decoder also predicts a per-voxel log-variance
+        (``x_logvar``) and the reconstruction term becomes the Gaussian NLL
+        (heteroscedastic aleatoric uncertainty, Kendall & Gal 2017). Off, the
+        network and its objective are exactly stage 02's.
     """
 
     variant: Variant = "baseline"
@@ -108,6 +113,7 @@ class ModelConfig:
     sbd_channels: int | None = 4
     sbd_blocks: int = 2
     output_init: float = 0.05
+    aleatoric: bool = False
 
     def __post_init__(self) -> None:
         # YAML gives lists; tuples keep the config hashable and printable.
@@ -134,6 +140,8 @@ class ModelConfig:
             )
         if not 0.0 < self.output_init < 1.0:
             raise ValueError(f"output_init must be in (0, 1), got {self.output_init!r}")
+        if self.aleatoric and self.variant != "cbvae":
+            raise ValueError(f"aleatoric decoders are built for the 'cbvae' variant only, got {self.variant!r}")
         if self.sbd_channels is not None and self.sbd_channels < 1:
             raise ValueError(f"sbd_channels must be >= 1 or None, got {self.sbd_channels!r}")
 

@@ -10,7 +10,6 @@ the latent alone, which favours disentangled, position-aware latents.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -1,0 +1,289 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Uncertainty: deep ensembles of the conditional beta-VAE
+#
+# How sure is the atlas of a map it draws? Two kinds of uncertainty, per voxel:
+#
+# - **aleatoric**: noise inherent in the data (where studies of the same kind
+#   disagree anyway). The decoder predicts a mean *and* a variance per voxel and is
+#   trained with the Gaussian negative log-likelihood (Kendall & Gal, 2017).
+# - **epistemic**: what the model does not know, measured as the disagreement
+#   between several models that fit the training data equally well.
+#
+# Three ways to get those several models are compared (`ensemble.methods`):
+#
+# - **snapshot** ensemble (Huang et al., 2017): one run with a cosine learning rate
+#   restarted every `cycle_epochs`; the model at the end of each of the K cycles is a member;
+# - **independent** members (Lakshminarayanan et al., 2017): K runs from different seeds;
+# - **MC dropout** (Gal & Ghahramani, 2016): the snapshot run's final model with dropout
+#   left on at test time, S stochastic passes.
+#
+# The predictive distribution of a map is the Gaussian with mean = the mean of the
+# members' means and variance = aleatoric (mean predicted variance) + epistemic
+# (variance of the members' means). It is judged by **calibration** on held-out voxels
+# (expected calibration error, ECE; goal < 0.15, with temperature scaling fitted on
+# the validation split when it exceeds 0.10) and by **out-of-distribution detection**:
+# does the ensemble disagree more on maps unlike any study (goal AUROC > 0.85)?
+# Outputs: `data/models/<profile>/ensemble/`, `data/results/<profile>/ensemble/`
+# (`test_results.json`, NIfTI maps) and figures under `figures/<profile>/`.
+
+# %% tags=["parameters"]
+profile = "quick"
+
+# %%
+import numpy as np
+import pandas as pd
+import torch
+
+from sematlas.ensemble import (
+    AtlasEnsemble,
+    train_independent_members,
+    train_snapshot_ensemble,
+    write_uncertainty_maps,
+)
+from sematlas.io import write_json
+from sematlas.params import load_params
+from sematlas.paths import ProfilePaths
+from sematlas.plotting import plot_map_rows
+from sematlas.train import make_datamodule
+from sematlas.uncertainty import (
+    CALIBRATION_LEVELS,
+    evaluate_ensemble,
+    ood_peak_lists,
+    plot_ood_histograms,
+    plot_reliability,
+    render_peak_lists,
+)
+
+params = load_params(profile)
+settings = params["ensemble"]
+paths = ProfilePaths.for_profile(profile)
+paths.figures.mkdir(parents=True, exist_ok=True)
+results_dir = paths.results / "ensemble"
+methods = settings["methods"]
+datamodule = make_datamodule(params, paths)
+n_eval = settings["n_eval"] or None
+n_test = min(n_eval or len(datamodule.tables["test"]), len(datamodule.tables["test"]))
+print(
+    f"profile {profile}: methods {methods}; K = {settings['n_members']} members, "
+    f"{settings['mc_samples']} MC-dropout passes; {datamodule.train_size} training studies, "
+    f"{n_test} test studies, grid {datamodule.grid.shape} at {datamodule.voxel_size} mm"
+)
+
+# %% [markdown]
+# ## Train
+#
+# The snapshot run trains K cycles of `cycle_epochs` epochs: the learning rate starts
+# each cycle at `training.lr` and is annealed along a cosine to `lr_min_ratio` times
+# that, and a snapshot (a complete checkpoint that loads alone) is written at each
+# cycle's end. The same run's final model serves MC dropout. Independent members,
+# when asked for, train `member_epochs` epochs each from seeds `seed + seed_offset * k`.
+# Reruns reuse finished runs and resume killed ones.
+
+# %%
+runs = {}
+if {"snapshot", "mc_dropout"} & set(methods):
+    runs["snapshot"] = train_snapshot_ensemble(params, paths, datamodule)
+if "independent" in methods:
+    runs["independent"] = train_independent_members(params, paths, datamodule)
+snapshot_files = sorted((runs["snapshot"].run_dir / "snapshots").glob("snapshot_*.ckpt")) if "snapshot" in runs else []
+train_seconds = {
+    "snapshot": runs["snapshot"].timing["train_seconds"] if "snapshot" in runs else None,
+    # MC dropout needs no training of its own: it reuses the snapshot run's final model.
+    "mc_dropout": runs["snapshot"].timing["train_seconds"] if "snapshot" in runs else None,
+    "independent": sum(r.timing["train_seconds"] for r in runs["independent"]) if "independent" in runs else None,
+}
+pd.DataFrame({m: {"train seconds": train_seconds[m]} for m in methods}).T
+
+# %%
+if "snapshot" in runs:
+    curve = runs["snapshot"].metrics
+    print(f"{len(snapshot_files)} snapshots: {[f.name for f in snapshot_files]}")
+    shown_columns = [c for c in ("epoch", "val/loss", "val/recon", "val/recon_se") if c in curve]
+    print(curve[shown_columns].round(2).to_string(index=False))
+
+# %% [markdown]
+# ## The ensembles
+#
+# Each method is an `AtlasEnsemble` (members are `AtlasModel`s), next to a single
+# deterministic member as the reference for reconstruction quality.
+
+# %%
+ensembles: dict[str, tuple[AtlasEnsemble, AtlasEnsemble]] = {}
+seed = int(params["seed"])
+if "snapshot" in methods:
+    ensembles["snapshot"] = (AtlasEnsemble.load(snapshot_files), AtlasEnsemble.load(snapshot_files[-1]))
+if "mc_dropout" in methods:
+    ensembles["mc_dropout"] = (
+        AtlasEnsemble.load(snapshot_files[-1], mc_samples=settings["mc_samples"], seed=seed),
+        AtlasEnsemble.load(snapshot_files[-1]),
+    )
+if "independent" in methods:
+    members = [r.best_checkpoint for r in runs["independent"]]
+    ensembles["independent"] = (AtlasEnsemble.load(members), AtlasEnsemble.load(members[0]))
+{method: ensemble.n_passes for method, (ensemble, _) in ensembles.items()}
+
+# %% [markdown]
+# ## Out-of-distribution maps
+#
+# Three kinds of maps unlike any study, each paired with a test study (its metadata
+# and its number of peaks) and rendered by the same renderer and kernels:
+#
+# - **uniform**: peaks drawn uniformly in the brain mask;
+# - **white_matter**: the test study's own peaks, each moved to the nearest
+#   white-matter voxel (nilearn's MNI152 template): its layout, off the grey matter;
+# - **nimare_synthetic**: studies from NiMARE's synthetic coordinate generator
+#   (a few shared foci plus noise foci).
+
+# %%
+n_ood = min(settings["ood_maps"], n_test)
+ood_peaks = ood_peak_lists(datamodule, n_ood, settings["ood_true_foci"], seed)
+ood_images = {kind: render_peak_lists(datamodule, peaks) for kind, peaks in ood_peaks.items()}
+d, h, w = datamodule.grid.shape
+test_example = datamodule.render_rows("test", [0])["image"][0]
+fig = plot_map_rows(
+    {
+        "test study": [test_example[-1, :d, :h, :w].numpy()],
+        **{kind: [images[0, -1, :d, :h, :w].numpy()] for kind, images in ood_images.items()},
+    }
+)
+fig.savefig(paths.figures / "ensemble_ood_examples.png", dpi=120)
+
+# %% [markdown]
+# ## Calibration, OOD detection and reconstruction, per method
+#
+# On the widest-kernel channel inside the brain mask. The temperature is fitted on the
+# validation split (one scalar multiplying the predictive standard deviation) and
+# applied when the validation ECE exceeds `temperature_threshold`; the test ECE is
+# reported before and after.
+
+# %%
+results, details = {}, {}
+for method, (ensemble, single) in ensembles.items():
+    results[method], details[method] = evaluate_ensemble(
+        ensemble, single, datamodule, ood_images, settings["temperature_threshold"], n_eval=n_eval
+    )
+    results[method]["train_seconds"] = train_seconds[method]
+table = pd.DataFrame(
+    {
+        method: {
+            "passes": r["n_passes"],
+            "ECE val": r["ece_val"],
+            "ECE test before": r["ece_test_before"],
+            "temperature": r["temperature"],
+            "applied": r["temperature_applied"],
+            "ECE test after": r["ece_test_after"],
+            **{f"AUROC {kind}": auroc for kind, auroc in r["ood_auroc"].items()},
+            "recon r ensemble": r["recon_median_r_ensemble"],
+            "recon r single": r["recon_median_r_single"],
+            "train s": r["train_seconds"],
+        }
+        for method, r in results.items()
+    }
+).T
+table.round(3)
+
+# %%
+goals = {"ece_below": 0.15, "ood_auroc_above": 0.85}
+write_json(
+    {
+        "profile": profile,
+        "methods": results,
+        "goals": goals,
+        "n_test": n_test,
+        "n_ood_per_kind": n_ood,
+        "calibration_levels": CALIBRATION_LEVELS,
+        "settings": settings,
+    },
+    results_dir / "test_results.json",
+)
+for method, r in results.items():
+    ece = r["ece_test_after"]
+    verdict = "meets" if ece < goals["ece_below"] else "MISSES"
+    aurocs = ", ".join(
+        f"{k} {v:.2f} ({'meets' if v > goals['ood_auroc_above'] else 'MISSES'})" for k, v in r["ood_auroc"].items()
+    )
+    print(f"{method}: test ECE {ece:.3f} ({verdict} the goal < {goals['ece_below']}); OOD AUROC: {aurocs}")
+
+# %% [markdown]
+# ### Reliability diagram
+#
+# Observed fraction of held-out voxel values inside the central p-interval of the
+# predictive Gaussian, against p; the diagonal is perfect calibration.
+
+# %%
+curves = {}
+for method, detail in details.items():
+    curves[f"{method}, before"] = detail["coverage_before"]
+    if results[method]["temperature_applied"]:
+        curves[f"{method}, T = {results[method]['temperature']:.2f}"] = detail["coverage_after"]
+fig = plot_reliability(curves)
+fig.savefig(paths.figures / "ensemble_reliability.png", dpi=120)
+
+# %% [markdown]
+# ### Disagreement on test maps and on OOD maps
+
+# %%
+fig = plot_ood_histograms({method: detail["scores"] for method, detail in details.items()})
+fig.savefig(paths.figures / "ensemble_ood_scores.png", dpi=120)
+
+# %% [markdown]
+# ## Uncertainty maps of generated maps
+#
+# One map per task category, generated from metadata alone (prior mean), with its
+# aleatoric and epistemic standard deviations. Every category's three maps are written
+# as NIfTI (MNI152, the model's grid) under `data/results/<profile>/ensemble/nifti/<method>/`.
+
+# %%
+categories = list(next(iter(ensembles.values()))[0].members[0].encoder.categories)
+requests = [{"task": category} for category in categories]
+generated = {method: ensemble.generate(requests) for method, (ensemble, _) in ensembles.items()}
+for method, prediction in generated.items():
+    files = write_uncertainty_maps(ensembles[method][0], prediction, categories, results_dir / "nifti" / method)
+    print(f"{method}: {len(files)} NIfTI files in {files[0].parent.relative_to(paths.root)}")
+main_method = next(iter(generated))
+shown = categories[:4]
+prediction = generated[main_method]
+fig = plot_map_rows(
+    {
+        "mean": [prediction.mean[i, -1].numpy() for i in range(len(shown))],
+        "aleatoric sd": [prediction.aleatoric[i, -1].sqrt().numpy() for i in range(len(shown))],
+        "epistemic sd": [prediction.epistemic[i, -1].sqrt().numpy() for i in range(len(shown))],
+    },
+    column_titles=shown,
+    vmax=None,
+)
+fig.suptitle(f"{main_method} ensemble: generated maps and their uncertainty", y=1.02)
+fig.savefig(paths.figures / "ensemble_uncertainty_maps.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## The inference API
+#
+# `sematlas.AtlasEnsemble.load(folder_or_checkpoints)` gives `reconstruct`,
+# `encode`/`decode` (one latent code per member), `generate` and `to_nifti`; each
+# returns the mean, aleatoric and epistemic maps.
+
+# %%
+ensemble = ensembles[main_method][0]
+pain = ensemble.generate({"task": "pain", "year": 2012}) if "pain" in categories else prediction
+brain = torch.from_numpy(ensemble.grid.mask())
+print(
+    f"{main_method}: mean aleatoric sd {pain.aleatoric[0, -1][brain].sqrt().mean():.4f}, "
+    f"mean epistemic sd {pain.epistemic[0, -1][brain].sqrt().mean():.4f} inside the brain"
+)
+image = ensemble.to_nifti(pain.epistemic[0])
+print(image.shape, np.diag(image.affine)[:3], "mm voxels")

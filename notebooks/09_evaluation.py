@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Evaluation suite
+#
+# Stage 02 asked whether each volumetric model reproduces single held-out maps.
+# This stage asks two questions that per-study correlations cannot answer:
+#
+# 1. **Do the models' samples look like real studies, and cover their variety?**
+#    Improved precision and recall (Kynkäänniemi et al., 2019; k-NN manifolds,
+#    k = 3) and the Fréchet distance between prior samples (decoded with the test
+#    studies' metadata) and the held-out real maps, all in one fixed feature space:
+#    the first principal components of the training maps. The linear baseline is
+#    probabilistic PCA with as many components as the models have latent units;
+#    real training maps give the ceiling.
+# 2. **Do the latents carry task information beyond Neurosynth?** A zero-shot
+#    linear probe on the NeuroStore n-back vs flanker analyses that ship with
+#    NiMARE: rendered like Neurosynth studies, encoded by each frozen model with
+#    neutral metadata, classified by logistic regression under study-grouped
+#    cross-validation, against PCA features at the same size and raw voxels.
+#    Studies also in Neurosynth are flagged and reported separately.
+#
+# Inputs: the best checkpoints of stage 02. Outputs: `data/results/<profile>/evaluation/`.
+
+# %% tags=["parameters"]
+profile = "quick"
+
+# %%
+import pandas as pd
+
+from sematlas.atlas import AtlasModel
+from sematlas.generative import evaluate_generation
+from sematlas.io import write_json, write_parquet
+from sematlas.params import load_params
+from sematlas.paths import ProfilePaths
+from sematlas.plotting import plot_generative_quality, plot_probe
+from sematlas.probe import run_probe
+from sematlas.train import make_datamodule
+
+params = load_params(profile)
+paths = ProfilePaths.for_profile(profile)
+paths.figures.mkdir(parents=True, exist_ok=True)
+out_dir = paths.results / "evaluation"
+datamodule = make_datamodule(params, paths)
+atlases = {
+    variant: AtlasModel.load(paths.models / variant / "checkpoints" / "best.ckpt", voxel_size=datamodule.voxel_size)
+    for variant in params["model"]["variants"]
+}
+print(f"profile {profile}: evaluating {', '.join(atlases)} on {len(datamodule.tables['test'])} held-out studies")
+
+# %% [markdown]
+# ## Generative quality
+#
+# Precision: the fraction of generated maps that fall inside the manifold of real
+# held-out maps. Recall: the fraction of real maps inside the manifold of generated
+# ones. Fréchet distance: lower is closer. One prior sample per test study.
+
+# %%
+generation = evaluate_generation(
+    {v: a.module.model for v, a in atlases.items()},
+    datamodule,
+    params["evaluation"],
+    z_dim=params["model"]["z_dim"],
+    seed=int(params["seed"]),
+)
+write_parquet(generation, out_dir / "generative_quality.parquet")
+generation.round(4)
+
+# %%
+fig = plot_generative_quality(generation)
+fig.savefig(paths.figures / "evaluation_precision_recall.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Zero-shot probe: n-back vs flanker
+#
+# Chance is 0.5 (balanced accuracy). `new_studies` are analyses whose study is not
+# in Neurosynth v7 at all: the cleanest test of generalisation.
+
+# %%
+probe, analyses = run_probe(atlases, datamodule, params)
+write_parquet(analyses, out_dir / "probe_analyses.parquet")
+print(
+    f"{len(analyses)} analyses of {analyses['neurostore_study_id'].nunique()} studies: "
+    f"{int(analyses['label'].sum())} n-back, {int((1 - analyses['label']).sum())} flanker; "
+    f"{int(analyses['in_neurosynth'].sum())} from studies also in Neurosynth "
+    f"({int(analyses['in_training'].sum())} in the models' training split)"
+)
+probe.round(3)
+
+# %%
+fig = plot_probe(probe)
+fig.savefig(paths.figures / "evaluation_zero_shot_probe.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# ## Results file
+#
+# Everything above, as one JSON next to the other stages' results.
+
+# %%
+results = {
+    "profile": profile,
+    "generative_quality": {
+        "feature_space": f"PCA-{params['evaluation']['prd_features']} of training maps (widest kernel)",
+        "k": params["evaluation"]["prd_k"],
+        "methods": generation.set_index("method").to_dict(orient="index"),
+    },
+    "zero_shot_probe": {
+        "task": "n-back (1) vs flanker (0), NeuroStore 2026-07 studyset",
+        "chance": 0.5,
+        "n_analyses": len(analyses),
+        "n_studies": int(analyses["neurostore_study_id"].nunique()),
+        "n_in_neurosynth": int(analyses["in_neurosynth"].sum()),
+        "n_in_training": int(analyses["in_training"].sum()),
+        "features": probe.set_index("features").to_dict(orient="index"),
+    },
+}
+write_json(results, out_dir / "evaluation_results.json")
+pd.DataFrame(
+    {
+        "model beats PPCA on precision": {
+            v: generation.set_index("method").loc[v, "precision"]
+            > generation.set_index("method").loc["ppca", "precision"]
+            for v in atlases
+        },
+        "probe beats PCA": {
+            v: probe.set_index("features").loc[v, "balanced_accuracy"]
+            > probe.set_index("features").loc["pca", "balanced_accuracy"]
+            for v in atlases
+        },
+    }
+)

@@ -1,0 +1,249 @@
+"""Deep-ensemble uncertainty: Gaussian NLL, aleatoric head, ensemble moments, calibration, OOD, AtlasEnsemble."""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sematlas.atlas import AtlasModel, CheckpointError
+from sematlas.ensemble import AtlasEnsemble, combine, ensemble_params, train_snapshot_ensemble
+from sematlas.losses import cbvae_loss, gaussian_nll_sum, masked_mse_sum
+from sematlas.models import ModelConfig, build_model
+from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
+from sematlas.params import load_params
+from sematlas.paths import ProfilePaths
+from sematlas.train import make_datamodule
+from sematlas.uncertainty import (
+    CALIBRATION_LEVELS,
+    TemperatureScaling,
+    evaluate_ensemble,
+    expected_calibration_error,
+    interval_coverage,
+    ood_auroc,
+    ood_peak_lists,
+    render_peak_lists,
+    shift_to_white_matter,
+    split_peak_lists,
+    uniform_brain_peaks,
+)
+
+COND_DIM = 5
+
+
+def tiny_cbvae(**overrides) -> ModelConfig:
+    values = dict(variant="cbvae", base_channels=4, z_dim=8, cond_dim=COND_DIM, growth_rate=4, hidden_dim=16)
+    return ModelConfig(**(values | overrides))
+
+
+def random_batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    meta = {
+        "cond": torch.randn(n, COND_DIM, generator=g),
+        "sparse": torch.randn(n, 1, generator=g),
+        "sparse_mask": torch.arange(n)[:, None] % 2 == 0,
+        "year_bin": torch.randint(0, 10, (n,), generator=g),
+    }
+    return torch.rand(n, 2, 64, 64, 64, generator=g), meta
+
+
+# ---- Gaussian NLL and the aleatoric head ---------------------------------------------------------
+
+
+def test_gaussian_nll_matches_torch_and_the_closed_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, mean = torch.rand(3, 2, 6, 5, 4, generator=g), torch.rand(3, 2, 6, 5, 4, generator=g)
+    logvar = torch.randn(3, 2, 6, 5, 4, generator=g)
+    mask = torch.rand(6, 5, 4, generator=g) > 0.4
+    expected = F.gaussian_nll_loss(mean, x, logvar.exp(), full=True, reduction="sum") / 3
+    torch.testing.assert_close(gaussian_nll_sum(x, mean, logvar), expected)
+    inside = (slice(None), slice(None), mask)
+    expected_masked = F.gaussian_nll_loss(mean[inside], x[inside], logvar.exp()[inside], full=True, reduction="sum") / 3
+    torch.testing.assert_close(gaussian_nll_sum(x, mean, logvar, mask), expected_masked)
+    # Closed form with unit variance: 0.5 * (SE + log 2 pi * n_voxels) per study.
+    closed = 0.5 * (masked_mse_sum(mean, x, mask) + math.log(2 * math.pi) * 2 * int(mask.sum()))
+    torch.testing.assert_close(gaussian_nll_sum(x, mean, torch.zeros_like(logvar), mask), closed)
+
+
+def test_aleatoric_head_shapes_bounds_and_objective() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_cbvae(aleatoric=True)).eval()
+    image, meta = random_batch()
+    with torch.no_grad():
+        out = model(image, meta)
+    assert out["x_logvar"].shape == out["x_hat"].shape == image.shape
+    assert float(out["x_logvar"].min()) > LOGVAR_MIN and float(out["x_logvar"].max()) < LOGVAR_MAX
+    mean, logvar = model.decode_distribution(out["z"], out["m"])
+    torch.testing.assert_close(mean, model.decode(out["z"], out["m"]), rtol=0, atol=0)
+    torch.testing.assert_close(logvar, out["x_logvar"], rtol=0, atol=0)
+    terms = cbvae_loss(out, image, meta, beta=1.0)
+    torch.testing.assert_close(terms["recon"], gaussian_nll_sum(image, out["x_hat"], out["x_logvar"]))
+    torch.testing.assert_close(terms["recon_se"], masked_mse_sum(out["x_hat"], image))
+
+    plain = build_model(tiny_cbvae()).eval()
+    assert "x_logvar" not in plain(image, meta) and plain.decoder.out_logvar is None
+    with pytest.raises(ValueError, match="no aleatoric head"):
+        plain.decode_distribution(out["z"], out["m"])
+    with pytest.raises(ValueError, match="cbvae"):
+        ModelConfig(variant="baseline", aleatoric=True)
+
+
+# ---- ensemble moments ----------------------------------------------------------------------------
+
+
+def test_epistemic_is_zero_for_identical_members_and_positive_otherwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    mean, variance = torch.rand(1, 2, 3, 4, 5, 6, generator=g), torch.rand(1, 2, 3, 4, 5, 6, generator=g)
+    same = combine(mean.expand(4, *mean.shape[1:]), variance.expand(4, *variance.shape[1:]))
+    assert torch.equal(same.epistemic, torch.zeros_like(same.epistemic))
+    torch.testing.assert_close(same.mean, mean[0])
+    torch.testing.assert_close(same.variance, variance[0])
+    differing = combine(torch.rand(4, 2, 3, 4, 5, 6, generator=g), variance.expand(4, *variance.shape[1:]))
+    assert bool((differing.epistemic > 0).all())
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+
+
+def test_ece_of_calibrated_and_overconfident_gaussians_and_temperature_scaling() -> None:
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(0, 1, 200_000)
+    sd = rng.uniform(0.05, 0.3, mean.shape)
+    target = mean + sd * rng.standard_normal(mean.shape)
+    assert expected_calibration_error(target, mean, sd) < 0.01
+    np.testing.assert_allclose(interval_coverage(target, mean, sd), CALIBRATION_LEVELS, atol=0.01)
+    overconfident = sd / 3
+    before = expected_calibration_error(target, mean, overconfident)
+    assert before > 0.25
+    scaling = TemperatureScaling().fit(target, mean, overconfident)
+    assert scaling.temperature_ == pytest.approx(3.0, rel=0.03)
+    assert expected_calibration_error(target, mean, scaling.transform(overconfident)) < 0.01
+
+
+def test_auroc_on_a_separable_toy() -> None:
+    inside, outside = np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.9])
+    assert ood_auroc(inside, outside) == 1.0
+    assert ood_auroc(outside, inside) == 0.0
+    assert ood_auroc(np.array([0.1, 0.5]), np.array([0.1, 0.5])) == 0.5
+
+
+# ---- a tiny trained snapshot ensemble ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def snapshots(processed: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Three 1-epoch cosine cycles of a tiny aleatoric cbvae on NiMARE's 20-study sample."""
+    params = copy.deepcopy(load_params("ci"))
+    params["model"].update(z_dim=4, base_channels=4, growth_rate=4, hidden_dim=16)
+    params["training"].update(batch_size=8)
+    params["ensemble"].update(n_members=3, cycle_epochs=1, mc_samples=3)
+    paths = ProfilePaths("ci", tmp_path_factory.mktemp("project"))
+    shutil.copytree(processed, paths.processed)
+    datamodule = make_datamodule(params, paths)
+    return train_snapshot_ensemble(params, paths, datamodule), datamodule, params
+
+
+def test_cosine_restart_run_writes_one_loadable_snapshot_per_cycle(snapshots) -> None:
+    run, _, params = snapshots
+    files = sorted((run.run_dir / "snapshots").glob("*.ckpt"))
+    assert [f.name for f in files] == ["snapshot_01.ckpt", "snapshot_02.ckpt", "snapshot_03.ckpt"]
+    assert not list((run.run_dir / "snapshots").glob(".*partial"))
+    epochs = [torch.load(f, weights_only=False)["epoch"] for f in files]
+    assert epochs == [0, 1, 2]
+    atlas = AtlasModel.load(files[0])  # each snapshot loads alone: it carries the payload
+    assert atlas.is_aleatoric and atlas.module.hparams.lr_schedule == "cosine_restarts"
+    # The logged learning rate restarts at its maximum at the start of every cycle, then anneals.
+    steps = pd.read_csv(run.run_dir / "logs" / "version_0" / "metrics.csv").dropna(subset=["lr"])
+    by_epoch = steps.groupby("epoch")["lr"]
+    assert list(by_epoch.first()) == pytest.approx([params["training"]["lr"]] * 3)
+    assert bool((by_epoch.last() < by_epoch.first()).all())
+
+
+def test_atlas_ensemble_predicts_mean_aleatoric_and_epistemic(snapshots) -> None:
+    run, datamodule, _ = snapshots
+    ensemble = AtlasEnsemble.load(run.run_dir)  # a run folder: its snapshots/
+    assert len(ensemble.members) == 3 and ensemble.n_passes == 3
+    batch = datamodule.render_rows("test", [0, 1])
+    shape = (2, 2, 46, 55, 46)
+    recon = ensemble.reconstruct(batch["image"], batch["meta"])
+    brain = torch.from_numpy(ensemble.grid.mask())
+    for field in ("mean", "aleatoric", "epistemic"):
+        assert getattr(recon, field).shape == shape, field
+    assert bool((recon.aleatoric[:, :, brain] > 0).all()) and float(recon.epistemic[:, :, brain].mean()) > 0
+    assert ensemble.encode(batch["image"], batch["meta"]).shape == (3, 2, 4)
+    generated = ensemble.generate([{"task": "pain"}, {"task": "emotion", "year": 2010}])
+    assert generated.mean.shape == shape and generated.epistemic.shape == shape
+    image = ensemble.to_nifti(generated.epistemic[0])
+    assert image.shape == (46, 55, 46) and np.allclose(image.affine, ensemble.members[0].grid.affine)
+
+    # Identical members disagree nowhere; MC dropout passes do.
+    last = run.run_dir / "snapshots" / "snapshot_03.ckpt"
+    twins = AtlasEnsemble.load([last, last]).reconstruct(batch["image"], batch["meta"])
+    assert torch.equal(twins.epistemic, torch.zeros(shape))
+    dropout = AtlasEnsemble.load(last, mc_samples=3, seed=1)
+    first, again = (dropout.reconstruct(batch["image"], batch["meta"]) for _ in range(2))
+    assert float(first.epistemic[:, :, brain].mean()) > 0 and dropout.n_passes == 3
+    torch.testing.assert_close(first.mean, again.mean, rtol=0, atol=0)  # seeded passes
+
+
+def test_atlas_ensemble_refuses_members_that_do_not_fit(snapshots, tmp_path: Path) -> None:
+    run, _, _ = snapshots
+    last = run.run_dir / "snapshots" / "snapshot_03.ckpt"
+    state = torch.load(last, weights_only=False)
+    state["sematlas"]["voxel_size"] = 2
+    other = tmp_path / "other_grid.ckpt"
+    torch.save(state, other)
+    with pytest.raises(
+        CheckpointError, match=r"member 2 does not match member 1: grid \(voxel size, mm\) 2 instead of 4"
+    ):
+        AtlasEnsemble.load([last, other])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        AtlasEnsemble.load(tmp_path / "empty")
+    state = torch.load(last, weights_only=False)
+    state["hyper_parameters"]["config"]["dropout"] = 0.0
+    torch.save(state, other)
+    with pytest.raises(ValueError, match="MC dropout needs members trained with dropout"):
+        AtlasEnsemble.load(other, mc_samples=2)
+
+
+def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
+    run, datamodule, params = snapshots
+    grid = datamodule.grid
+    test_peaks = split_peak_lists(datamodule, "test", 3)
+    counts = [len(p) for p in test_peaks]
+    uniform = uniform_brain_peaks(grid, counts, seed=0)
+    assert [len(p) for p in uniform] == counts and all(grid.mask()[tuple(p.T)].all() for p in uniform)
+    shifted = shift_to_white_matter(grid, test_peaks)
+    assert [len(p) for p in shifted] == counts
+    ood = ood_peak_lists(datamodule, 3, n_true_foci=2, seed=0)
+    assert all(len(ood[kind]) == 3 for kind in ("uniform", "white_matter", "nimare_synthetic"))
+    assert all(0 < len(p) <= k for p, k in zip(ood["nimare_synthetic"], counts, strict=True))
+    images = {kind: render_peak_lists(datamodule, peaks) for kind, peaks in ood.items()}
+    assert images["uniform"].shape == (3, 2, 64, 64, 64) and float(images["uniform"].amax()) == pytest.approx(1.0)
+
+    ensemble = AtlasEnsemble.load(run.run_dir)
+    single = AtlasEnsemble(ensemble.members[-1:])
+    results, details = evaluate_ensemble(ensemble, single, datamodule, images, temperature_threshold=0.0)
+    assert results["temperature_applied"] and results["temperature"] > 0
+    assert results["ece_test_after"] == pytest.approx(
+        float(np.mean(np.abs(details["coverage_after"] - CALIBRATION_LEVELS)))
+    )
+    assert set(results["ood_auroc"]) == set(images) and all(0 <= v <= 1 for v in results["ood_auroc"].values())
+    assert len(details["scores"]["test"]) == results["n_test"] == len(datamodule.tables["test"])
+    assert np.isfinite(results["recon_median_r_ensemble"])
+
+
+def test_ensemble_params_set_the_members_decoder_and_seed() -> None:
+    params = load_params("ci")
+    member = ensemble_params(params, max_epochs=7, seed=11)
+    assert member["model"]["aleatoric"] is True and member["model"]["dropout"] == params["ensemble"]["dropout"]
+    assert member["training"]["max_epochs"] == 7 and member["seed"] == 11
+    assert "aleatoric" not in params["model"] and params["training"]["max_epochs"] != 7  # a copy
