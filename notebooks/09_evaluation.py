@@ -42,6 +42,7 @@ profile = "quick"
 import pandas as pd
 
 from sematlas.atlas import AtlasModel
+from sematlas.evaluation import training_sample
 from sematlas.generative import evaluate_generation
 from sematlas.io import write_json, write_parquet
 from sematlas.params import load_params
@@ -60,6 +61,8 @@ atlases = {
     for variant in params["model"]["variants"]
 }
 print(f"profile {profile}: evaluating {', '.join(atlases)} on {len(datamodule.tables['test'])} held-out studies")
+# The training maps that fit every linear baseline here (PPCA, the feature space, the probe's PCA): rendered once.
+train_maps = training_sample(datamodule, params["evaluation"]["pca_max_train"], int(params["seed"]))
 
 # %% [markdown]
 # ## Generative quality
@@ -72,6 +75,7 @@ print(f"profile {profile}: evaluating {', '.join(atlases)} on {len(datamodule.ta
 generation = evaluate_generation(
     {v: a.module.model for v, a in atlases.items()},
     datamodule,
+    train_maps,
     params["evaluation"],
     z_dim=params["model"]["z_dim"],
     seed=int(params["seed"]),
@@ -90,7 +94,7 @@ fig.savefig(paths.figures / "evaluation_precision_recall.png", dpi=120, bbox_inc
 # in Neurosynth v7 at all: the cleanest test of generalisation.
 
 # %%
-probe, analyses = run_probe(atlases, datamodule, params)
+probe, analyses = run_probe(atlases, datamodule, train_maps, params)
 write_parquet(analyses, out_dir / "probe_analyses.parquet")
 print(
     f"{len(analyses)} analyses of {analyses['neurostore_study_id'].nunique()} studies: "

@@ -70,3 +70,17 @@ def test_peak_table_gathers_each_studys_peaks(processed):
     counts = np.bincount(index, minlength=2)
     assert counts[0] == table.studies["n_peaks"].iloc[2] and counts[1] == table.studies["n_peaks"].iloc[0]
     assert module.all_images("val").shape == (len(module.tables["val"]), 2, int(Grid(4).mask().sum()))
+
+
+def test_all_images_renders_the_asked_rows_in_order(processed):
+    from sematlas.datamodule import NeurosynthDataModule
+    from sematlas.evaluation import training_sample, training_sample_rows
+
+    datamodule = NeurosynthDataModule(processed, batch_size=2)
+    datamodule.setup()
+    every = datamodule.all_images("train")
+    rows = [2, 0, 1]
+    assert torch.equal(datamodule.all_images("train", batch_size=2, rows=rows), every[rows])
+    sample_rows = training_sample_rows(datamodule.train_size, 3, seed=5)
+    assert list(sample_rows) == sorted(sample_rows) and len(set(sample_rows)) == 3
+    assert torch.equal(training_sample(datamodule, 3, seed=5), every[sample_rows])

@@ -72,26 +72,23 @@ def test_citation_and_zenodo_metadata_agree_with_the_package():
 
 
 def test_the_library_builds_a_wheel(tmp_path):
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    # Build from a copy: an in-place build would leave build/ and *.egg-info in the checkout.
+    source = shutil.copytree(
+        ROOT / "lib", tmp_path / "lib", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    )
+    wheels = tmp_path / "wheels"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--quiet",
-            "--wheel-dir",
-            str(tmp_path),
-            str(ROOT / "lib"),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+        + ["--wheel-dir", str(wheels), str(source)],
         check=True,
     )
-    wheel = next(tmp_path.glob("sematlas-*.whl"))
+    assert not (ROOT / "lib" / "build").exists()
+    wheel = next(wheels.glob("sematlas-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "sematlas/__init__.py" in names and "sematlas/py.typed" in names
     assert not any(name.startswith("tests/") for name in names)

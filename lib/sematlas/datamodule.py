@@ -247,8 +247,16 @@ class NeurosynthDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.loader("test", shuffle=False)
 
-    def all_images(self, split: str, batch_size: int = 64) -> torch.Tensor:
-        """Every study of ``split`` rendered, un-augmented, on the native grid flattened to the mask.
+    def all_images(self, split: str, batch_size: int = 64, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Studies of ``split`` rendered, un-augmented, on the native grid flattened to the mask.
+
+        Parameters
+        ----------
+        split : str
+        batch_size : int
+            Studies rendered at a time.
+        rows : sequence of int, optional
+            Row indices into the split's table (default: every study), rendered in this order.
 
         Returns
         -------
@@ -256,9 +264,9 @@ class NeurosynthDataModule(pl.LightningDataModule):
             For linear baselines (PCA, ridge) and evaluation.
         """
         mask = torch.from_numpy(self.grid.mask())
+        wanted = np.arange(len(self.tables[split])) if rows is None else np.asarray(rows, dtype=np.int64)
         chunks = []
-        for start in range(0, len(self.tables[split]), batch_size):
-            rows = list(range(start, min(start + batch_size, len(self.tables[split]))))
-            image = self.render_rows(split, rows)["image"][..., : mask.shape[0], : mask.shape[1], : mask.shape[2]]
-            chunks.append(image[..., mask])
+        for start in range(0, len(wanted), batch_size):
+            image = self.render_rows(split, wanted[start : start + batch_size].tolist())["image"]
+            chunks.append(image[..., : mask.shape[0], : mask.shape[1], : mask.shape[2]][..., mask])
         return torch.cat(chunks)

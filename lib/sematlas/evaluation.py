@@ -213,6 +213,21 @@ def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(np.mean([(predictions[labels == c] == c).mean() for c in classes]))
 
 
+def training_sample_rows(n_train: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted rows of the seeded sample of at most ``max_rows`` training maps that fits the linear baselines.
+
+    One rule for every stage (PCA, ridge, PPCA, the probe's PCA features), so they all see the same maps
+    and the memory of a CPU bounds them.
+    """
+    return np.sort(np.random.default_rng(seed).permutation(n_train)[:max_rows])
+
+
+def training_sample(datamodule: Any, max_rows: int, seed: int) -> torch.Tensor:
+    """The training maps of :func:`training_sample_rows`, rendered once, shape ``(n, C, n_mask_voxels)``."""
+    rows = training_sample_rows(datamodule.train_size, max_rows, seed)
+    return datamodule.all_images("train", rows=rows)
+
+
 # ------------------------------------------------------------------ evaluating a run
 def _widest(maps: torch.Tensor) -> torch.Tensor:
     """The last (widest-kernel) channel of ``(n, C, V)`` maps, ``(n, V)``."""
@@ -306,15 +321,13 @@ def evaluate_run(
     train_maps = datamodule.all_images("train")  # (n_train, C, V)
     n_train = len(train_maps)
     mean_map = _widest(train_maps).mean(0, keepdim=True).expand_as(target)
-    # The linear baselines are fitted on a seeded sample of at most pca_max_train training maps (memory on a CPU).
-    rng = np.random.default_rng(seed)
-    rows = torch.from_numpy(np.sort(rng.permutation(n_train)[: int(evaluation["pca_max_train"])]))
+    rows = training_sample_rows(n_train, int(evaluation["pca_max_train"]), seed)
     train_maps = train_maps[rows]
     pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
     test_maps = out["inputs"]  # rendered once, by collect_outputs
     pca_reconstruction = torch.from_numpy(pca.reconstruct(test_maps.flatten(1).numpy())).float()
     pca_reconstruction = pca_reconstruction.view_as(test_maps)[:, -1]
-    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows.numpy()], _widest(train_maps).numpy())
+    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], _widest(train_maps).numpy())
     ridge_prediction = torch.from_numpy(ridge.predict(metadata_matrix(out["meta"]))).float()
     del train_maps
 

@@ -211,6 +211,7 @@ def generative_quality(
 def evaluate_generation(
     models: Mapping[str, torch.nn.Module],
     datamodule: Any,
+    train_maps: torch.Tensor,
     evaluation: Mapping[str, Any],
     z_dim: int,
     seed: int,
@@ -223,9 +224,11 @@ def evaluate_generation(
     models : mapping of str to nn.Module
         Trained networks by variant.
     datamodule : NeurosynthDataModule
-        Set up; ``split`` holds the real maps, ``train`` fits PPCA and the feature space.
+        Set up; ``split`` holds the real maps.
+    train_maps : Tensor, shape (n_train, C, n_mask_voxels)
+        The training sample (:func:`sematlas.evaluation.training_sample`): it fits PPCA and the feature space.
     evaluation : mapping
-        The ``evaluation`` parameters (``prd_features``, ``prd_k``, ``pca_max_train``).
+        The ``evaluation`` parameters (``prd_features``, ``prd_k``).
     z_dim : int
         PPCA's number of components (the models' latent size).
     seed : int
@@ -238,9 +241,8 @@ def evaluate_generation(
         ``training_maps`` (real maps of the training split: the ceiling) as methods.
     """
     real = datamodule.all_images(split)[:, -1].numpy()
-    train = datamodule.all_images("train")[:, -1].numpy()
+    train = train_maps[:, -1].numpy()
     rng = np.random.default_rng(seed)
-    train = train[np.sort(rng.permutation(len(train))[: int(evaluation["pca_max_train"])])]
     samples = {name: prior_samples(model, datamodule, split, seed).numpy() for name, model in models.items()}
     samples["ppca"] = ProbabilisticPCA(z_dim, seed).fit(train).sample(len(real), seed)
     samples["training_maps"] = train[rng.choice(len(train), size=min(len(real), len(train)), replace=False)]

@@ -449,6 +449,16 @@ def _uniform_weights(points: Tensor) -> Tensor:
     return torch.full(points.shape[:2], 1.0 / points.shape[1], dtype=torch.float32, device=points.device)
 
 
+def _weighted_sets(
+    a: Tensor, b: Tensor, weights_a: Tensor | None, weights_b: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Both point sets and their weights in float32, uniform weights where none are given."""
+    a, b = a.float(), b.float()
+    weights_a = _uniform_weights(a) if weights_a is None else weights_a.float()
+    weights_b = _uniform_weights(b) if weights_b is None else weights_b.float()
+    return a, b, weights_a, weights_b
+
+
 def chamfer_distance(
     a: Tensor, b: Tensor, weights_a: Tensor | None = None, weights_b: Tensor | None = None, squared: bool = True
 ) -> Tensor:
@@ -476,9 +486,7 @@ def chamfer_distance(
     Tensor, shape (batch,), float32
     """
     with _no_autocast(a.device):
-        a, b = a.float(), b.float()
-        weights_a = _uniform_weights(a) if weights_a is None else weights_a.float()
-        weights_b = _uniform_weights(b) if weights_b is None else weights_b.float()
+        a, b, weights_a, weights_b = _weighted_sets(a, b, weights_a, weights_b)
         # Differences, not ||a||^2 + ||b||^2 - 2ab: the expansion cancels catastrophically for nearby points.
         d = (a[:, :, None, :] - b[:, None, :, :]).pow(2).sum(dim=-1)  # (batch, n, m)
         if not squared:
@@ -534,9 +542,7 @@ def sinkhorn_divergence(
     from geomloss import SamplesLoss  # imported here: only the point-cloud stage needs geomloss
 
     with _no_autocast(a.device):
-        a, b = a.float(), b.float()
-        weights_a = _uniform_weights(a) if weights_a is None else weights_a.float()
-        weights_b = _uniform_weights(b) if weights_b is None else weights_b.float()
+        a, b, weights_a, weights_b = _weighted_sets(a, b, weights_a, weights_b)
         loss = SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, debias=True, backend="tensorized")
         return loss(weights_a, a, weights_b, b)
 

@@ -188,7 +188,7 @@ def grouped_probe(
     fold_scores = []
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for train, test in folds.split(features, labels, groups):
-        # float64: LAPACK's eigh and the Newton solves are both faster and better conditioned than in float32.
+        # float64: the Gram eigendecomposition of standardised voxels is ill-conditioned in float32.
         scaler = StandardScaler().fit(features[train].astype(np.float64))
         train_x = scaler.transform(features[train].astype(np.float64))
         test_x = scaler.transform(features[test].astype(np.float64))
@@ -234,7 +234,7 @@ def summarise_probe(name: str, probe: Mapping[str, Any], analyses: pd.DataFrame)
 
 
 def run_probe(
-    models: Mapping[str, Any], datamodule: Any, params: Mapping[str, Any]
+    models: Mapping[str, Any], datamodule: Any, train_maps: torch.Tensor, params: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The zero-shot probe for every model and both baselines.
 
@@ -243,10 +243,12 @@ def run_probe(
     models : mapping of str to AtlasModel
         Frozen models by variant.
     datamodule : NeurosynthDataModule
-        Set up: its grid, kernels and training split (PCA baseline, overlap flags).
+        Set up: its grid, kernels and training split (overlap flags).
+    train_maps : Tensor, shape (n_train, C, n_mask_voxels)
+        The training sample (:func:`sematlas.evaluation.training_sample`) that fits the PCA baseline.
     params : mapping
         Profile parameters (``curation``, ``evaluation.probe_folds``, ``evaluation.probe_C``,
-        ``evaluation.pca_max_train``, ``model.z_dim``, ``seed``).
+        ``model.z_dim``, ``seed``).
 
     Returns
     -------
@@ -273,9 +275,7 @@ def run_probe(
             for start in range(0, len(maps), 64)
         ]
         features[name] = torch.cat(encoded).cpu().numpy()
-    train_maps = datamodule.all_images("train")
-    rows = np.sort(np.random.default_rng(seed).permutation(len(train_maps))[: int(evaluation["pca_max_train"])])
-    pca = PCABaseline(int(params["model"]["z_dim"]), seed).fit(train_maps[rows].flatten(1).numpy())
+    pca = PCABaseline(int(params["model"]["z_dim"]), seed).fit(train_maps.flatten(1).numpy())
     features["pca"] = pca.transform(voxels.flatten(1).numpy())
     features["raw_voxels"] = voxels[:, -1].numpy()
 

@@ -24,14 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sematlas.atlas import CheckpointError
 from sematlas.metadata import MetadataEncoder
 from sematlas.pointcloud.pointnet import PointNetEncoder, shared_mlp
 
 Metadata = Mapping[str, Any] | Sequence[Mapping[str, Any]]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not a point-cloud checkpoint of sematlas, or whose weights do not fit."""
 
 
 @dataclass(frozen=True)

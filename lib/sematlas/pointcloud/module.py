@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sematlas.curation import SPLITS
 from sematlas.io import read_json
+from sematlas.lightning import beta_at
 from sematlas.losses import pointcloud_vae_loss
 from sematlas.metadata import MetadataEncoder
 from sematlas.paths import ProfilePaths
@@ -252,9 +253,9 @@ class PointCloudModule(pl.LightningModule):
     def beta_at(self, epoch: float | None) -> float:
         """KL weight at a (fractional) epoch; ``None`` gives the final weight."""
         hp: Any = self.hparams
-        if epoch is None or hp.beta_warmup_epochs <= 0:
+        if epoch is None:
             return float(hp.beta)
-        return float(hp.beta * min(1.0, epoch / hp.beta_warmup_epochs))
+        return beta_at(epoch, "linear", float(hp.beta), warmup_epochs=float(hp.beta_warmup_epochs))
 
     def _terms(self, batch: Mapping[str, Any], beta: float) -> dict[str, Tensor]:
         hp: Any = self.hparams
