@@ -3,8 +3,9 @@
 #
 #   ./run_all.sh [PROFILE] [--only STAGE] [--from STAGE] [--force]
 #       PROFILE: ci | quick (default) | cpu-full | gpu
+#       then renders the manuscript (manuscript/_output/index.html) from the profile's results.
 #   ./run_all.sh test
-#       lib unit tests, every stage on the ci profile, then nbval over the executed notebooks.
+#       lint, lib unit tests, every stage and the manuscript on the ci profile, then nbval.
 #
 # Both create .venv when missing and install the pinned requirements into it.
 # Point at an offline copy of the Neurosynth v7 files with SEMATLAS_DATA_MIRROR=/path.
@@ -29,17 +30,19 @@ setup() {
     touch "$stamp"
   fi
   # Pair every notebook with an .ipynb for JupyterLab (the .py stays the source of truth).
-  "$VENV/bin/jupytext" --quiet --sync notebooks/[0-9]*.py >/dev/null
+  "$VENV/bin/jupytext" --quiet --sync notebooks/[0-9]*.py notebooks/demos/*.py >/dev/null
 }
 
 run_tests() {
-  echo "[sematlas] 1/4 lint and format (ruff)"
-  "$VENV/bin/ruff" check lib tests benchmarks notebooks/[0-9]*.py
-  "$VENV/bin/ruff" format --check lib tests benchmarks notebooks/[0-9]*.py
+  echo "[sematlas] 1/4 lint, format (ruff) and types (mypy)"
+  "$VENV/bin/ruff" check lib tests benchmarks notebooks/[0-9]*.py notebooks/demos
+  "$VENV/bin/ruff" format --check lib tests benchmarks notebooks/[0-9]*.py notebooks/demos
+  "$VENV/bin/mypy" --config-file lib/pyproject.toml lib/sematlas
   echo "[sematlas] 2/4 library unit tests"
   "$PY" -m pytest tests -q
-  echo "[sematlas] 3/4 every stage on the ci profile"
+  echo "[sematlas] 3/4 every stage on the ci profile, then the manuscript from its results (pandoc fallback)"
   "$PY" -m sematlas.pipeline run ci
+  "$PY" -m sematlas.manuscript render ci --pandoc --strict
   echo "[sematlas] 4/4 nbval over the executed ci notebooks"
   "$PY" -m pytest -p no:python --nbval-lax --nbval-current-env -q notebooks/executed/ci/
 }
@@ -52,4 +55,6 @@ else
   profile="quick"
   if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then profile="$1"; shift; fi
   "$PY" -m sematlas.pipeline run "$profile" "$@"
+  # The manuscript last, from whatever the stages have written (quarto when installed, else pandoc).
+  "$PY" -m sematlas.manuscript render "$profile"
 fi

@@ -56,7 +56,14 @@ class StepLosses(pl.Callback):
 
 def tiny_config(variant: str) -> ModelConfig:
     return ModelConfig(
-        variant=variant, base_channels=4, z_dim=8, cond_dim=COND_DIM, growth_rate=4, hidden_dim=16, sbd_channels=2
+        variant=variant,
+        base_channels=4,
+        z_dim=8,
+        cond_dim=COND_DIM,
+        growth_rate=4,
+        hidden_dim=16,
+        sbd_channels=2,
+        top_dim=2 if variant == "hvae" else 0,
     )
 
 
@@ -168,9 +175,9 @@ def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
         beta_tc_target=6.0,
         beta_tc_annealing_epochs=2,
     )
-    assert module.loss_weights(0.0) == {"beta": 0.0, "beta_tc": 0.0}
-    assert module.loss_weights(1.0) == {"beta": 0.5, "beta_tc": 3.0}
-    assert module.loss_weights(None) == {"beta": 2.0, "beta_tc": 6.0}
+    assert module.loss_weights(0.0) == {"beta": 0.0, "top_beta": 0.0, "beta_tc": 0.0}
+    assert module.loss_weights(1.0) == {"beta": 0.5, "top_beta": 0.25, "beta_tc": 3.0}
+    assert module.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0, "beta_tc": 6.0}
     module.beta_multiplier.fill_(4.0)
     assert module.loss_weights(1.0)["beta"] == 2.0
 

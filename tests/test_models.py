@@ -22,7 +22,14 @@ COND_DIM = 5
 def tiny(variant: str, **overrides) -> ModelConfig:
     """A small model of ``variant`` on the 64^3 grid (tests only)."""
     values = dict(
-        variant=variant, base_channels=4, z_dim=8, cond_dim=COND_DIM, growth_rate=4, hidden_dim=16, sbd_channels=2
+        variant=variant,
+        base_channels=4,
+        z_dim=8,
+        cond_dim=COND_DIM,
+        growth_rate=4,
+        hidden_dim=16,
+        sbd_channels=2,
+        top_dim=2 if variant == "hvae" else 0,
     )
     return ModelConfig(**(values | overrides))
 

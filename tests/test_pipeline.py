@@ -121,3 +121,11 @@ def test_json_writes_numpy_and_torch_values(tmp_path: Path):
         "zero_d": 3,
         "path": str(tmp_path),
     }
+
+
+def test_atomic_write_gives_the_file_the_usual_mode(tmp_path: Path):
+    import os
+
+    write_json({"a": 1}, tmp_path / "a.json")
+    (tmp_path / "plain.json").write_text("{}")
+    assert os.stat(tmp_path / "a.json").st_mode == os.stat(tmp_path / "plain.json").st_mode

@@ -24,6 +24,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+
+from sematlas.models import GradientReversal
 
 
 def dann_lambda(progress: float, max_lambda: float = 1.0, gamma: float = 10.0) -> float:
@@ -103,16 +106,19 @@ class KLController(pl.Callback):
         local = torch.tensor(self._share_sum / self._share_count, device=pl_module.device)
         share = float(trainer.strategy.reduce(local, reduce_op="mean"))
         self.suppressed_epochs = self.suppressed_epochs + 1 if share < self.threshold else 0
+        # The module's buffer (AtlasModule.beta_multiplier); any module with such a buffer will do.
+        multiplier = pl_module.beta_multiplier
+        assert isinstance(multiplier, Tensor), "KLController needs a beta_multiplier buffer on the module"
         if self.suppressed_epochs >= self.patience:
-            new = min(float(pl_module.beta_multiplier) * self.factor, self.max_multiplier)
-            pl_module.beta_multiplier.fill_(new)
+            new = min(float(multiplier) * self.factor, self.max_multiplier)
+            multiplier.fill_(new)
             self.suppressed_epochs = 0
             rank_zero_info(
                 f"KLController: KL share {share:.4f} < {self.threshold} for {self.patience} epochs; "
                 f"beta multiplier -> {new:g}"
             )
         pl_module.log("kl_controller/kl_share", share)
-        pl_module.log("kl_controller/beta_multiplier", float(pl_module.beta_multiplier))
+        pl_module.log("kl_controller/beta_multiplier", float(multiplier))
 
     def state_dict(self) -> dict[str, Any]:
         return {"suppressed_epochs": self.suppressed_epochs}
@@ -149,7 +155,9 @@ class GRLLambdaRamp(pl.Callback):
     ) -> None:
         total = trainer.estimated_stepping_batches
         progress = trainer.global_step / total if math.isfinite(total) and total > 0 else 0.0
-        pl_module.model.grl.lambda_ = dann_lambda(progress, self.max_lambda, self.gamma)
+        grl = getattr(getattr(pl_module, "model", None), "grl", None)
+        assert isinstance(grl, GradientReversal), "checked in on_fit_start"
+        grl.lambda_ = dann_lambda(progress, self.max_lambda, self.gamma)
 
 
 class SnapshotCheckpoint(pl.Callback):

@@ -65,9 +65,9 @@ class PeakTable:
 
     def gather(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Peaks of the given study rows: ``ijk`` (n, 3) and ``study_index`` (n,) into ``rows``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        starts, stops = self.offsets[rows], self.offsets[rows + 1]
-        index = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(rows) else np.zeros(0, int)
+        picked = np.asarray(rows, dtype=np.int64)
+        starts, stops = self.offsets[picked], self.offsets[picked + 1]
+        index = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(picked) else np.zeros(0, int)
         return self.ijk[index], np.repeat(np.arange(len(rows)), stops - starts)
 
 

@@ -16,12 +16,15 @@ which needs the volume.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from sematlas.models import VolumetricVAE
 
 
 def masked_pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -242,7 +245,7 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def collect_outputs(
-    model: torch.nn.Module, datamodule: Any, split: str, n_prior_samples: int, seed: int
+    model: VolumetricVAE, datamodule: Any, split: str, n_prior_samples: int, seed: int
 ) -> dict[str, Any]:
     """Run a model over a split (no augmentation) and keep everything evaluation needs.
 
@@ -286,13 +289,13 @@ def collect_outputs(
 
 
 def evaluate_run(
-    model: torch.nn.Module, datamodule: Any, variant: str, evaluation: Mapping[str, Any], seed: int, split: str = "test"
+    model: VolumetricVAE, datamodule: Any, variant: str, evaluation: Mapping[str, Any], seed: int, split: str = "test"
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Held-out metrics of a model against the linear baselines at equal latent size.
 
     Parameters
     ----------
-    model : nn.Module
+    model : VolumetricVAE
         The trained network (``AtlasModule.model``).
     datamodule : NeurosynthDataModule
         Set up; its training split fits the baselines.
@@ -378,7 +381,7 @@ def evaluate_run(
 
 
 @torch.no_grad()
-def latents_table(model: torch.nn.Module, datamodule: Any) -> pd.DataFrame:
+def latents_table(model: VolumetricVAE, datamodule: Any) -> pd.DataFrame:
     """Posterior means of every study of every split.
 
     Returns
@@ -402,7 +405,7 @@ def latents_table(model: torch.nn.Module, datamodule: Any) -> pd.DataFrame:
 
 def results_table(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Long table of every (variant, task, method) summary; baselines appear once per task."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant, result in results.items():
         for task in ("reconstruction", "conditional_generation"):
             for method, summary in result[task].items():

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import linalg
+
+if TYPE_CHECKING:
+    from sematlas.models import VolumetricVAE
 
 
 def knn_radii(features: np.ndarray, k: int = 3) -> np.ndarray:
@@ -131,12 +134,12 @@ class ProbabilisticPCA:
 
 
 @torch.no_grad()
-def prior_samples(model: torch.nn.Module, datamodule: Any, split: str, seed: int) -> torch.Tensor:
+def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) -> torch.Tensor:
     """One map per study of ``split``, decoded from a prior sample with that study's metadata.
 
     Parameters
     ----------
-    model : nn.Module
+    model : VolumetricVAE
         A trained network (``AtlasModule.model``); unconditional ones ignore the metadata.
     datamodule : NeurosynthDataModule
         Set up.
@@ -209,7 +212,7 @@ def generative_quality(
 
 
 def evaluate_generation(
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, VolumetricVAE],
     datamodule: Any,
     train_maps: torch.Tensor,
     evaluation: Mapping[str, Any],
@@ -221,7 +224,7 @@ def evaluate_generation(
 
     Parameters
     ----------
-    models : mapping of str to nn.Module
+    models : mapping of str to VolumetricVAE
         Trained networks by variant.
     datamodule : NeurosynthDataModule
         Set up; ``split`` holds the real maps.

@@ -13,8 +13,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 _ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
 _EXTENT_2MM = np.array([91, 109, 91])
@@ -80,6 +84,39 @@ class Grid:
     def mask(self) -> np.ndarray:
         """Boolean brain mask of the native grid, shape ``(D, H, W)``."""
         return _brain_mask(self.voxel_size).copy()
+
+    def to_nifti(self, data: np.ndarray, description: str = "sematlas") -> nib.Nifti1Image:
+        """A map on this grid as a NIfTI-1 image in MNI152 space.
+
+        Parameters
+        ----------
+        data : ndarray, shape (D, H, W) or (D, H, W, T)
+            Values on the native grid (a fourth axis for a series, e.g. over years).
+        description : str
+            The header's ``descrip`` (at most 79 bytes are kept).
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+            float32, millimetre units, qform and sform set to the grid's affine with
+            code 4 (MNI152), so viewers place every voxel at its MNI coordinate.
+
+        Raises
+        ------
+        ValueError
+            Data whose first three axes are not the grid's shape.
+        """
+        import nibabel as nib
+
+        data = np.asarray(data, dtype=np.float32)
+        if data.shape[:3] != self.shape or data.ndim not in (3, 4):
+            raise ValueError(f"expected a map on the {self.shape} grid (3-D or 4-D), got shape {data.shape}")
+        image = nib.Nifti1Image(data, self.affine)
+        image.header.set_xyzt_units("mm")
+        image.header["descrip"] = description.encode()[:79]
+        image.set_qform(self.affine, code=4)
+        image.set_sform(self.affine, code=4)
+        return image
 
 
 @lru_cache(maxsize=2)

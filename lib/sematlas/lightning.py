@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from torch import Tensor
 
-from sematlas.losses import beta_tcvae_loss, cbvae_loss, gaussian_kl_per_dim, vae_loss
-from sematlas.models import ModelConfig, build_model
+from sematlas.losses import beta_tcvae_loss, cbvae_loss, gaussian_kl_per_dim, hvae_loss, vae_loss
+from sematlas.models import GradientReversal, ModelConfig, VolumetricVAE, build_model
 
 BetaSchedule = Literal["constant", "linear", "cyclical"]
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cyclical")
@@ -167,7 +168,7 @@ def _pad_mask(mask: Tensor | np.ndarray | None, grid_size: int) -> Tensor:
 
 
 class AtlasModule(pl.LightningModule):
-    """Trains a ``baseline``, ``cbvae`` or ``tcvae_sbd`` network on brain maps.
+    """Trains a ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` network on brain maps.
 
     Parameters
     ----------
@@ -190,7 +191,8 @@ class AtlasModule(pl.LightningModule):
         AdamW decoupled weight decay.
     beta : float
         KL weight of ``baseline``/``cbvae`` (the schedule's maximum); for
-        ``cbvae`` it also prices the imputed sparse fields (``imputation_kl``).
+        ``cbvae`` it also prices the imputed sparse fields (``imputation_kl``);
+        for ``hvae`` it weights the lower level's KL.
     beta_schedule : {"constant", "linear", "cyclical"}
         See :func:`beta_at`.
     beta_warmup_epochs : float
@@ -205,6 +207,9 @@ class AtlasModule(pl.LightningModule):
         ``tcvae_sbd`` weights of the mutual information and dimension-wise KL.
     imputation_weight, year_weight : float
         ``cbvae`` weights of the imputation NLL and the adversarial year cross-entropy.
+    top_beta : float
+        ``hvae`` KL weight of the top level; it follows the same schedule and KL
+        controller multiplier as ``beta``.
     lr_schedule : {"constant", "cosine_restarts"}
         See :func:`lr_at`; set before every training batch, from the fractional
         epoch, so a resumed run continues on the same curve.
@@ -215,10 +220,14 @@ class AtlasModule(pl.LightningModule):
     -----
     Logged: ``train/*`` and ``val/*`` for ``loss`` and every term (per study;
     the TCVAE's batch sums are divided by the batch size), ``train/kl_share``,
-    ``beta``, ``beta_tc`` (``tcvae_sbd``), ``grl_lambda`` (``cbvae``), ``lr`` (cyclical schedule), and at the
-    end of validation ``val/active_units``, ``val/kl_per_active_dim`` and
-    ``val/year_balanced_accuracy`` (``cbvae``).
+    ``beta``, ``top_beta`` (``hvae``), ``beta_tc`` (``tcvae_sbd``), ``grl_lambda``
+    (``cbvae``), ``lr`` (cyclical schedule), and at the end of validation
+    ``val/active_units``, ``val/kl_per_active_dim`` and ``val/year_balanced_accuracy`` (``cbvae``).
     """
+
+    # Buffers, registered in __init__.
+    mask: Tensor
+    beta_multiplier: Tensor
 
     def __init__(
         self,
@@ -239,6 +248,7 @@ class AtlasModule(pl.LightningModule):
         gamma: float = 1.0,
         imputation_weight: float = 1.0,
         year_weight: float = 1.0,
+        top_beta: float = 1.0,
         lr_schedule: LRSchedule = "constant",
         lr_cycle_epochs: float = 1.0,
         lr_min_ratio: float = 0.0,
@@ -260,7 +270,7 @@ class AtlasModule(pl.LightningModule):
         config = model_config.to_dict()
         self.save_hyperparameters(ignore=["mask"])
         self.config = model_config
-        self.model = build_model(model_config)
+        self.model: VolumetricVAE = build_model(model_config)
         self.register_buffer("mask", _pad_mask(mask, model_config.grid_size))
         # Raised by KLController; a buffer so that it is checkpointed and resumed.
         self.register_buffer("beta_multiplier", torch.tensor(1.0))
@@ -268,6 +278,11 @@ class AtlasModule(pl.LightningModule):
         self._val_latent: list[tuple[Tensor, Tensor]] = []
 
     # ---- weights ---------------------------------------------------------------------------------
+
+    @property
+    def _hp(self) -> AttributeDict:
+        """The saved hyperparameters, attribute access (``self.hparams``, which Lightning types as a mapping)."""
+        return cast(AttributeDict, self.hparams)
 
     @property
     def uses_beta(self) -> bool:
@@ -284,17 +299,17 @@ class AtlasModule(pl.LightningModule):
         Returns
         -------
         dict
-            ``beta`` (times the KL controller's multiplier) and ``beta_tc``.
+            ``beta`` and ``top_beta`` (each times the KL controller's multiplier) and ``beta_tc``.
         """
-        hp = self.hparams
+        hp = self._hp
         multiplier = float(self.beta_multiplier)
         if epoch is None:
-            return {"beta": hp.beta * multiplier, "beta_tc": hp.beta_tc_target}
-        beta = beta_at(
-            epoch, hp.beta_schedule, hp.beta, hp.beta_warmup_epochs, hp.beta_cycle_epochs, hp.beta_cycle_ratio
-        )
+            return {"beta": hp.beta * multiplier, "top_beta": hp.top_beta * multiplier, "beta_tc": hp.beta_tc_target}
+        # The top level's weight follows beta's schedule: the same fraction of its own maximum.
+        ramp = beta_at(epoch, hp.beta_schedule, 1.0, hp.beta_warmup_epochs, hp.beta_cycle_epochs, hp.beta_cycle_ratio)
         return {
-            "beta": beta * multiplier,
+            "beta": hp.beta * ramp * multiplier,
+            "top_beta": hp.top_beta * ramp * multiplier,
             "beta_tc": beta_tc_at(epoch, hp.beta_tc_target, hp.beta_tc_annealing_epochs),
         }
 
@@ -319,19 +334,21 @@ class AtlasModule(pl.LightningModule):
         meta : mapping
             The batch's metadata tensors.
         weights : mapping
-            ``beta`` and ``beta_tc`` (see :meth:`loss_weights`).
+            ``beta``, ``top_beta`` and ``beta_tc`` (see :meth:`loss_weights`).
 
         Returns
         -------
         dict of scalar Tensors
             ``loss`` and every term, plus ``kl`` (the analytic KL, also for the TCVAE).
         """
-        hp = self.hparams
+        hp = self._hp
         variant = self.config.variant
         if variant == "baseline":
             return vae_loss(out["x_hat"], image, out["mu"], out["logvar"], weights["beta"], self.mask)
         if variant == "cbvae":
             return cbvae_loss(out, image, meta, weights["beta"], self.mask, hp.imputation_weight, hp.year_weight)
+        if variant == "hvae":
+            return hvae_loss(out, image, weights["top_beta"], weights["beta"], self.mask)
         sums = beta_tcvae_loss(
             out["x_hat"],
             image,
@@ -372,23 +389,30 @@ class AtlasModule(pl.LightningModule):
         terms = self.compute_loss(self.model(image, meta), image, meta, weights)
         batch_size = image.shape[0]
         self._log_terms("train", terms, batch_size)
-        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms). A Gaussian
-        # NLL can be negative, so an aleatoric decoder's share is taken against its squared error.
-        weighted_kl = (terms["loss"] - terms["recon"]) if not self.uses_beta else weights["beta"] * terms["kl"]
+        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms; H-VAE: both
+        # levels; cbvae's loss also holds non-KL terms). A Gaussian NLL can be negative, so an aleatoric
+        # decoder's share is taken against its squared error.
+        if self.config.variant in ("tcvae_sbd", "hvae"):
+            weighted_kl = terms["loss"] - terms["recon"]
+        else:
+            weighted_kl = weights["beta"] * terms["kl"]
         reconstruction = terms.get("recon_se", terms["recon"])
         kl_share = (weighted_kl / (reconstruction + weighted_kl).clamp_min(1e-12)).detach()
         self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size)
         if self.uses_beta:
             self.log("beta", weights["beta"], on_step=True, on_epoch=False, batch_size=batch_size)
+            if self.config.variant == "hvae":
+                self.log("top_beta", weights["top_beta"], on_step=True, on_epoch=False, batch_size=batch_size)
         else:
             self.log("beta_tc", weights["beta_tc"], on_step=True, on_epoch=False, batch_size=batch_size)
-        if hasattr(self.model, "grl"):
-            self.log("grl_lambda", self.model.grl.lambda_, on_step=True, on_epoch=False, batch_size=batch_size)
+        grl = getattr(self.model, "grl", None)
+        if isinstance(grl, GradientReversal):
+            self.log("grl_lambda", grl.lambda_, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": terms["loss"], "kl_share": kl_share}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Set the scheduled learning rate (nothing to do for ``constant``)."""
-        hp = self.hparams
+        hp = self._hp
         if hp.lr_schedule == "constant":
             return
         lr = lr_at(self._epoch_position(batch_idx), hp.lr_schedule, hp.lr, hp.lr_cycle_epochs, hp.lr_min_ratio)
@@ -421,7 +445,7 @@ class AtlasModule(pl.LightningModule):
             logvar = torch.cat([lv for _, lv in self._val_latent])
             # Under DDP each rank saw a shard of the validation set.
             dim = mu.shape[1]
-            mu, logvar = self.all_gather(mu).reshape(-1, dim), self.all_gather(logvar).reshape(-1, dim)
+            mu, logvar = self._all_gather(mu).reshape(-1, dim), self._all_gather(logvar).reshape(-1, dim)
             # A unit is active when E[z|x] varies across studies: Var_x(mu_k) > 0.01.
             active = int((mu.var(dim=0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
             kl = gaussian_kl_per_dim(mu, logvar).sum(dim=1).mean()
@@ -430,15 +454,21 @@ class AtlasModule(pl.LightningModule):
         if self._val_year:
             pred = torch.cat([p for p, _ in self._val_year])
             target = torch.cat([t for _, t in self._val_year])
-            pred, target = self.all_gather(pred).flatten(), self.all_gather(target).flatten()
+            pred, target = self._all_gather(pred).flatten(), self._all_gather(target).flatten()
             self.log("val/year_balanced_accuracy", balanced_accuracy(pred, target))
+
+    def _all_gather(self, value: Tensor) -> Tensor:
+        """:meth:`all_gather` of one tensor, which returns a tensor (typed as any collection by Lightning)."""
+        gathered = self.all_gather(value)
+        assert isinstance(gathered, Tensor), f"all_gather of a Tensor returned a {type(gathered).__name__}"
+        return gathered
 
     # ---- optimisation ----------------------------------------------------------------------------
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW (Loshchilov & Hutter 2019) with ``betas = (0.9, 0.995)``."""
         return torch.optim.AdamW(
-            self.model.parameters(), lr=self.hparams.lr, betas=(0.9, 0.995), weight_decay=self.hparams.weight_decay
+            self.model.parameters(), lr=self._hp.lr, betas=(0.9, 0.995), weight_decay=self._hp.weight_decay
         )
 
 

@@ -7,7 +7,7 @@ latent dimension ``d``, training-set size ``N``.
 Reductions (chosen so terms can be compared across variants and batch sizes):
 
 - :func:`masked_mse_sum`, :func:`gaussian_nll_sum`, :func:`gaussian_nll_observed` and the objectives of
-  the baseline and cbvae (:func:`vae_loss`, :func:`cbvae_loss`) are *per
+  the baseline, cbvae and hvae (:func:`vae_loss`, :func:`cbvae_loss`, :func:`hvae_loss`) are *per
   study*: summed over voxels / latent dimensions / fields, averaged over the batch.
 - :func:`beta_tcvae_loss` returns *sums over the batch*, as its minibatch
   estimator is written (Chen et al. 2018); divide by ``M`` for per-study values.
@@ -430,6 +430,84 @@ def beta_tcvae_loss(
             "dwkl": dwkl,
             "beta_tc": torch.tensor(float(beta_tc), device=z.device),
         }
+    _check_finite(terms)
+    return terms
+
+
+def hierarchical_kl(mu: Tensor, logvar: Tensor, top_dim: int) -> tuple[Tensor, Tensor]:
+    """Per-level KL terms of the two-level H-VAE, per study.
+
+    The latent is ``z = [z_top, u]``: the top level with prior ``p(z_top) = N(0, I)``,
+    and the lower level in the standardised coordinates of its conditional prior
+    ``p(z_low | z_top) = N(m(z_top), diag(s(z_top)^2))``, i.e. ``z_low = m + s * u``.
+    The lower posterior is a residual normal relative to that prior (Vahdat &
+    Kautz, NVAE, NeurIPS 2020, eq. 2): ``q(z_low | x, z_top) = N(m + s * mu_u, s^2 * exp(logvar_u))``.
+    KL divergence is invariant under the same invertible affine map applied to both
+    distributions, so::
+
+        KL_top   = KL(q(z_top | x) || N(0, I))
+        KL_lower = KL(q(z_low | x, z_top) || p(z_low | z_top))
+                 = KL(N(m + s mu_u, s^2 e^logvar_u) || N(m, s^2))
+                 = KL(N(mu_u, e^logvar_u) || N(0, I))            # = 0.5 * sum_k (mu_uk^2 + e^lv_uk - 1 - lv_uk)
+
+    ``KL_lower`` is the single-sample estimate at the ``z_top`` drawn in the forward
+    pass, as in the Ladder VAE (Sønderby et al., NeurIPS 2016); its sum with
+    ``KL_top`` is the KL term of the two-level ELBO.
+
+    Parameters
+    ----------
+    mu, logvar : Tensor, shape (B, z_dim)
+        Posterior parameters of ``[z_top, u]``, top level first.
+    top_dim : int
+        Units of the top level.
+
+    Returns
+    -------
+    kl_top, kl_lower : Tensor, shape (B,), float32
+    """
+    kl = gaussian_kl_per_dim(mu, logvar)
+    return kl[:, :top_dim].sum(dim=1), kl[:, top_dim:].sum(dim=1)
+
+
+def hvae_loss(
+    out: Mapping[str, Tensor], x: Tensor, top_beta: float, beta: float, mask: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Two-level hierarchical VAE objective, per study (Sønderby et al. 2016; Vahdat & Kautz 2020)::
+
+        loss = recon + top_beta * KL_top + beta * KL_lower
+        # recon    = sum over brain voxels and channels of (x_hat - x)^2 (masked_mse_sum, as the flat variants)
+        # KL_top   = KL(q(z_top | x) || N(0, I))
+        # KL_lower = KL(q(z_low | x, z_top) || p(z_low | z_top))   (see hierarchical_kl)
+
+    With ``top_beta = beta = 1`` this is the negative two-level ELBO of a decoder
+    with fixed variance 1/2; separate weights let the global level be priced
+    differently from the local one.
+
+    Parameters
+    ----------
+    out : mapping
+        Output of :meth:`HierarchicalVAE.forward`: ``x_hat``, and ``kl_top``,
+        ``kl_lower`` (B,) from :func:`hierarchical_kl`.
+    x : Tensor, shape (B, C, D, H, W)
+    top_beta, beta : float
+        KL weights of the top and the lower level.
+    mask : Tensor of bool, shape (D, H, W), optional
+
+    Returns
+    -------
+    dict of scalar float32 Tensors
+        ``loss``, ``recon``, ``kl_top``, ``kl_lower`` and ``kl = kl_top + kl_lower``.
+
+    Raises
+    ------
+    ValueError
+        If a term is not finite.
+    """
+    with _no_autocast(x.device):
+        recon = masked_mse_sum(out["x_hat"], x, mask)
+        kl_top, kl_lower = out["kl_top"].float().mean(), out["kl_lower"].float().mean()
+        loss = recon + top_beta * kl_top + beta * kl_lower
+        terms = {"loss": loss, "recon": recon, "kl_top": kl_top, "kl_lower": kl_lower, "kl": kl_top + kl_lower}
     _check_finite(terms)
     return terms
 

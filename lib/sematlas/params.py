@@ -145,6 +145,43 @@ SCHEMA: dict[str, Any] = {
         "ood_true_foci": int,
         "temperature_threshold": Number,
     },
+    # Two-level hierarchical VAE (stage 05, sematlas.models.hvae) and its stage gate.
+    "hierarchical": {
+        "top_dim": int,
+        "top_beta": Number,
+        "gate_min_kl_per_level": Number,
+        "gate_recon_margin": Number,
+        "gate_probe_margin": Number,
+    },
+    # Canonical correlation between the volumetric and point-cloud latents (stage 06, sematlas.cca).
+    "cca": {
+        "variant": str,
+        "n_components": int,
+        "n_permutations": int,
+        "n_decoded": int,
+    },
+    # HDBSCAN of the main model's latents (stage 07, sematlas.clustering).
+    "clustering": {
+        "variant": str,
+        "min_cluster_size": int,
+        "min_samples": int,
+        "n_bootstrap": int,
+        "bootstrap_fraction": Number,
+        "top_topics": int,
+    },
+    # Chronological latent series and trajectory GRU (stage 08, sematlas.forecasting).
+    "forecasting": {
+        "variant": str,
+        "cutoff_year": int,
+        "window": int,
+        "hidden_size": int,
+        "max_epochs": int,
+        "lr": Number,
+        "min_studies": int,
+        "drift_task": str,
+        "drift_years": list,
+        "drift_samples": int,
+    },
 }
 
 

@@ -59,7 +59,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("02", "train_volumetric"),
     Stage("03", "train_pointcloud"),
     Stage("04", "train_ensemble"),
+    Stage("05", "train_hierarchical"),
+    Stage("06", "cca"),
+    Stage("07", "clustering"),
+    Stage("08", "forecasting"),
     Stage("09", "evaluation"),
+    Stage("10", "release"),
+    Stage("11", "figures"),
 )
 
 

@@ -43,7 +43,7 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 # Fork-safe threading layer for DataLoader workers (see the module docstring).
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # not in numba's stubs
 _LAUNCH_LOCK = threading.Lock()
 
 
@@ -340,12 +340,12 @@ class PeakRenderer:
         ijk, study_index = _validate_peaks(ijk, study_index, n_studies)
         kernels, radii, mask = self._tables()
         if channels is not None:
-            channels = np.asarray(channels)
-            if channels.ndim != 1 or channels.size == 0 or channels.dtype.kind not in "iu":
-                raise ValueError(f"channels must be a non-empty sequence of integers, got {channels!r}")
-            if channels.min() < 0 or channels.max() >= len(radii):
-                raise ValueError(f"channels must lie in [0, {len(radii)}), got {channels.tolist()}")
-            kernels, radii = kernels[channels], radii[channels]
+            picked = np.asarray(channels)
+            if picked.ndim != 1 or picked.size == 0 or picked.dtype.kind not in "iu":
+                raise ValueError(f"channels must be a non-empty sequence of integers, got {picked!r}")
+            if picked.min() < 0 or picked.max() >= len(radii):
+                raise ValueError(f"channels must lie in [0, {len(radii)}), got {picked.tolist()}")
+            kernels, radii = kernels[picked], radii[picked]
         shape = self.grid.shape
         full_shape = (n_studies, len(radii), *shape)
 

@@ -204,7 +204,7 @@ def _sample_size_table(folder: str) -> pd.DataFrame:
     all_columns = pq.read_schema(root / "annotations.parquet").names
     group_columns = [c for c in all_columns if _GROUP_FIELD.match(c)]
     annotations = pd.read_parquet(root / "annotations.parquet", columns=["id", "study_id", *group_columns])
-    groups = sorted({int(_GROUP_FIELD.match(c).group(1)) for c in group_columns})
+    groups = sorted({int(match.group(1)) for c in group_columns if (match := _GROUP_FIELD.match(c))})
     missing = pd.Series(np.nan, index=annotations.index)
     counts = pd.DataFrame(
         {g: pd.to_numeric(annotations.get(f"{_DEMOGRAPHICS}[{g}].count", missing), errors="coerce") for g in groups},

@@ -37,7 +37,7 @@ from sematlas.callbacks import GRLLambdaRamp, KLController, ReconSnapshots
 from sematlas.datamodule import NeurosynthDataModule
 from sematlas.io import package_versions, read_json, write_json, write_parquet
 from sematlas.lightning import AtlasModule
-from sematlas.models import ModelConfig
+from sematlas.models import VARIANTS, ModelConfig
 from sematlas.params import load_params
 from sematlas.paths import ProfilePaths
 
@@ -88,7 +88,7 @@ class AtlasPayload(pl.Callback):
 
 
 def model_config(params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
-    """The architecture of ``variant``: choices from params, sizes from the data."""
+    """The architecture of ``variant``: choices from params (``hvae``: also ``hierarchical``), sizes from the data."""
     assert datamodule.encoder is not None, "call datamodule.setup() first"
     return ModelConfig.from_dict(
         {
@@ -99,6 +99,7 @@ def model_config(params: Mapping[str, Any], variant: str, datamodule: Neurosynth
             "cond_dim": datamodule.encoder.cond_dim,
             "n_sparse": 1,
             "n_year_bins": datamodule.encoder.n_year_bins,
+            "top_dim": params["hierarchical"]["top_dim"] if variant == "hvae" else 0,
         }
     )
 
@@ -108,6 +109,8 @@ def build_module(
 ) -> AtlasModule:
     """The LightningModule of ``variant`` with the profile's objective settings (``options`` add to them)."""
     t = params["training"]
+    if variant == "hvae":
+        options = {"top_beta": params["hierarchical"]["top_beta"], **options}
     return AtlasModule(
         model_config(params, variant, datamodule),
         mask=datamodule.brain_mask(),
@@ -318,6 +321,9 @@ def fit_run(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     lightning_logger = logging.getLogger("lightning.pytorch")
     lightning_logger.addHandler(handler)
+    # The run's log keeps INFO records even where the caller quietened Lightning's console.
+    console_level = lightning_logger.level
+    lightning_logger.setLevel(min(lightning_logger.getEffectiveLevel(), logging.INFO))
     timing_file = run_dir / "timing.json"
     timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
     try:
@@ -333,13 +339,15 @@ def fit_run(
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
         timing["train_seconds"] += time.perf_counter() - started
         timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
+        best = trainer.checkpoint_callback  # the first ModelCheckpoint: "best", on val/loss
         lightning_logger.info(
             "finished at epoch %d, best val/loss %s",
             trainer.current_epoch,
-            trainer.checkpoint_callback.best_model_score,
-        )  # type: ignore[union-attr]
+            best.best_model_score if isinstance(best, pl.callbacks.ModelCheckpoint) else None,
+        )
     finally:
         lightning_logger.removeHandler(handler)
+        lightning_logger.setLevel(console_level)
         handler.close()
     timing["studies_per_second"] = (
         timing["epochs"] * train_size / timing["train_seconds"]
@@ -375,7 +383,8 @@ def train_variant(
     params : mapping
         Validated profile parameters.
     variant : str
-        ``baseline``, ``cbvae`` or ``tcvae_sbd``.
+        ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` (whose ``top_dim`` and ``top_beta``
+        come from the ``hierarchical`` section, which then always counts in the fingerprint).
     paths : ProfilePaths
     datamodule : NeurosynthDataModule, optional
         A set-up DataModule to share between variants.
@@ -422,6 +431,8 @@ def train_variant(
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []
     options = dict(module_options or {})
+    if variant == "hvae" and "hierarchical" not in sections:
+        sections = (*sections, "hierarchical")
     return fit_run(
         build_module(params, variant, datamodule, **options),
         datamodule,
@@ -453,7 +464,7 @@ def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sematlas.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True)
-    parser.add_argument("--variant", required=True, choices=("baseline", "cbvae", "tcvae_sbd"))
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--strategy", help="override training.strategy (e.g. ddp under torchrun/srun)")
     args = parser.parse_args(argv)
     params = load_params(args.profile)

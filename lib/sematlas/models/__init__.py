@@ -6,30 +6,34 @@ Variants (``ModelConfig.variant``):
 - ``cbvae``: Conditional beta-VAE, DenseNet encoder with dilation, FiLM,
   amortised imputation, adversarial year head (:class:`ConditionalBetaVAE`).
 - ``tcvae_sbd``: beta-TCVAE network with a Spatial Broadcast Decoder (:class:`TCVAE`).
+- ``hvae``: two-level hierarchical VAE, a global top level over a local lower
+  level with a gradient-stopped top-down skip (:class:`HierarchicalVAE`).
 
 Every model maps ``forward(image, meta) -> dict`` with at least ``x_hat``,
 ``mu``, ``logvar`` and ``z``, and has ``encode(image, meta) -> (mu, logvar)``
-and ``decode(z, meta) -> x_hat``. In eval mode ``z = mu``, so
+and ``decode(z, meta) -> x_hat``: the interface of their base class
+:class:`VolumetricVAE`. In eval mode ``z = mu``, so
 reconstructions are deterministic. Objectives live in :mod:`sematlas.losses`.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
+from sematlas.models.base import VolumetricVAE
 from sematlas.models.baseline import BaselineVAE, ResNetEncoder
 from sematlas.models.cbvae import ConditionalBetaVAE, GradientReversal, grad_reverse, receptive_field_mm
 from sematlas.models.config import VARIANTS, ModelConfig
+from sematlas.models.hvae import HierarchicalVAE
 from sematlas.models.tcvae import TCVAE, SpatialBroadcastDecoder, coordinate_grid
 
-_MODELS: dict[str, type[nn.Module]] = {
+_MODELS: dict[str, type[VolumetricVAE]] = {
     "baseline": BaselineVAE,
     "cbvae": ConditionalBetaVAE,
     "tcvae_sbd": TCVAE,
+    "hvae": HierarchicalVAE,
 }
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelConfig) -> VolumetricVAE:
     """Build the network of ``config.variant``.
 
     Parameters
@@ -39,8 +43,8 @@ def build_model(config: ModelConfig) -> nn.Module:
 
     Returns
     -------
-    nn.Module
-        :class:`BaselineVAE`, :class:`ConditionalBetaVAE` or :class:`TCVAE`.
+    VolumetricVAE
+        :class:`BaselineVAE`, :class:`ConditionalBetaVAE`, :class:`TCVAE` or :class:`HierarchicalVAE`.
     """
     return _MODELS[config.variant](config)
 
@@ -50,10 +54,12 @@ __all__ = [
     "BaselineVAE",
     "ConditionalBetaVAE",
     "GradientReversal",
+    "HierarchicalVAE",
     "ModelConfig",
     "ResNetEncoder",
     "SpatialBroadcastDecoder",
     "TCVAE",
+    "VolumetricVAE",
     "build_model",
     "coordinate_grid",
     "grad_reverse",

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sematlas.models.base import VolumetricVAE
 from sematlas.models.blocks import (
     ConvDecoder,
     ResidualBlock3d,
@@ -75,7 +76,8 @@ class ResNetEncoder(nn.Module):
 
     def conv_path(self) -> list[nn.Conv3d]:
         """Convolutions on the longest path from input to head, in order."""
-        return [self.stem] + [conv for stage in self.stages for conv in stage.conv_path()]
+        blocks = [stage for stage in self.stages if isinstance(stage, ResidualBlock3d)]  # all of them
+        return [self.stem] + [conv for block in blocks for conv in block.conv_path()]
 
 
 def resnet_decoder(config: ModelConfig) -> ConvDecoder:
@@ -92,7 +94,7 @@ def resnet_decoder(config: ModelConfig) -> ConvDecoder:
     )
 
 
-class UnconditionalVAE(nn.Module):
+class UnconditionalVAE(VolumetricVAE):
     """A VAE whose encoder and decoder ignore the metadata: shared by ``baseline`` and ``tcvae_sbd``.
 
     Subclasses set ``encoder`` (image -> ``(mu, logvar)``) and ``decoder`` (z -> map).
@@ -142,7 +144,8 @@ class BaselineVAE(UnconditionalVAE):
         self.config = config
         self.encoder = ResNetEncoder(config)
         self.decoder = resnet_decoder(config)
-        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+        # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
+        self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
 
 __all__ = ["BaselineVAE", "ResNetEncoder", "UnconditionalVAE", "resnet_decoder"]

@@ -100,13 +100,12 @@ class FiLMGenerator(nn.Module):
     def __init__(self, meta_dim: int, channels: Sequence[int], hidden_dim: int) -> None:
         super().__init__()
         self.channels = tuple(channels)
-        self.mlp = nn.Sequential(
-            nn.Linear(meta_dim, hidden_dim),
-            nn.SiLU(),
-            nn.Linear(hidden_dim, 2 * sum(self.channels)),
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        # Layers built in order, so the random initialisation draws as before.
+        first = nn.Linear(meta_dim, hidden_dim)
+        last = nn.Linear(hidden_dim, 2 * sum(self.channels))
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mlp = nn.Sequential(first, nn.SiLU(), last)
 
     def forward(self, m: Tensor) -> list[tuple[Tensor, Tensor]]:
         """FiLM parameters for each feature map.
@@ -350,6 +349,8 @@ def init_output_bias(layer: nn.Conv3d | nn.ConvTranspose3d, value: float) -> Non
     value : float
         Initial output in (0, 1).
     """
+    if layer.bias is None:
+        raise ValueError("init_output_bias needs a layer with a bias")
     nn.init.constant_(layer.bias, math.log(value / (1.0 - value)))
 
 

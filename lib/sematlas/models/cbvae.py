@@ -25,11 +25,13 @@ only ``cond`` and, where known, the sparse fields.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sematlas.models.base import VolumetricVAE
 from sematlas.models.baseline import ResNetEncoder
 from sematlas.models.blocks import (
     ConvDecoder,
@@ -51,12 +53,12 @@ class _GradientReversalFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, lambda_: float) -> Tensor:
-        ctx.lambda_ = lambda_
+        ctx.lambda_ = lambda_  # type: ignore[attr-defined]  # FunctionCtx declares no attributes; saved for backward
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor) -> tuple[Tensor, None]:
-        return -ctx.lambda_ * grad_output, None
+        return -ctx.lambda_ * grad_output, None  # type: ignore[attr-defined]  # set in forward
 
 
 def grad_reverse(x: Tensor, lambda_: float) -> Tensor:
@@ -157,7 +159,8 @@ class DenseBlock3d(nn.Module):
 
     def conv_path(self) -> list[nn.Conv3d]:
         """Convolutions in input-to-output order (each layer feeds all later ones)."""
-        return [conv for layer in self.layers for conv in (layer.conv1, layer.conv2)]
+        layers = [layer for layer in self.layers if isinstance(layer, DenseLayer3d)]  # all of them
+        return [conv for layer in layers for conv in (layer.conv1, layer.conv2)]
 
 
 class Transition3d(nn.Module):
@@ -211,14 +214,16 @@ class DenseEncoder(nn.Module):
 
         self.blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
+        block_channels: list[int] = []
         for i, n_layers in enumerate(config.dense_layers):
             last = i == len(config.dense_layers) - 1
             block = DenseBlock3d(channels, config.growth_rate, config.dilations if last else (1,) * n_layers)
             self.blocks.append(block)
+            block_channels.append(block.out_channels)
             channels = max(block.out_channels // 2, 1)
             self.transitions.append(Transition3d(block.out_channels, channels))
             side //= 2
-        self.block_channels = [block.out_channels for block in self.blocks]
+        self.block_channels = block_channels
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(channels * side**3, 2 * config.z_dim)
 
@@ -260,6 +265,7 @@ class DenseEncoder(nn.Module):
         """Convolutions on the longest input-to-head path, in order."""
         path = [m for m in self.stem if isinstance(m, nn.Conv3d)]
         for block, transition in zip(self.blocks, self.transitions, strict=True):
+            assert isinstance(block, DenseBlock3d) and isinstance(transition, Transition3d), "built in __init__"
             path += block.conv_path() + [transition.conv]
         return path
 
@@ -282,7 +288,7 @@ def conditional_decoder(config: ModelConfig) -> ConvDecoder:
     )
 
 
-class ConditionalBetaVAE(nn.Module):
+class ConditionalBetaVAE(VolumetricVAE):
     """Conditional beta-VAE with FiLM, amortised imputation and adversarial year de-biasing.
 
     Parameters
@@ -306,10 +312,13 @@ class ConditionalBetaVAE(nn.Module):
             nn.Linear(config.z_dim, config.hidden_dim), nn.SiLU(), nn.Linear(config.hidden_dim, config.n_year_bins)
         )
         self.decoder = conditional_decoder(config)
-        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+        # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
+        self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
-    def _encode(self, image: Tensor, meta: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def _encode(self, image: Tensor, meta: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
         """Posterior, imputation and filled metadata vector (see :meth:`forward`)."""
+        if meta is None:
+            raise TypeError(f"{type(self).__name__} is conditional: pass meta (cond, sparse, sparse_mask)")
         cond = meta["cond"].to(image.dtype)
         features = self.encoder.features(image)
         # Imputation reads pooled trunk features and the complete metadata; a plain
@@ -323,7 +332,7 @@ class ConditionalBetaVAE(nn.Module):
         mu, logvar = self.encoder.posterior(features, self.encoder_film(m))
         return {"mu": mu, "logvar": logvar, "imputed_mu": imputed_mu, "imputed_logvar": imputed_logvar, "m": m}
 
-    def encode(self, image: Tensor, meta: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G) given their metadata."""
         out = self._encode(image, meta)
         return out["mu"], out["logvar"]
@@ -346,7 +355,7 @@ class ConditionalBetaVAE(nn.Module):
         sparse = torch.where(meta["sparse_mask"].bool(), meta["sparse"].float(), 0.0)
         return torch.cat([meta["cond"].float(), sparse], dim=1)
 
-    def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor) -> Tensor:
+    def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
         """Maps from latents and metadata.
 
         Parameters
@@ -360,6 +369,8 @@ class ConditionalBetaVAE(nn.Module):
         -------
         Tensor, shape (B, C, G, G, G), values in (0, 1)
         """
+        if meta is None:
+            raise TypeError(f"{type(self).__name__} is conditional: pass meta (a mapping or the vector m)")
         m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
         return self.decoder(z, m.to(z.dtype))
 
@@ -381,7 +392,7 @@ class ConditionalBetaVAE(nn.Module):
         m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
         return self.decoder.predict(z, m.to(z.dtype))
 
-    def forward(self, image: Tensor, meta: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Encode, impute, sample (``z = mu`` in eval mode), predict the year adversarially, decode.
 
         Parameters
@@ -412,6 +423,13 @@ class ConditionalBetaVAE(nn.Module):
         return out
 
 
+@runtime_checkable
+class _HasConvPath(Protocol):
+    """An encoder whose convolutional path can be listed (:class:`ResNetEncoder`, :class:`DenseEncoder`)."""
+
+    def conv_path(self) -> list[nn.Conv3d]: ...
+
+
 def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: float) -> float:
     """Theoretical receptive field of an encoder's convolutional path, in millimetres.
 
@@ -433,9 +451,12 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
         Receptive field side in millimetres.
     """
     if isinstance(model_or_config, ModelConfig):
-        encoder: nn.Module = (DenseEncoder if model_or_config.variant == "cbvae" else ResNetEncoder)(model_or_config)
+        encoder: _HasConvPath = (DenseEncoder if model_or_config.variant == "cbvae" else ResNetEncoder)(model_or_config)
     else:
-        encoder = getattr(model_or_config, "encoder", model_or_config)
+        candidate = getattr(model_or_config, "encoder", model_or_config)
+        if not isinstance(candidate, _HasConvPath):
+            raise TypeError(f"{type(model_or_config).__name__} has no conv_path() (nor an encoder with one)")
+        encoder = candidate
     field, jump = 1, 1
     for conv in encoder.conv_path():
         field += (conv.kernel_size[0] - 1) * conv.dilation[0] * jump

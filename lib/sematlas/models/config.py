@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-Variant = Literal["baseline", "cbvae", "tcvae_sbd"]
-VARIANTS: tuple[str, ...] = ("baseline", "cbvae", "tcvae_sbd")
+Variant = Literal["baseline", "cbvae", "tcvae_sbd", "hvae"]
+VARIANTS: tuple[str, ...] = ("baseline", "cbvae", "tcvae_sbd", "hvae")
 
 # Spatial side at which the convolutional trunks hand over to dense layers or
 # heads: the cbvae encoder's first dense block runs at 16^3 whatever the grid.
@@ -30,10 +30,12 @@ class ModelConfig:
 
     Parameters
     ----------
-    variant : {"baseline", "cbvae", "tcvae_sbd"}
+    variant : {"baseline", "cbvae", "tcvae_sbd", "hvae"}
         ``baseline``: 3D ResNet-10-style VAE. ``cbvae``: conditional beta-VAE
         (DenseNet + dilation, FiLM, imputation head, adversarial year head).
         ``tcvae_sbd``: beta-TCVAE with a Spatial Broadcast Decoder.
+        ``hvae``: two-level hierarchical VAE (global top level over a local
+        lower level, :class:`~sematlas.models.hvae.HierarchicalVAE`).
     in_channels : int
         Channels of the input and output maps: one per density kernel
         (default 2: 6 mm and 12 mm FWHM).
@@ -93,6 +95,11 @@ class ModelConfig:
         (``x_logvar``) and the reconstruction term becomes the Gaussian NLL
         (heteroscedastic aleatoric uncertainty, Kendall & Gal 2017). Off, the
         network and its objective are exactly stage 02's.
+    top_dim : int
+        ``hvae``: units of the global top level, in ``[1, z_dim - 1]``; the
+        lower level has the other ``z_dim - top_dim``. 0 (the default) for
+        every other variant, so configs saved before the field existed load
+        unchanged.
     """
 
     variant: Variant = "baseline"
@@ -114,6 +121,7 @@ class ModelConfig:
     sbd_blocks: int = 2
     output_init: float = 0.05
     aleatoric: bool = False
+    top_dim: int = 0
 
     def __post_init__(self) -> None:
         # YAML gives lists; tuples keep the config hashable and printable.
@@ -142,6 +150,10 @@ class ModelConfig:
             raise ValueError(f"output_init must be in (0, 1), got {self.output_init!r}")
         if self.aleatoric and self.variant != "cbvae":
             raise ValueError(f"aleatoric decoders are built for the 'cbvae' variant only, got {self.variant!r}")
+        if self.variant == "hvae" and not 1 <= self.top_dim < self.z_dim:
+            raise ValueError(f"hvae needs 1 <= top_dim < z_dim ({self.z_dim}), got top_dim={self.top_dim!r}")
+        if self.variant != "hvae" and self.top_dim != 0:
+            raise ValueError(f"top_dim is a level size of the 'hvae' variant only, got {self.variant!r}")
         if self.sbd_channels is not None and self.sbd_channels < 1:
             raise ValueError(f"sbd_channels must be >= 1 or None, got {self.sbd_channels!r}")
 
@@ -170,6 +182,11 @@ class ModelConfig:
         out["dense_layers"] = list(self.dense_layers)
         out["dilations"] = list(self.dilations)
         return out
+
+    @property
+    def lower_dim(self) -> int:
+        """Units of the ``hvae``'s lower level: ``z_dim - top_dim``."""
+        return self.z_dim - self.top_dim
 
     @property
     def meta_dim(self) -> int:

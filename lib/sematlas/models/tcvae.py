@@ -82,6 +82,8 @@ class SpatialBroadcastDecoder(nn.Module):
         Initial output value (see :func:`~sematlas.models.blocks.init_output_bias`).
     """
 
+    coords: Tensor  # buffer (1, 3, 8, 8, 8), see coordinate_grid
+
     def __init__(
         self,
         z_dim: int,
@@ -151,4 +153,5 @@ class TCVAE(UnconditionalVAE):
             gradient_checkpointing=config.gradient_checkpointing,
             output_init=config.output_init,
         )
-        self.to(memory_format=torch.channels_last_3d)  # conv weights in the layout of the activations
+        # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
+        self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]

@@ -133,7 +133,7 @@ class PointCloudDataModule(pl.LightningDataModule):
             cache_path(paths),
             n_points=section["n_points"],
             centre_mm=tuple(section["centre_mm"]),
-            scale_mm=section["scale_mm"],  # type: ignore[arg-type]
+            scale_mm=section["scale_mm"],
             use_subset=params["training"]["use_subset"],
             batch_size=section["batch_size"],
             seed=int(params["seed"]),

@@ -1,0 +1,26 @@
+"""Interactive demos of the atlas (ipywidgets, servable as web apps with Voila).
+
+- :class:`LatentSlider`: a study's latent code, one slider per (most active) dimension.
+- :class:`CounterfactualMachine`: a study's code decoded under another task, year or sample size.
+- :class:`ConfidenceExplorer`: the ensemble's mean and uncertainty beside the point-cloud model's peaks.
+- :class:`DiscoveryPlatform`: clusters, hierarchy, Zeitgeist timeline and downloads.
+
+Each has a ``from_profile(profile)`` constructor (what the notebooks in
+``notebooks/demos/`` call) and accepts models and tables directly (what the tests
+do). ``python -m sematlas.widgets serve counterfactual_machine --profile ci`` serves
+a demo notebook with Voila (see :mod:`sematlas.widgets.serve`).
+"""
+
+from sematlas.widgets.common import REDRAW_BUDGET_MS, StudyCatalogue, measure_latency
+from sematlas.widgets.demos import ConfidenceExplorer, CounterfactualMachine, LatentSlider
+from sematlas.widgets.discovery import DiscoveryPlatform
+
+__all__ = [
+    "REDRAW_BUDGET_MS",
+    "ConfidenceExplorer",
+    "CounterfactualMachine",
+    "DiscoveryPlatform",
+    "LatentSlider",
+    "StudyCatalogue",
+    "measure_latency",
+]

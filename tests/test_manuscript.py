@@ -1,0 +1,130 @@
+"""The manuscript: every number comes from a stage's results file; the pandoc fallback renders it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sematlas.manuscript import (
+    VARIABLES,
+    collect_variables,
+    render,
+    to_pandoc_markdown,
+    used_variables,
+    write_variables,
+)
+from sematlas.paths import ProfilePaths
+from sematlas.pipeline import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = ROOT / "manuscript" / "index.qmd"
+
+#: Digits the prose may contain because they name things, not results: the dataset's
+#: version and last year, the checksum, the template space, and "3D".
+NAMES_WITH_DIGITS = ("version 7", "2018", "SHA-256", "MNI152", "3D")
+
+
+def prose(text: str) -> str:
+    """The text a reader sees, minus what carries no typed number: shortcodes, citations, labels, paths, code."""
+    text = re.sub(r"\{\{<.*?>\}\}", "", text)
+    text = re.sub(r"\[@[^\]]+\]|@(fig|tbl)-[\w-]+|\{#[^}]+\}|\]\([^)]+\)|`[^`]*`", "", text)
+    for name in NAMES_WITH_DIGITS:
+        text = text.replace(name, "")
+    return text
+
+
+def test_every_number_in_the_manuscript_is_a_variable_a_stage_writes() -> None:
+    text = INDEX.read_text()
+    names = used_variables(text)
+    assert names, "the manuscript quotes no results"
+    assert sorted(set(names) - set(VARIABLES)) == []
+    typed = sorted({m.group() for m in re.finditer(r"[^\s]*\d[^\s]*", prose(text))})
+    assert typed == [], f"numbers typed into index.qmd instead of read from results: {typed}"
+    stages = {stage.number for stage in STAGES}
+    assert {variable.stage for variable in VARIABLES.values()} <= stages
+    # A variable's file is written by the stage named for it.
+    folders = {"02": "cbvae", "03": "pointcloud", "04": "ensemble", "05": "hierarchical", "06": "cca"}
+    folders |= {"07": "clustering", "08": "forecasting", "09": "evaluation"}
+    for name, variable in VARIABLES.items():
+        if variable.source.startswith("results/") and variable.stage in folders:
+            assert variable.source.split("/")[1] in (folders[variable.stage], "baseline", "tcvae_sbd"), name
+
+
+def test_variables_come_from_results_files_and_missing_stages_say_so(tmp_path: Path) -> None:
+    paths = ProfilePaths("ci", tmp_path)
+    paths.processed.mkdir(parents=True)
+    manifest = {
+        "profile": "ci",
+        "n_studies": 13867,
+        "n_peaks": 452396,
+        "parameters": {"render": {"voxel_size": 4}},
+        "report": {
+            "deduplication": {"peaks_in": 507891, "studies_flagged_duplicate": 83},
+            "splits": {"train": 9709, "val": 2080, "test": 2078},
+            "subset_size": 160,
+            "subset_splits": {"train": 112, "test": 24},
+            "sample_size_matched": 195,
+        },
+    }
+    (paths.processed / "manifest.json").write_text(json.dumps(manifest))
+    (paths.results / "cca").mkdir(parents=True)
+    (paths.results / "cca" / "results.json").write_text(
+        json.dumps({"n_studies": 150, "n_permutations": 1000, "components": [{"r": 0.61234, "p": 0.001}]})
+    )
+    with pytest.raises(KeyError, match=r"'cca_r2'.*results\.json has no 'components\.1\.r'"):
+        collect_variables(paths)
+    (paths.results / "cca" / "results.json").write_text(
+        json.dumps(
+            {
+                "n_studies": 150,
+                "n_permutations": 1000,
+                "components": [{"r": 0.61234, "p": 0.001}, {"r": 0.2, "p": None}],
+            }
+        )
+    )
+    values = collect_variables(paths)
+    assert values["n_studies"] == "13,867" and values["voxel_size"] == "4"
+    assert values["cca_r1"] == "0.612" and values["cca_permutations"] == "1,000" and values["cca_p2"] == "n/a"
+    assert values["cbvae_recon_r"] == "[stage 02 not run]"
+    written = yaml.safe_load(write_variables(paths, tmp_path).read_text())
+    assert written == values
+
+
+def test_quarto_syntax_becomes_pandoc_markdown() -> None:
+    text = "---\ntitle: T\nauthor:\n  - name: A\n---\nr = {{< var r >}} (@fig-a, @tbl-b).\n\n![c](f.png){#fig-a}\n"
+    text += "\n: t {#tbl-b}\n\nmail me@fig-a.org\n"
+    out = to_pandoc_markdown(text, {"r": "0.5"})
+    assert "r = 0.5 ([Figure 1](#fig-a), [Table 1](#tbl-b))." in out
+    assert "me@fig-a.org" in out and "author:\n- A\n" in out
+    with pytest.raises(KeyError, match="unknown variable"):
+        to_pandoc_markdown("{{< var nope >}}", {})
+    with pytest.raises(KeyError, match="undefined label @fig-missing"):
+        to_pandoc_markdown("see @fig-missing", {})
+
+
+def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "manuscript", tmp_path / "manuscript", ignore=shutil.ignore_patterns("_output", "figures"))
+    shutil.copytree(ROOT / "params", tmp_path / "params")
+    paths = ProfilePaths("ci", tmp_path)
+    (paths.results / "clustering").mkdir(parents=True)
+    (paths.results / "clustering" / "results.json").write_text(
+        json.dumps({"n_clusters": 7, "noise_fraction": 0.25, "ari_mean": 0.81, "ari_sd": 0.05, "n_studies": 1000})
+    )
+    (paths.figures / "manuscript").mkdir(parents=True)
+    (paths.figures / "manuscript" / "fig8_clusters.png").write_bytes(
+        bytes.fromhex(
+            "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+            "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+        )
+    )
+    html = render("ci", root=tmp_path, use_quarto=False).read_text()
+    assert "HDBSCAN finds 7 clusters among 1,000 studies" in html.replace("\n", " ")
+    assert "[stage 02 not run]" in html  # a stage that has not run is visible, not silently blank
+    assert 'href="#fig-clusters">Figure 8</a>' in html
+    assert "data:image/png;base64" in html  # the figure is embedded: one self-contained file
+    assert "Yarkoni" in html and "Lakshminarayanan" in html  # the bibliography is resolved
