@@ -100,7 +100,7 @@ assert reference["z_dim"] == z_dim, "the gate compares the H-VAE with cbvae at t
 # `hierarchical` parameters or the model code trains afresh.
 
 # %%
-run = train_variant(params, "hvae", paths, datamodule=datamodule, sections=("hierarchical",))
+run = train_variant(params, "hvae", paths, datamodule=datamodule)
 pd.Series(run.timing)
 
 # %%

@@ -29,6 +29,7 @@ from sematlas.uncertainty import (
     interval_coverage,
     ood_auroc,
     ood_peak_lists,
+    ood_scores,
     render_peak_lists,
     shift_to_white_matter,
     split_peak_lists,
@@ -237,7 +238,11 @@ def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
         float(np.mean(np.abs(details["coverage_after"] - CALIBRATION_LEVELS)))
     )
     assert set(results["ood_auroc"]) == set(images) and all(0 <= v <= 1 for v in results["ood_auroc"].values())
-    assert len(details["scores"]["test"]) == results["n_test"] == len(datamodule.tables["test"])
+    assert set(results["ood_auroc_predictive_nll"]) == set(images)
+    assert set(details["scores"]) == {"disagreement", "predictive_nll"}
+    for by_kind in details["scores"].values():
+        assert len(by_kind["test"]) == results["n_test"] == len(datamodule.tables["test"])
+        assert set(by_kind) == {"test", *images}
     assert np.isfinite(results["recon_median_r_ensemble"])
 
 
@@ -247,3 +252,21 @@ def test_ensemble_params_set_the_members_decoder_and_seed() -> None:
     assert member["model"]["aleatoric"] is True and member["model"]["dropout"] == params["ensemble"]["dropout"]
     assert member["training"]["max_epochs"] == 7 and member["seed"] == 11
     assert "aleatoric" not in params["model"] and params["training"]["max_epochs"] != 7  # a copy
+
+
+def test_ood_scores_are_the_disagreement_and_the_predictive_gaussian_nll() -> None:
+    target = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    mean = torch.tensor([[0.0, 0.0], [0.5, 0.5]])
+    aleatoric = torch.tensor([[0.5, 0.5], [0.1, 0.3]])
+    epistemic = torch.tensor([[0.5, 0.5], [0.0, 0.1]])
+    scores = ood_scores({"target": target, "mean": mean, "aleatoric": aleatoric, "epistemic": epistemic})
+    np.testing.assert_allclose(scores["disagreement"], [0.5, 0.05])
+    # The mean over voxels of -log N(x; mu, aleatoric + epistemic).
+    expected = [
+        -np.mean([torch.distributions.Normal(m, math.sqrt(v)).log_prob(x).item() for x, m, v in zip(t, mu, a + e)])
+        for t, mu, a, e in zip(target, mean, aleatoric, epistemic, strict=True)
+    ]
+    np.testing.assert_allclose(scores["predictive_nll"], expected, rtol=1e-6)
+    # A map far from its reconstruction scores higher even where the members agree.
+    far = ood_scores({"target": target + 3, "mean": mean, "aleatoric": aleatoric, "epistemic": epistemic})
+    assert np.all(far["predictive_nll"] > scores["predictive_nll"])

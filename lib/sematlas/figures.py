@@ -498,12 +498,13 @@ def plot_uncertainty(results: Mapping[str, Any]) -> Figure:
     ----------
     results : mapping
         ``ensemble/test_results.json`` (``methods.<m>.ece_test_before/after``, ``temperature``,
-        ``ood_auroc.<kind>``; ``goals.ece_below``, ``goals.ood_auroc_above``).
+        ``ood_auroc.<kind>`` and, where present, ``ood_auroc_predictive_nll.<kind>``;
+        ``goals.ece_below``, ``goals.ood_auroc_above``).
 
     Returns
     -------
     Figure
-        Two axes: two bars per method (ECE) and one bar per method and OOD kind (AUROC), the goals as
+        Two axes: two bars per method (ECE) and one bar per method, OOD score and kind (AUROC), the goals as
         dashed lines and chance (AUROC 0.5) dotted.
     """
     methods = list(results["methods"])
@@ -520,11 +521,26 @@ def plot_uncertainty(results: Mapping[str, Any]) -> Figure:
     left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
 
     kinds = list(dict.fromkeys(k for m in methods for k in results["methods"][m]["ood_auroc"]))
-    width = 0.8 / len(methods)
+    # One bar per method and OOD score: the ensemble disagreement, and the predictive NLL where present.
+    series = [
+        (m, key, label)
+        for m in methods
+        for key, label in (("ood_auroc", "disagreement"), ("ood_auroc_predictive_nll", "predictive NLL"))
+        if key in results["methods"][m]
+    ]
+    width = 0.8 / len(series)
     shades = plt.get_cmap("Blues")(np.linspace(0.45, 0.9, len(methods)))
-    for i, m in enumerate(methods):
-        values = [results["methods"][m]["ood_auroc"].get(k, np.nan) for k in kinds]
-        right.bar(np.arange(len(kinds)) + (i - (len(methods) - 1) / 2) * width, values, width, color=shades[i], label=m)
+    for i, (m, key, label) in enumerate(series):
+        values = [results["methods"][m][key].get(k, np.nan) for k in kinds]
+        right.bar(
+            np.arange(len(kinds)) + (i - (len(series) - 1) / 2) * width,
+            values,
+            width,
+            color=shades[methods.index(m)],
+            hatch="//" if key != "ood_auroc" else None,
+            edgecolor="white",
+            label=f"{m.replace('_', ' ')}: {label}",
+        )
     right.axhline(goals["ood_auroc_above"], color=REFERENCE, ls="--", lw=1, label=f"goal > {goals['ood_auroc_above']}")
     right.axhline(0.5, color=REFERENCE, ls=":", lw=1, label="chance")
     right.set_xticks(np.arange(len(kinds)), [k.replace("_", " ") for k in kinds])
@@ -533,7 +549,7 @@ def plot_uncertainty(results: Mapping[str, Any]) -> Figure:
         ylabel="AUROC (test vs OOD maps)",
         title=f"OOD detection ({results['n_ood_per_kind']} maps per kind)",
     )
-    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("uncertainty of the ensembles against the project's goals", fontsize=10)

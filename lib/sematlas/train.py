@@ -384,7 +384,7 @@ def train_variant(
         Validated profile parameters.
     variant : str
         ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` (whose ``top_dim`` and ``top_beta``
-        come from the ``hierarchical`` section, which then always counts in the fingerprint).
+        come from the ``hierarchical`` section and count in the fingerprint; its gate thresholds do not).
     paths : ProfilePaths
     datamodule : NeurosynthDataModule, optional
         A set-up DataModule to share between variants.
@@ -431,15 +431,15 @@ def train_variant(
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []
     options = dict(module_options or {})
-    if variant == "hvae" and "hierarchical" not in sections:
-        sections = (*sections, "hierarchical")
+    # The H-VAE's levels count in its fingerprint; the stage gate's thresholds beside them do not.
+    trained_by = {key: params["hierarchical"][key] for key in ("top_dim", "top_beta")} if variant == "hvae" else {}
     return fit_run(
         build_module(params, variant, datamodule, **options),
         datamodule,
         paths.models / (run_name or variant),
         params,
         name=run_name or variant,
-        run_fingerprint=fingerprint(params, variant, sections=sections, options=options),
+        run_fingerprint=fingerprint(params, variant, sections=sections, options={**options, **trained_by}),
         payload=payload,
         callbacks=callbacks,
         train_size=datamodule.train_size,

@@ -18,6 +18,7 @@ Maps are compared on the widest-kernel channel, as in :mod:`sematlas.evaluation`
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -338,11 +339,13 @@ def evaluate_ensemble(
     -------
     results : dict
         ``ece_val``, ``ece_test_before``, ``ece_test_after``, ``temperature``,
-        ``temperature_applied``, ``ood_auroc`` (per kind), ``recon_median_r_ensemble``,
+        ``temperature_applied``, ``ood_auroc`` (per kind, of the ensemble disagreement),
+        ``ood_auroc_predictive_nll`` (per kind), ``recon_median_r_ensemble``,
         ``recon_median_r_single``, ``n_passes``, ``n_test``, ``n_val``.
     details : dict
         For figures: ``coverage_before``/``coverage_after`` (per level), ``scores``
-        (``test`` and each OOD kind: per-map mean epistemic variance), and the test predictions.
+        (per score of :func:`ood_scores`: ``test`` and each OOD kind, one value per map),
+        and the test predictions.
     """
     val = predict_maps(ensemble, split_batches(datamodule, "val", n_eval))
     test = predict_maps(ensemble, split_batches(datamodule, "test", n_eval))
@@ -353,13 +356,13 @@ def evaluate_ensemble(
     test_sd_after = scaling.transform(sd["test"]) if applied else sd["test"]
     target, mean = test["target"].numpy(), test["mean"].numpy()
 
-    scores = {"test": test["epistemic"].mean(1).numpy()}
+    scores = {name: {"test": values} for name, values in ood_scores(test).items()}
     test_meta = datamodule.meta["test"]
     for kind, images in ood_images.items():
         meta = {key: value[: len(images)] for key, value in test_meta.items()}
-        scores[kind] = (
-            predict_maps(ensemble, image_batches(images, meta, datamodule.batch_size))["epistemic"].mean(1).numpy()
-        )
+        prediction = predict_maps(ensemble, image_batches(images, meta, datamodule.batch_size))
+        for name, values in ood_scores(prediction).items():
+            scores[name][kind] = values
     single_mean = predict_maps(single, split_batches(datamodule, "test", n_eval))["mean"]
     results = {
         "n_passes": ensemble.n_passes,
@@ -370,7 +373,12 @@ def evaluate_ensemble(
         "ece_test_after": expected_calibration_error(target, mean, test_sd_after),
         "temperature": scaling.temperature_,
         "temperature_applied": bool(applied),
-        "ood_auroc": {kind: ood_auroc(scores["test"], scores[kind]) for kind in ood_images},
+        "ood_auroc": {
+            kind: ood_auroc(scores["disagreement"]["test"], scores["disagreement"][kind]) for kind in ood_images
+        },
+        "ood_auroc_predictive_nll": {
+            kind: ood_auroc(scores["predictive_nll"]["test"], scores["predictive_nll"][kind]) for kind in ood_images
+        },
         "recon_median_r_ensemble": float(np.nanmedian(masked_pearson(test["mean"], test["target"]).numpy())),
         "recon_median_r_single": float(np.nanmedian(masked_pearson(single_mean, test["target"]).numpy())),
         "mean_aleatoric_variance": float(test["aleatoric"].mean()),
@@ -383,6 +391,35 @@ def evaluate_ensemble(
         "test": test,
     }
     return results, details
+
+
+def ood_scores(prediction: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per-map out-of-distribution scores (higher: less like the training data) of an ensemble's prediction.
+
+    - ``disagreement``: the mean epistemic variance over brain voxels, i.e. how much the
+      members (or MC-dropout passes) disagree (Lakshminarayanan et al., 2017).
+    - ``predictive_nll``: the mean Gaussian negative log-likelihood of the input map under
+      the predictive distribution ``N(mean, aleatoric + epistemic)``,
+      ``0.5 * mean_v[log(2 pi s_v^2) + (x_v - mu_v)^2 / s_v^2]``: a map the ensemble cannot
+      reconstruct within its own stated uncertainty scores high, even where the members
+      agree on a wrong answer.
+
+    Parameters
+    ----------
+    prediction : mapping
+        From :func:`predict_maps`: ``target``, ``mean``, ``aleatoric``, ``epistemic``, each (n, n_voxels).
+
+    Returns
+    -------
+    dict of ndarray, each shape (n,)
+    """
+    variance = (prediction["aleatoric"] + prediction["epistemic"]).clamp_min(1e-12)
+    squared_error = (prediction["target"] - prediction["mean"]) ** 2
+    nll = 0.5 * (torch.log(2 * math.pi * variance) + squared_error / variance)
+    return {
+        "disagreement": prediction["epistemic"].mean(1).numpy(),
+        "predictive_nll": nll.mean(1).numpy(),
+    }
 
 
 def _predictive_sd(prediction: Mapping[str, torch.Tensor]) -> np.ndarray:
@@ -417,26 +454,34 @@ def plot_reliability(curves: Mapping[str, np.ndarray], levels: np.ndarray = CALI
     return fig
 
 
-def plot_ood_histograms(scores: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
-    """Histograms of the disagreement score: test maps against each OOD kind, one row per method.
+def plot_ood_histograms(scores: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> Figure:
+    """Histograms of each OOD score: test maps against each OOD kind, one row per (method, score).
 
     Parameters
     ----------
     scores : mapping
-        Method -> {``test``: scores, kind: scores, ...}.
+        Method -> score name (see :func:`ood_scores`) -> {``test``: values, kind: values, ...}.
+        Positive scores (the disagreement) are shown on a log10 axis.
     """
-    methods = list(scores)
-    kinds = [k for k in next(iter(scores.values())) if k != "test"]
-    fig, axes = plt.subplots(len(methods), len(kinds), figsize=(3.6 * len(kinds), 2.6 * len(methods)), squeeze=False)
-    for row, method in enumerate(methods):
+    rows = [(method, name) for method, by_score in scores.items() for name in by_score]
+    first = scores[rows[0][0]][rows[0][1]]
+    kinds = [k for k in first if k != "test"]
+    fig, axes = plt.subplots(len(rows), len(kinds), figsize=(3.6 * len(kinds), 2.6 * len(rows)), squeeze=False)
+    for row, (method, name) in enumerate(rows):
+        values = scores[method][name]
+        positive = all(np.all(v > 0) for v in values.values())
+        shown = {k: np.log10(v) if positive else np.asarray(v) for k, v in values.items()}
         for col, kind in enumerate(kinds):
             ax = axes[row, col]
-            values = np.log10(np.concatenate([scores[method]["test"], scores[method][kind]]) + 1e-12)
-            bins = np.linspace(values.min(), values.max() + 1e-9, 25)
-            ax.hist(np.log10(scores[method]["test"] + 1e-12), bins=bins, alpha=0.6, label="test")
-            ax.hist(np.log10(scores[method][kind] + 1e-12), bins=bins, alpha=0.6, label=kind)
-            auroc = ood_auroc(scores[method]["test"], scores[method][kind])
-            ax.set(title=f"{method}: {kind} (AUROC {auroc:.2f})", xlabel="log10 mean epistemic variance")
+            both = np.concatenate([shown["test"], shown[kind]])
+            bins = np.linspace(both.min(), both.max() + 1e-9, 25)
+            ax.hist(shown["test"], bins=bins, alpha=0.6, label="test")
+            ax.hist(shown[kind], bins=bins, alpha=0.6, label=kind)
+            auroc = ood_auroc(values["test"], values[kind])
+            label = name.replace("_", " ")
+            ax.set(
+                title=f"{method}, {label}: {kind} (AUROC {auroc:.2f})", xlabel=f"log10 {label}" if positive else label
+            )
             ax.title.set_fontsize(8)
             ax.legend(fontsize=7)
     fig.tight_layout()
