@@ -127,6 +127,7 @@ VARIABLES: dict[str, Variable] = {
     "hvae_kl_lower": _v("05", _HVAE, "kl_per_level.kl_lower", ".2f"),
     "hvae_kl_threshold": _v("05", _HVAE, "gate.criteria.kl_top_active.threshold", ".2f"),
     "hvae_recon_r": _v("05", _HVAE, "gate.criteria.reconstruction.value"),
+    "hvae_recon_threshold": _v("05", _HVAE, "gate.criteria.reconstruction.threshold"),
     "hvae_probe": _v("05", _HVAE, "gate.criteria.top_level_probe.value"),
     "hvae_probe_threshold": _v("05", _HVAE, "gate.criteria.top_level_probe.threshold"),
     "cca_n_studies": _v("06", _CCA, "n_studies", ",d"),
