@@ -53,11 +53,13 @@ from sematlas.params import load_params
 from sematlas.paths import ProfilePaths
 from sematlas.release import (
     archive,
+    copy_tree_files,
     export_ensemble_onnx,
     export_model_onnx,
     export_tables,
     metadata_encoder_spec,
     metadata_vector,
+    release_tables,
     verify_checksums,
     write_checksums,
     write_release_readme,
@@ -131,11 +133,7 @@ for task in categories:
     series = conditional.generate([{"task": task, "year": year} for year in years], n_samples, seed)[:, -1]
     image = conditional.grid.to_nifti(series.permute(1, 2, 3, 0).numpy(), f"sematlas {task} {years[0]}-{years[-1]}")
     image.to_filename(nifti_dir / "counterfactual" / f"{task}_by_year.nii.gz")
-copied = []
-for source in sorted(paths.results.rglob("*.nii.gz")):
-    target = nifti_dir / source.relative_to(paths.results)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    copied.append(shutil.copy2(source, target))
+copied = copy_tree_files(paths.results, nifti_dir, "*.nii.gz")
 print(
     f"{len(categories)} example maps, {len(categories)} year series ({years}), "
     f"{len(copied)} maps from the analysis stages"
@@ -148,15 +146,9 @@ print(
 # named `<stage folder>_<table>`.
 
 # %%
-tables = {"studies": pd.read_parquet(paths.processed / "studies.parquet")}
-for source in sorted(paths.results.rglob("*.parquet")):
-    name = "_".join(source.relative_to(paths.results).with_suffix("").parts)
-    tables[name] = pd.read_parquet(source)
+tables = release_tables(paths.processed, paths.results)
 dictionary = export_tables(tables, release / "tables")
-for source in sorted(paths.results.rglob("*.json")):
-    target = release / "results" / source.relative_to(paths.results)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
+copy_tree_files(paths.results, release / "results", "*.json")
 print(f"{len(tables)} tables, {len(dictionary)} columns described")
 dictionary.head(12)
 

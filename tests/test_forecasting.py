@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg
 import torch
 from sklearn.covariance import LedoitWolf
 
@@ -103,14 +104,18 @@ def test_linear_trend_forecasts_a_linear_drift_exactly():
     assert np.all(np.diff(persistence["mean_term"].to_numpy()) > 0)  # the error grows with the horizon
 
 
-def test_gaussian_points_reproduce_mean_and_covariance():
+def test_a_forecast_is_scored_against_the_gaussian_fitted_to_the_year():
     rng = np.random.default_rng(1)
-    root = rng.normal(size=(4, 4))
-    cov, mean = root @ root.T + 0.1 * np.eye(4), rng.normal(size=4)
-    points = fc.gaussian_points(mean, cov)
-    assert points.shape == (8, 4)
-    np.testing.assert_allclose(points.mean(0), mean, atol=1e-12)
-    np.testing.assert_allclose(np.cov(points, rowvar=False), cov, atol=1e-12)
+    observed = rng.normal(size=(9, 3)) + 2.0
+    root = rng.normal(size=(3, 3))
+    forecast = fc.Forecast(np.array([2016]), rng.normal(size=(1, 3)), (root @ root.T + 0.1 * np.eye(3))[None])
+    table = fc.frechet_by_year(observed, np.full(9, 2016), {"f": forecast}, cutoff=2015, min_studies=5)
+    mean, cov = forecast.at(2016)
+    # By hand: ||mu_o - mu_f||^2 + Tr(S_o + S_f - 2 (S_o S_f)^(1/2)), S_o the year's sample covariance.
+    cov_o = np.cov(observed, rowvar=False)
+    root_product = np.real(scipy.linalg.sqrtm(cov_o @ cov))
+    expected = ((observed.mean(0) - mean) ** 2).sum() + np.trace(cov_o + cov - 2 * root_product)
+    assert table["frechet"].item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_gaussian_nll_is_the_per_study_likelihood():

@@ -24,9 +24,8 @@ from sematlas.pipeline import STAGES
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "manuscript" / "index.qmd"
 
-#: Digits the prose may contain because they name things, not results: the dataset's
-#: version and last year, the checksum, the template space, and "3D".
-NAMES_WITH_DIGITS = ("version 7", "2018", "SHA-256", "MNI152", "3D")
+#: Digits the prose may contain because they are names, not results: the checksum, the template space, "3D".
+NAMES_WITH_DIGITS = ("SHA-256", "MNI152", "3D")
 
 
 def prose(text: str) -> str:
@@ -62,13 +61,14 @@ def test_variables_come_from_results_files_and_missing_stages_say_so(tmp_path: P
         "profile": "ci",
         "n_studies": 13867,
         "n_peaks": 452396,
-        "parameters": {"render": {"voxel_size": 4}},
+        "parameters": {"render": {"voxel_size": 4}, "data": {"neurosynth_version": "7"}},
         "report": {
             "deduplication": {"peaks_in": 507891, "studies_flagged_duplicate": 83},
             "splits": {"train": 9709, "val": 2080, "test": 2078},
             "subset_size": 160,
             "subset_splits": {"train": 112, "test": 24},
             "sample_size_matched": 195,
+            "year_bin_edges": [1997.0, 2005.0, 2018.0],
         },
     }
     (paths.processed / "manifest.json").write_text(json.dumps(manifest))
@@ -89,6 +89,7 @@ def test_variables_come_from_results_files_and_missing_stages_say_so(tmp_path: P
     )
     values = collect_variables(paths)
     assert values["n_studies"] == "13,867" and values["voxel_size"] == "4"
+    assert values["last_year"] == "2018" and values["neurosynth_version"] == "7"
     assert values["cca_r1"] == "0.612" and values["cca_permutations"] == "1,000" and values["cca_p2"] == "n/a"
     assert values["cbvae_recon_r"] == "[stage 02 not run]"
     written = yaml.safe_load(write_variables(paths, tmp_path).read_text())

@@ -21,6 +21,7 @@ from sematlas.ensemble import AtlasEnsemble
 from sematlas.grid import Grid
 from sematlas.release import (
     archive,
+    copy_tree_files,
     data_dictionary,
     describe_column,
     export_ensemble_onnx,
@@ -28,6 +29,7 @@ from sematlas.release import (
     export_tables,
     metadata_encoder_spec,
     metadata_vector,
+    release_tables,
     verify_checksums,
     write_checksums,
     write_release_readme,
@@ -240,3 +242,17 @@ def test_node_example_generates_the_map_pytorch_generates(small_release, tmp_pat
         ["node", "generate.mjs", str(release), "juggling", "2009", str(output)], cwd=node_dir, capture_output=True
     )
     assert bad.returncode != 0 and "unknown task" in bad.stderr.decode()
+
+
+def test_release_tables_and_stage_files_are_gathered_by_stage_folder(tmp_path: Path) -> None:
+    processed, results = tmp_path / "processed", tmp_path / "results"
+    (results / "cca").mkdir(parents=True)
+    processed.mkdir()
+    pd.DataFrame({"id": ["1"]}).to_parquet(processed / "studies.parquet")
+    pd.DataFrame({"r": [0.5]}).to_parquet(results / "cca" / "shared_dimensions.parquet")
+    (results / "cca" / "results.json").write_text("{}")
+    (results / "cca" / "variate_1.nii.gz").write_bytes(b"x")
+    tables = release_tables(processed, results)
+    assert list(tables) == ["studies", "cca_shared_dimensions"] and tables["cca_shared_dimensions"]["r"].item() == 0.5
+    copied = copy_tree_files(results, tmp_path / "release" / "nifti", "*.nii.gz")
+    assert copied == [tmp_path / "release" / "nifti" / "cca" / "variate_1.nii.gz"] and copied[0].read_bytes() == b"x"

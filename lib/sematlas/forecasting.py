@@ -14,7 +14,7 @@ each year of Neurosynth v7 (1997-2018) is a cloud of latent codes. This module
   out autoregressively), persistence (the last observed year) and a per-dimension
   linear trend with the pooled within-year covariance;
 - scores each forecast by the Fréchet distance (Heusel et al., 2017;
-  :func:`sematlas.generative.frechet_distance`) between the forecast Gaussian and
+  :func:`sematlas.generative.gaussian_frechet_distance`) between the forecast Gaussian and
   the observed study latents of every held-out year;
 - draws the timeline: cluster and topic prevalence over years and the decoded map
   of one task category as the conditional model's year input moves
@@ -47,7 +47,7 @@ from torch import nn
 
 from sematlas.atlas import AtlasModel
 from sematlas.clustering import NOISE, latent_columns
-from sematlas.generative import frechet_distance
+from sematlas.generative import gaussian_frechet_distance
 from sematlas.io import atomic_path
 from sematlas.metadata import YEAR_RANGE
 
@@ -524,29 +524,6 @@ def gru_forecast(
 
 
 # -------------------------------------------------------------------- evaluation
-def gaussian_points(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """``2 * latent`` points whose sample mean and ``np.cov`` are exactly ``mean`` and ``cov``.
-
-    The symmetric sigma points ``mean +- sqrt(latent - 1/2) * columns of cov^(1/2)``:
-    a Gaussian forecast handed to :func:`sematlas.generative.frechet_distance` (which
-    fits its Gaussians to points) without Monte-Carlo noise.
-
-    Parameters
-    ----------
-    mean : ndarray, shape (latent,)
-    cov : ndarray, shape (latent, latent)
-
-    Returns
-    -------
-    ndarray, shape (2 * latent, latent)
-    """
-    d = len(mean)
-    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
-    root = vectors * np.sqrt(np.clip(values, 0.0, None))[None, :]  # root @ root.T == cov
-    offsets = np.sqrt(d - 0.5) * root.T
-    return np.concatenate([mean[None] + offsets, mean[None] - offsets])
-
-
 def frechet_by_year(
     latents: np.ndarray, years: np.ndarray, forecasts: Mapping[str, Forecast], cutoff: int, min_studies: int
 ) -> pd.DataFrame:
@@ -583,7 +560,7 @@ def frechet_by_year(
                     "year": year,
                     "n": len(observed),
                     "method": method,
-                    "frechet": frechet_distance(observed, gaussian_points(mean, cov)),
+                    "frechet": gaussian_frechet_distance(observed.mean(0), np.cov(observed, rowvar=False), mean, cov),
                     "mean_term": float(((observed.mean(0) - mean) ** 2).sum()),
                 }
             )

@@ -83,11 +83,20 @@ def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> dic
 def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets, each ``(n, d)``.
 
-    ``FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``; the matrix square
-    root's imaginary part (numerical noise from near-singular covariances) is dropped.
+    See :func:`gaussian_frechet_distance`.
     """
-    mu_r, mu_g = real.mean(0), generated.mean(0)
-    cov_r, cov_g = np.cov(real, rowvar=False), np.cov(generated, rowvar=False)
+    return gaussian_frechet_distance(
+        real.mean(0), np.cov(real, rowvar=False), generated.mean(0), np.cov(generated, rowvar=False)
+    )
+
+
+def gaussian_frechet_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_g: np.ndarray, cov_g: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians given by their moments, means ``(d,)`` and covariances ``(d, d)``.
+
+    ``FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))`` (Heusel et al., 2017); the
+    matrix square root's imaginary part (numerical noise from near-singular covariances) is dropped.
+    """
+    cov_r, cov_g = np.atleast_2d(cov_r), np.atleast_2d(cov_g)
     with warnings.catch_warnings():
         # Fewer samples than feature dimensions make the product singular; the root is still defined.
         warnings.simplefilter("ignore", linalg.LinAlgWarning)

@@ -75,6 +75,8 @@ _EVAL = "results/evaluation/evaluation_results.json"
 #: Every number the manuscript may use, by variable name.
 VARIABLES: dict[str, Variable] = {
     "profile": _v("01", _CURATION, "profile", ""),
+    "neurosynth_version": _v("01", _CURATION, "parameters.data.neurosynth_version", ""),
+    "last_year": _v("01", _CURATION, "report.year_bin_edges.-1", ".0f"),
     "n_studies": _v("01", _CURATION, "n_studies", ",d"),
     "n_peaks": _v("01", _CURATION, "n_peaks", ",d"),
     "n_peaks_raw": _v("01", _CURATION, "report.deduplication.peaks_in", ",d"),

@@ -22,6 +22,7 @@ import gzip
 import io
 import os
 import re
+import shutil
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -462,6 +463,36 @@ def data_dictionary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     if undescribed:
         raise KeyError(f"release columns without an entry in sematlas.release.COLUMNS: {', '.join(undescribed)}")
     return pd.DataFrame(rows, columns=["table", "column", "type", "unit", "meaning"])
+
+
+def release_tables(processed: str | os.PathLike[str], results: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+    """The curated study table and every table the stages wrote, by release name.
+
+    Parameters
+    ----------
+    processed, results : path
+        The profile's ``data/processed/<profile>`` and ``data/results/<profile>``.
+
+    Returns
+    -------
+    dict
+        ``studies``, then ``<stage folder>_<table>`` for each ``results/**/*.parquet``, sorted.
+    """
+    tables = {"studies": pd.read_parquet(Path(processed) / "studies.parquet")}
+    for source in sorted(Path(results).rglob("*.parquet")):
+        tables["_".join(source.relative_to(results).with_suffix("").parts)] = pd.read_parquet(source)
+    return tables
+
+
+def copy_tree_files(source: str | os.PathLike[str], target: str | os.PathLike[str], pattern: str) -> list[Path]:
+    """Copy the files of ``source`` matching ``pattern`` (e.g. ``*.nii.gz``) to ``target``, keeping sub-folders."""
+    source, target = Path(source), Path(target)
+    copied = []
+    for path in sorted(source.rglob(pattern)):
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        copied.append(Path(shutil.copy2(path, destination)))
+    return copied
 
 
 def write_csv(frame: pd.DataFrame, target: str | os.PathLike[str]) -> Path:

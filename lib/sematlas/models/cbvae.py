@@ -270,8 +270,12 @@ class DenseEncoder(nn.Module):
         return path
 
 
-def conditional_decoder(config: ModelConfig) -> ConvDecoder:
-    """FiLM-conditioned decoder from a 4^3 cube: widths ``8c, 4c, 2c, c[, c]`` up to ``G``."""
+def conditional_decoder(config: ModelConfig, film_meta_dim: int | None = None) -> ConvDecoder:
+    """FiLM-conditioned decoder from a 4^3 cube: widths ``8c, 4c, 2c, c[, c]`` up to ``G``.
+
+    ``film_meta_dim`` is the size of the FiLM conditioning vector (default: the metadata
+    vector, ``config.meta_dim``; the H-VAE conditions on its top level instead).
+    """
     c = config.base_channels
     n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
     return ConvDecoder(
@@ -281,7 +285,7 @@ def conditional_decoder(config: ModelConfig) -> ConvDecoder:
         widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
         dropout=config.dropout,
         gradient_checkpointing=config.gradient_checkpointing,
-        film_meta_dim=config.meta_dim,
+        film_meta_dim=config.meta_dim if film_meta_dim is None else film_meta_dim,
         hidden_dim=config.hidden_dim,
         output_init=config.output_init,
         aleatoric=config.aleatoric,

@@ -25,11 +25,10 @@ from torch import Tensor, nn
 
 from sematlas.losses import hierarchical_kl
 from sematlas.models.base import VolumetricVAE
-from sematlas.models.blocks import ConvDecoder, ResidualBlock3d, channels_last, group_norm, reparameterise, run_block
+from sematlas.models.blocks import ResidualBlock3d, channels_last, group_norm, reparameterise, run_block
+from sematlas.models.cbvae import conditional_decoder
 from sematlas.models.config import ModelConfig
 
-# Side of the cube the decoder starts from (as the cbvae's decoder).
-_DECODER_START_SIDE = 4
 # The stem and three stages halve the side down to the local features (G / 16);
 # a fourth stage reaches the global features (G / 32).
 _LOCAL_DOWNSAMPLING = 16
@@ -116,18 +115,7 @@ class HierarchicalVAE(VolumetricVAE):
         nn.init.zeros_(prior_out.weight)
         nn.init.zeros_(prior_out.bias)
         self.prior = nn.Sequential(prior_in, nn.SiLU(), prior_out)
-        n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
-        self.decoder = ConvDecoder(
-            z_dim=config.z_dim,
-            out_channels=config.in_channels,
-            start_side=_DECODER_START_SIDE,
-            widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
-            dropout=config.dropout,
-            gradient_checkpointing=config.gradient_checkpointing,
-            film_meta_dim=self.top_dim,
-            hidden_dim=config.hidden_dim,
-            output_init=config.output_init,
-        )
+        self.decoder = conditional_decoder(config, film_meta_dim=self.top_dim)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
