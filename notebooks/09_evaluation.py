@@ -32,8 +32,16 @@
 #    neutral metadata, classified by logistic regression under study-grouped
 #    cross-validation, against PCA features at the same size and raw voxels.
 #    Studies also in Neurosynth are flagged and reported separately.
+# 3. **Does each component of the main model earn its place?** The ablation
+#    protocol: the locked `cbvae` of `params/` retrained with exactly one change
+#    per `params/ablations/<name>.yaml` (no FiLM, no gradient reversal, beta = 1,
+#    a Spatial Broadcast Decoder, one kernel, half or twice the latent units, no
+#    imputation head), each scored on the success criterion its file declared
+#    before the run.
 #
-# Inputs: the best checkpoints of stage 02. Outputs: `data/results/<profile>/evaluation/`.
+# Inputs: the best checkpoints of stage 02. Outputs: `data/results/<profile>/evaluation/`,
+# the ablation runs in `data/models/<profile>/ablations/` and their results in
+# `data/results/<profile>/ablations/`.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -41,13 +49,14 @@ profile = "quick"
 # %%
 import pandas as pd
 
+from sematlas.ablation import ablation_summary, ablation_table, load_ablation, run_ablation
 from sematlas.atlas import AtlasModel
 from sematlas.evaluation import training_sample
 from sematlas.generative import evaluate_generation
 from sematlas.io import write_json, write_parquet
 from sematlas.params import load_params
 from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_generative_quality, plot_probe
+from sematlas.plotting import plot_ablations, plot_generative_quality, plot_probe
 from sematlas.probe import run_probe
 from sematlas.train import make_datamodule
 
@@ -109,6 +118,42 @@ fig = plot_probe(probe)
 fig.savefig(paths.figures / "evaluation_zero_shot_probe.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
+# ## Ablations
+#
+# Every file below was written before its run: the one parameter it changes, the
+# hypothesis, and the criterion that decides PASS or FAIL. PASS means the locked
+# choice is justified by that criterion; FAIL is reported as measured. The locked
+# model and every ablation train through the same code (`sematlas.train.train_variant`)
+# under one budget and are evaluated like stage 02 on the held-out test split. A
+# killed run resumes from its last checkpoint; a finished one is reused.
+
+# %%
+ablations = [load_ablation(name, params) for name in params["ablation"]["names"]]
+print(f"{len(ablations)} ablations, {params['ablation']['max_epochs']} epochs each (and the locked model):")
+for ablation in ablations:
+    print(f"- {ablation.name}: {ablation.key} = {ablation.value}; PASS if {ablation.criterion.describe()}")
+
+# %%
+locked = run_ablation(params, paths, None)
+ablation_runs = {ablation.name: run_ablation(params, paths, ablation) for ablation in ablations}
+ablation_results = ablation_table(params, locked, ablation_runs, ablations)
+write_parquet(ablation_results, out_dir / "ablations.parquet")
+ablation_results.to_csv(out_dir / "ablations.csv", index=False)
+print(f"locked model: {', '.join(f'{k} {v:.3f}' for k, v in locked['metrics'].items())}")
+ablation_results[["ablation", "change", "criterion", "locked", "ablated", "delta", "verdict", "beats_pca"]].round(3)
+
+# %%
+fig = plot_ablations(ablation_results)
+fig.savefig(paths.figures / "evaluation_ablations.png", dpi=120, bbox_inches="tight")
+
+# %% [markdown]
+# Every metric of every run, as changes from the locked model (positive: the
+# ablation is higher):
+
+# %%
+ablation_results.set_index("ablation")[[c for c in ablation_results if c.endswith("_delta")]].round(3)
+
+# %% [markdown]
 # ## Results file
 #
 # Everything above, as one JSON next to the other stages' results.
@@ -130,6 +175,7 @@ results = {
         "n_in_training": int(analyses["in_training"].sum()),
         "features": probe.set_index("features").to_dict(orient="index"),
     },
+    "ablations": ablation_summary(locked, ablation_results),
 }
 write_json(results, out_dir / "evaluation_results.json")
 pd.DataFrame(

@@ -20,7 +20,7 @@
 # nothing is trained, sampled or decoded here, so a figure changes only when a
 # result does. Each figure is written as PNG (150 dpi) and SVG into
 # `figures/<profile>/manuscript/`, named for its place in the manuscript
-# (`fig1_data` ... `fig9_forecasting`), with an `index.json` that gives each
+# (`fig1_data` ... `fig10_ablations`), with an `index.json` that gives each
 # figure's title and the files it was drawn from (the README's figure index and
 # the manuscript use it).
 #
@@ -30,7 +30,7 @@
 # baseline, the figure shows it.
 #
 # Inputs: `data/processed/<profile>/` (stage 01) and `data/results/<profile>/`
-# (stages 02-09). Output: `figures/<profile>/manuscript/`.
+# (stages 01-09). Output: `figures/<profile>/manuscript/`.
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -57,6 +57,7 @@ from sematlas.figures import (
 )
 from sematlas.params import load_params
 from sematlas.paths import ProfilePaths
+from sematlas.plotting import plot_ablations
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)
@@ -179,6 +180,17 @@ show_and_save(fig, "fig8_clusters")
 
 # %%
 show_and_save(plot_forecasting(**results["fig9_forecasting"]), "fig9_forecasting")
+
+# %% [markdown]
+# ## Figure 10 · Ablations
+#
+# Each ablation changes one thing of the locked conditional model and declared,
+# before its run, the criterion that decides PASS or FAIL. Left: the change of that
+# criterion's metric (green: PASS) with the threshold as a tick; right: the
+# per-study win rate against PCA, the locked model's as a dashed line.
+
+# %%
+show_and_save(plot_ablations(**results["fig10_ablations"]), "fig10_ablations")
 
 # %% [markdown]
 # ## Index

@@ -12,7 +12,9 @@ import yaml
 
 from sematlas.manuscript import (
     VARIABLES,
+    ablation_table,
     collect_variables,
+    expand_includes,
     render,
     to_pandoc_markdown,
     used_variables,
@@ -129,3 +131,29 @@ def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
     assert 'href="#fig-clusters">Figure 8</a>' in html
     assert "data:image/png;base64" in html  # the figure is embedded: one self-contained file
     assert "Yarkoni" in html and "Lakshminarayanan" in html  # the bibliography is resolved
+    assert "{{&lt;" not in html and "{{<" not in html  # every shortcode, the table's include too, was replaced
+
+
+def test_ablation_table_is_generated_from_stage_09_and_included(tmp_path: Path) -> None:
+    paths = ProfilePaths("ci", tmp_path)
+    assert ablation_table(paths).startswith("[stage 09 not run]")
+    row = {
+        "change": "model.z_dim: 32 -> 16",
+        "criterion": "reconstruction_r falls by more than 0.01",
+        "locked": 0.4651,
+        "ablated": 0.4012,
+        "verdict": "PASS",
+        "beats_pca": 0.62,
+    }
+    (paths.results / "evaluation").mkdir(parents=True)
+    (paths.results / "evaluation" / "evaluation_results.json").write_text(
+        json.dumps({"ablations": {"ablations": {"z_dim_16": row}, "n_ablations": 1, "n_pass": 1, "max_epochs": 12}})
+    )
+    table = ablation_table(paths)
+    assert "| `z_dim_16` | `model.z_dim: 32 -> 16` | reconstruction\\_r falls by more than 0.01 |" in table
+    assert "| 0.465 | 0.401 | **PASS** | 62% |" in table
+    assert table.rstrip().endswith("{#tbl-ablations}")
+    (tmp_path / "_t.md").write_text(table)
+    expanded = expand_includes("before\n\n{{< include _t.md >}}\n\nafter", tmp_path)
+    assert expanded == f"before\n\n{table}\n\nafter"
+    assert "[Table 1](#tbl-ablations)" in to_pandoc_markdown(expanded + "\nsee @tbl-ablations", {})

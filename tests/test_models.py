@@ -295,3 +295,87 @@ def test_pinned_cbvae_loss_without_the_aleatoric_head() -> None:
     assert "x_logvar" not in out
     loss = cbvae_loss(out, image, meta, beta=1.0, mask=mask)["loss"]
     assert float(loss.detach()) == pytest.approx(PINNED_CBVAE_LOSS, rel=1e-6)
+
+
+# ---- ablation choices (params/ablations) -----------------------------------------------------------
+
+
+def test_ablation_choices_are_cbvae_only_and_validated() -> None:
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        tiny("cbvae", conditioning="add")
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        tiny("cbvae", decoder="mlp")
+    with pytest.raises(ValueError, match="choices of the 'cbvae' variant only"):
+        tiny("baseline", conditioning="concat")
+    with pytest.raises(ValueError, match="choices of the 'cbvae' variant only"):
+        tiny("hvae", imputation=False)
+    with pytest.raises(ValueError, match="decoder='sbd' is a conditional decoder"):
+        tiny("tcvae_sbd", decoder="sbd")
+    with pytest.raises(ValueError, match="no aleatoric head"):
+        tiny("cbvae", decoder="sbd", aleatoric=True)
+
+
+def test_default_choices_build_the_locked_network() -> None:
+    torch.manual_seed(0)
+    locked = build_model(tiny("cbvae"))
+    torch.manual_seed(0)
+    explicit = build_model(tiny("cbvae", conditioning="film", decoder="conv", imputation=True))
+    assert locked.state_dict().keys() == explicit.state_dict().keys()
+    for key, value in locked.state_dict().items():
+        torch.testing.assert_close(value, explicit.state_dict()[key])
+
+
+def test_concat_conditioning_feeds_the_metadata_to_the_head_and_the_decoder_input() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny("cbvae", conditioning="concat")).eval()
+    assert model.encoder_film is None and model.decoder.decoder.film is None
+    assert model.decoder.decoder.fc.in_features == 8 + COND_DIM + 1
+    image, meta = batch(2)
+    out = model(image, meta)
+    assert out["x_hat"].shape == image.shape and out["mu"].shape == (2, 8)
+    # Without FiLM's identity start the metadata acts from the first step, through both paths.
+    z = torch.randn(2, 8)
+    m1, m2 = torch.randn(2, COND_DIM + 1), torch.randn(2, COND_DIM + 1)
+    with torch.no_grad():
+        assert not torch.allclose(model.decode(z, m1), model.decode(z, m2))
+        features = model.encoder.features(image)
+        none = [None] * len(model.encoder.blocks)
+        assert not torch.allclose(
+            model.encoder.posterior(features, none, m1)[0], model.encoder.posterior(features, none, m2)[0]
+        )
+    with pytest.raises(ValueError, match="pass m"):
+        model.encoder.posterior(features, none)
+
+
+def test_sbd_decoder_of_the_cbvae_is_film_conditioned() -> None:
+    from sematlas.models.tcvae import SpatialBroadcastDecoder
+
+    torch.manual_seed(0)
+    model = build_model(tiny("cbvae", decoder="sbd")).eval()
+    assert isinstance(model.decoder, SpatialBroadcastDecoder) and model.decoder.film is not None
+    image, meta = batch(2)
+    out = model(image, meta)
+    assert out["x_hat"].shape == image.shape
+    z, m1, m2 = torch.randn(2, 8), torch.randn(2, COND_DIM + 1), torch.randn(2, COND_DIM + 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z, m1), model.decode(z, m2), rtol=0, atol=0)  # FiLM starts as identity
+        torch.nn.init.normal_(model.decoder.film.mlp[-1].weight)
+        assert not torch.allclose(model.decode(z, m1), model.decode(z, m2))
+    with pytest.raises(ValueError, match="no aleatoric head"):
+        model.decode_distribution(z, m1)
+
+
+def test_without_the_imputation_head_missing_fields_take_the_mean_and_the_loss_drops_its_terms() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny("cbvae", imputation=False)).train()
+    assert model.imputer is None
+    image, meta = batch(4)
+    out = model(image, meta)
+    assert "imputed_mu" not in out and "imputed_logvar" not in out
+    observed = meta["sparse_mask"][:, 0]
+    torch.testing.assert_close(out["m"][observed, COND_DIM], meta["sparse"][observed, 0])
+    assert float(out["m"][~observed, COND_DIM].abs().max()) == 0.0
+    terms = cbvae_loss(out, image, meta, beta=0.1)
+    assert float(terms["imputation_kl"]) == 0.0 and float(terms["imputation_nll"]) == 0.0
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in model.encoder.head.parameters())

@@ -59,6 +59,7 @@ TITLES: dict[str, str] = {
     "fig7_cca": "Canonical correlations between the volumetric and point-cloud latents against a permutation null",
     "fig8_clusters": "HDBSCAN clusters of the latents: sizes, topic and task profiles, centroid maps",
     "fig9_forecasting": "Forecasting the latent distribution of held-out years: GRU against persistence and trend",
+    "fig10_ablations": "Ablations: each one-change variant of the locked cbvae against its declared criterion",
 }
 
 #: Results folder -> the stage that writes it (the volumetric variants' folders are stage 02's).
@@ -111,6 +112,7 @@ def figure_sources(paths: ProfilePaths, params: Mapping[str, Any]) -> dict[str, 
             results / "forecasting" / "frechet_by_year.parquet",
             results / "forecasting" / "results.json",
         ],
+        "fig10_ablations": [results / "evaluation" / "ablations.parquet"],
     }
 
 
@@ -199,6 +201,7 @@ def load_results(paths: ProfilePaths, params: Mapping[str, Any]) -> dict[str, An
             "table": pd.read_parquet(results / "forecasting" / "frechet_by_year.parquet"),
             "results": read_json(results / "forecasting" / "results.json"),
         },
+        "fig10_ablations": {"table": pd.read_parquet(results / "evaluation" / "ablations.parquet")},
     }
 
 

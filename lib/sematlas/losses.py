@@ -285,7 +285,8 @@ def cbvae_loss(
     ----------
     out : mapping
         Output of :meth:`ConditionalBetaVAE.forward`: ``x_hat``, ``mu``,
-        ``logvar``, ``imputed_mu``, ``imputed_logvar``, ``year_logits``, and
+        ``logvar``, ``imputed_mu``, ``imputed_logvar`` (absent without the
+        imputation head: both imputation terms are then 0), ``year_logits``, and
         ``x_logvar`` for an aleatoric decoder.
     x : Tensor, shape (B, C, D, H, W)
     meta : mapping
@@ -314,10 +315,14 @@ def cbvae_loss(
         else:
             recon = masked_mse_sum(out["x_hat"], x, mask)
         kl = gaussian_kl(out["mu"], out["logvar"]).mean()
-        missing = ~meta["sparse_mask"].bool()
-        kl_imputed_entries = gaussian_kl_per_dim(out["imputed_mu"], out["imputed_logvar"])
-        imputation_kl = torch.where(missing, kl_imputed_entries, 0.0).sum() / max(x.shape[0], 1)
-        nll = gaussian_nll_observed(meta["sparse"], out["imputed_mu"], out["imputed_logvar"], meta["sparse_mask"])
+        if "imputed_mu" in out:
+            missing = ~meta["sparse_mask"].bool()
+            kl_imputed_entries = gaussian_kl_per_dim(out["imputed_mu"], out["imputed_logvar"])
+            imputation_kl = torch.where(missing, kl_imputed_entries, 0.0).sum() / max(x.shape[0], 1)
+            nll = gaussian_nll_observed(meta["sparse"], out["imputed_mu"], out["imputed_logvar"], meta["sparse_mask"])
+        else:
+            # A model without the imputation head (ModelConfig.imputation off) has neither term.
+            imputation_kl = nll = kl.new_zeros(())
         year_ce = F.cross_entropy(out["year_logits"].float(), meta["year_bin"].long())
         loss = recon + beta * (kl + imputation_kl) + imputation_weight * nll + year_weight * year_ce
         terms = {

@@ -4,13 +4,16 @@ Every number in ``manuscript/index.qmd`` is a Quarto variable, ``{{< var name >}
 :data:`VARIABLES` says where each comes from: a results file a stage writes, a key
 path inside it and a format. :func:`write_variables` writes them to
 ``manuscript/_variables.yml``; a file a stage has not written yet shows as
-``[stage NN not run]`` in the text, never as a stale or typed-in number.
+``[stage NN not run]`` in the text, never as a stale or typed-in number. Tables
+too long for variables are generated the same way (:data:`TABLES`) and pulled in
+with Quarto's ``{{< include _name.md >}}``.
 
 ``python -m sematlas.manuscript render PROFILE`` (the last step of ``./run_all.sh``)
 writes the variables, copies ``figures/<profile>/manuscript/`` into
 ``manuscript/figures/`` and renders with ``quarto render manuscript`` when Quarto is
 installed; otherwise with pandoc (the ``pypandoc-binary`` wheel), after replacing
-what only Quarto understands: ``var`` shortcodes become their values and
+what only Quarto understands: ``include`` and ``var`` shortcodes become the files
+and values they name, and
 ``@fig-``/``@tbl-`` cross-references become numbered links.
 """
 
@@ -156,9 +159,65 @@ VARIABLES: dict[str, Variable] = {
     "probe_cbvae": _v("09", _EVAL, "zero_shot_probe.features.cbvae.balanced_accuracy", ".2f"),
     "probe_pca": _v("09", _EVAL, "zero_shot_probe.features.pca.balanced_accuracy", ".2f"),
     "probe_raw": _v("09", _EVAL, "zero_shot_probe.features.raw_voxels.balanced_accuracy", ".2f"),
+    "ablation_n": _v("09", _EVAL, "ablations.n_ablations", "d"),
+    "ablation_n_pass": _v("09", _EVAL, "ablations.n_pass", "d"),
+    "ablation_epochs": _v("09", _EVAL, "ablations.max_epochs", "d"),
+    "ablation_locked_r": _v("09", _EVAL, "ablations.locked.reconstruction_r"),
+    "ablation_locked_beats_pca": _v("09", _EVAL, "ablations.locked.beats_pca", ".0%"),
 }
 
 _VAR = re.compile(r"\{\{<\s*var\s+([A-Za-z0-9_.-]+)\s*>\}\}")
+_INCLUDE = re.compile(r"\{\{<\s*include\s+([A-Za-z0-9_.-]+)\s*>\}\}")
+
+
+def ablation_table(paths: ProfilePaths) -> str:
+    """The ablation protocol of stage 09 as a Markdown pipe table with a caption (``@tbl-ablations``)."""
+    path = paths.results / "evaluation" / "evaluation_results.json"
+    caption = (
+        ": The ablation protocol. Each row changes one parameter of the locked conditional model; the "
+        "criterion was declared before the run; values are the criterion's metric on held-out studies; "
+        "the last column is the per-study win rate against PCA. {#tbl-ablations}"
+    )
+    if not path.is_file():
+        return f"[stage 09 not run]\n\n{caption}\n"
+    ablations = json.loads(path.read_text())["ablations"]
+    lines = [
+        "| ablation | change | criterion | locked | ablated | verdict | beats PCA |",
+        "|:--|:--|:--|--:|--:|:--|--:|",
+    ]
+    for name, row in ablations["ablations"].items():
+        cells = [
+            f"`{name}`",
+            f"`{row['change']}`",
+            row["criterion"].replace("_", "\\_"),
+            f"{row['locked']:.3f}",
+            f"{row['ablated']:.3f}",
+            f"**{row['verdict']}**",
+            f"{row['beats_pca']:.0%}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{caption}\n"
+
+
+#: Generated Markdown files of the manuscript folder: name -> writer.
+TABLES = {"_ablations.md": ablation_table}
+
+
+def write_tables(paths: ProfilePaths, manuscript: Path) -> list[Path]:
+    """Write every table of :data:`TABLES` into the manuscript folder, atomically."""
+    written = []
+    for name, make in TABLES.items():
+        with atomic_path(manuscript / name) as tmp:
+            tmp.write_text(
+                "<!-- Written by sematlas.manuscript from the results files; do not edit. -->\n\n" + make(paths)
+            )
+        written.append(manuscript / name)
+    return written
+
+
+def expand_includes(text: str, folder: Path) -> str:
+    """Replace Quarto's ``{{< include name >}}`` shortcodes by the named files of ``folder``."""
+    return _INCLUDE.sub(lambda m: (folder / m.group(1)).read_text(), text)
 
 
 def _lookup(payload: Any, key: str) -> Any:
@@ -291,6 +350,7 @@ def render(profile: str, root: Path | None = None, use_quarto: bool | None = Non
     paths = ProfilePaths.for_profile(profile, root)
     manuscript = paths.root / "manuscript"
     write_variables(paths, manuscript)
+    write_tables(paths, manuscript)
     figures = manuscript / "figures"
     if figures.exists():
         shutil.rmtree(figures)
@@ -311,12 +371,13 @@ def render_with_pandoc(manuscript: Path, target: Path) -> Path:
     Raises
     ------
     FileNotFoundError
-        ``_variables.yml`` missing (run :func:`write_variables` first).
+        ``_variables.yml`` or an included table missing (run :func:`write_variables`
+        and :func:`write_tables` first).
     """
     import pypandoc
 
     values = yaml.safe_load((manuscript / "_variables.yml").read_text())
-    markdown = to_pandoc_markdown((manuscript / "index.qmd").read_text(), values)
+    markdown = to_pandoc_markdown(expand_includes((manuscript / "index.qmd").read_text(), manuscript), values)
     with atomic_path(target) as tmp:
         pypandoc.convert_text(
             markdown,

@@ -63,6 +63,9 @@ SCHEMA: dict[str, Any] = {
         "dilations": list,
         "hidden_dim": int,
         "sbd_channels": (int, type(None)),
+        "conditioning": str,
+        "decoder": str,
+        "imputation": bool,
     },
     "training": {
         "use_subset": bool,
@@ -182,6 +185,12 @@ SCHEMA: dict[str, Any] = {
         "drift_years": list,
         "drift_samples": int,
     },
+    # The ablation protocol (stage 09, sematlas.ablation): which params/ablations/<name>.yaml
+    # files run, and the training budget of every run.
+    "ablation": {
+        "names": list,
+        "max_epochs": int,
+    },
 }
 
 
@@ -287,6 +296,36 @@ def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
     _check_complete(merged, SCHEMA, f"{common_path.name} or {profile_path.name}")
     _check_values(merged, f"{common_path.name} + {profile_path.name}")
     merged["profile"] = profile
+    return merged
+
+
+def override_params(params: dict[str, Any], override: dict[str, Any], source: Path) -> dict[str, Any]:
+    """Validated parameters with ``override`` layered on top, as a profile file is on ``common.yaml``.
+
+    Parameters
+    ----------
+    params : dict
+        Loaded parameters (:func:`load_params`).
+    override : dict
+        A partial parameter mapping (e.g. the ``change`` of an ablation file).
+    source : Path
+        Where ``override`` comes from, named in every error.
+
+    Returns
+    -------
+    dict
+        A new mapping; ``params`` is not modified.
+
+    Raises
+    ------
+    ParameterError
+        An unknown key or a value of the wrong type.
+    """
+    _check_known(override, SCHEMA, source)
+    merged = _merge({key: value for key, value in params.items() if key != "profile"}, override)
+    _check_complete(merged, SCHEMA, source.name)
+    _check_values(merged, source.name)
+    merged["profile"] = params["profile"]
     return merged
 
 

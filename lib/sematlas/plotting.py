@@ -138,3 +138,37 @@ def plot_probe(table: pd.DataFrame, chance: float = 0.5) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_ablations(table: pd.DataFrame) -> Figure:
+    """Each ablation's change of its declared criterion metric (left) and its win rate against PCA (right).
+
+    ``table`` is :func:`sematlas.ablation.ablation_table`: ``ablation``,
+    ``criterion``, ``delta``, ``threshold``, ``verdict``, ``beats_pca`` and
+    ``beats_pca_delta``. Left: ``ablated - locked`` of each criterion's metric,
+    green where the criterion holds (PASS), grey where it does not (FAIL), with
+    the criterion's threshold as a black tick. Right: the fraction
+    of held-out studies each ablation reconstructs better than PCA, with the
+    locked model's as a dashed line.
+    """
+    y = np.arange(len(table))
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 0.45 * len(table) + 1.6), sharey=True, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    colours = ["tab:green" if verdict == "PASS" else "tab:grey" for verdict in table["verdict"]]
+    left.barh(y, table["delta"], color=colours)
+    left.scatter(table["threshold"], y, marker="|", s=300, color="black", zorder=3, label="threshold")
+    for row, (criterion, verdict) in enumerate(zip(table["criterion"], table["verdict"], strict=True)):
+        left.text(0, row, f"  {verdict}: {criterion}", va="center", fontsize=7)
+    left.axvline(0, color="black", lw=0.8)
+    left.set_yticks(y, table["ablation"])
+    left.invert_yaxis()
+    left.set(xlabel="ablated - locked, on the criterion's metric", title="declared criteria (green: PASS)")
+    left.legend(fontsize=8, loc="lower right")
+    locked_rate = float((table["beats_pca"] - table["beats_pca_delta"]).iloc[0]) if len(table) else float("nan")
+    right.barh(y, table["beats_pca"], color="tab:blue", alpha=0.8)
+    right.axvline(locked_rate, color="black", ls="--", lw=1, label=f"locked model ({locked_rate:.2f})")
+    right.set(xlim=(0, 1), xlabel="fraction of held-out studies better than PCA", title="per-study win rate vs PCA")
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

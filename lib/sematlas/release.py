@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from sematlas.ablation import METRICS as ABLATION_METRICS
 from sematlas.atlas import AtlasModel
 from sematlas.datamodule import pad_to
 from sematlas.ensemble import AtlasEnsemble, combine
@@ -389,6 +390,17 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "observed": ("", "whether the year has enough studies to be used"),
     "shrinkage": ("", "Ledoit-Wolf shrinkage intensity of the year's covariance"),
     "cov": ("latent sd squared", "the year's shrinkage covariance of the latents, row by row"),
+    "ablation": ("", "the ablation: params/ablations/<name>.yaml"),
+    "change": ("", "the one parameter the ablation changes, 'key: locked -> ablated'"),
+    "hypothesis": ("", "what the ablation tests, declared before the run"),
+    "criterion": ("", "the success criterion, declared before the run"),
+    "locked": ("", "the criterion's metric for the locked model, retrained under the protocol's budget"),
+    "ablated": ("", "the criterion's metric for the ablation"),
+    "delta": ("", "ablated - locked, on the criterion's metric"),
+    "threshold": ("", "the criterion's boundary on delta"),
+    "verdict": ("", "PASS when the criterion holds, else FAIL"),
+    "train_seconds": ("s", "wall-clock training time of the run"),
+    **{name: (unit, meaning) for name, (unit, meaning, _) in ABLATION_METRICS.items()},
 }
 
 _METRICS = {
@@ -409,6 +421,10 @@ COLUMN_PATTERNS: tuple[tuple[str, tuple[str, str]], ...] = (
     (r"prediction_(?P<method>.+)", ("", "zero-shot probe's cross-validated prediction from {method} features")),
     (r"mean_(?P<k>\d+)", ("latent sd", "the year's mean of latent unit {k}")),
     (r"var_(?P<k>\d+)", ("latent sd squared", "the year's variance of latent unit {k}")),
+    (
+        r"(?P<ablation_metric>" + "|".join(ABLATION_METRICS) + ")_delta",
+        ("", "ablated - locked, on {ablation_metric}"),
+    ),
 )
 
 

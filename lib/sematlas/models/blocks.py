@@ -196,6 +196,41 @@ class UpBlock3d(nn.Module):
         return self.dropout(F.silu(h))
 
 
+def run_upsampling(
+    blocks: nn.ModuleList,
+    h: Tensor,
+    film_generator: FiLMGenerator | None,
+    m: Tensor | None,
+    checkpointing: bool,
+) -> Tensor:
+    """Run upsampling blocks in order, each FiLM-modulated by ``m`` when a generator is given.
+
+    Parameters
+    ----------
+    blocks : ModuleList of UpBlock3d
+    h : Tensor, shape (B, C, S, S, S)
+    film_generator : FiLMGenerator or None
+        One (delta_gamma, beta) pair per block from ``m``; ``None`` for an unconditional decoder.
+    m : Tensor, shape (B, meta_dim), optional
+        The metadata vector; required with a generator.
+    checkpointing : bool
+        Checkpoint each block (see :func:`run_block`).
+
+    Returns
+    -------
+    Tensor, shape (B, C_last, S * 2**len(blocks), ...)
+    """
+    if film_generator is None:
+        for block in blocks:
+            h = run_block(block, h, enabled=checkpointing)
+        return h
+    if m is None:
+        raise ValueError("this decoder is conditional: pass the metadata vector m")
+    for block, (delta_gamma, beta) in zip(blocks, film_generator(m), strict=True):
+        h = run_block(block, h, delta_gamma, beta, enabled=checkpointing)
+    return h
+
+
 class ConvDecoder(nn.Module):
     """Latent vector -> map: a linear layer to a small cube, then stride-2 upsampling.
 
@@ -304,15 +339,7 @@ class ConvDecoder(nn.Module):
     def _features(self, z: Tensor, m: Tensor | None) -> Tensor:
         """Features before the output layer(s), shape (B, widths[-1], G/2, G/2, G/2)."""
         h = channels_last(F.silu(self.fc_norm(self.fc(z).view(-1, *self.start_shape))))
-        if self.film is None:
-            for block in self.blocks:
-                h = run_block(block, h, enabled=self.gradient_checkpointing)
-        else:
-            if m is None:
-                raise ValueError("this decoder is conditional: pass the metadata vector m")
-            for block, (delta_gamma, beta) in zip(self.blocks, self.film(m), strict=True):
-                h = run_block(block, h, delta_gamma, beta, enabled=self.gradient_checkpointing)
-        return h
+        return run_upsampling(self.blocks, h, self.film, m, self.gradient_checkpointing)
 
 
 #: Bounds of a predicted per-voxel log-variance. Maps are peak-normalised to [0, 1]:

@@ -20,6 +20,14 @@ imputed fields, so it has to exist before the first modulated feature map
 (reading modulated features would make ``m`` depend on itself). The decoder is
 conditioned on the same filled ``m``, so generation from metadata alone needs
 only ``cond`` and, where known, the sparse fields.
+
+Three choices of :class:`~sematlas.models.config.ModelConfig` exist for the
+ablation protocol (``params/ablations/``), each removing one component:
+``conditioning="concat"`` replaces FiLM by concatenation (``m`` appended to the
+encoder's flattened features and to ``z``), ``decoder="sbd"`` swaps the
+transposed-convolution decoder for a FiLM-conditioned Spatial Broadcast
+Decoder, and ``imputation=False`` drops the imputation head (a missing sparse
+field takes its training mean).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from sematlas.models.blocks import (
     run_block,
 )
 from sematlas.models.config import DENSE_ENTRY_SIDE, ModelConfig
+from sematlas.models.tcvae import SpatialBroadcastDecoder
 
 # Side of the cube the conditional decoder starts from.
 _DECODER_START_SIDE = 4
@@ -196,7 +205,9 @@ class DenseEncoder(nn.Module):
     ----------
     config : ModelConfig
         Uses ``in_channels``, ``grid_size``, ``base_channels``, ``growth_rate``,
-        ``dense_layers``, ``dilations``, ``z_dim``, ``dropout``, ``gradient_checkpointing``.
+        ``dense_layers``, ``dilations``, ``z_dim``, ``dropout``, ``gradient_checkpointing``;
+        with ``conditioning="concat"`` the head also reads the metadata vector
+        (``meta_dim`` more inputs).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -225,7 +236,8 @@ class DenseEncoder(nn.Module):
             side //= 2
         self.block_channels = block_channels
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(channels * side**3, 2 * config.z_dim)
+        self.head_meta_dim = config.meta_dim if config.conditioning == "concat" else 0
+        self.head = nn.Linear(channels * side**3 + self.head_meta_dim, 2 * config.z_dim)
 
     def features(self, image: Tensor) -> Tensor:
         """Unmodulated trunk: stem and first dense block.
@@ -240,25 +252,38 @@ class DenseEncoder(nn.Module):
         """
         return run_block(self.blocks[0], self.stem(channels_last(image)), enabled=self.gradient_checkpointing)
 
-    def posterior(self, features: Tensor, film_params: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        """FiLM-modulated remainder of the encoder.
+    def posterior(
+        self,
+        features: Tensor,
+        film_params: Sequence[tuple[Tensor, Tensor] | None],
+        m: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The remainder of the encoder, FiLM-modulated or reading ``m`` at its head.
 
         Parameters
         ----------
         features : Tensor, shape (B, block_channels[0], 16, 16, 16)
             Output of :meth:`features`.
-        film_params : sequence of (delta_gamma, beta)
-            One pair per dense block, shapes (B, block_channels[i]).
+        film_params : sequence of (delta_gamma, beta) or None
+            One entry per dense block, shapes (B, block_channels[i]); ``None``
+            leaves that block unmodulated.
+        m : Tensor, shape (B, meta_dim), optional
+            The metadata vector, appended to the flattened features when the
+            head reads it (``conditioning="concat"``).
 
         Returns
         -------
         mu, logvar : Tensor, shape (B, z_dim)
         """
-        h = film(features, *film_params[0])
+        h = _modulate(features, film_params[0])
         for block, transition, params in zip(self.blocks[1:], self.transitions[:-1], film_params[1:], strict=True):
-            h = film(run_block(block, transition(h), enabled=self.gradient_checkpointing), *params)
-        h = self.transitions[-1](h)
-        mu, logvar = self.head(self.dropout(h.flatten(1))).chunk(2, dim=1)
+            h = _modulate(run_block(block, transition(h), enabled=self.gradient_checkpointing), params)
+        h = self.dropout(self.transitions[-1](h).flatten(1))
+        if self.head_meta_dim:
+            if m is None:
+                raise ValueError("this encoder's head reads the metadata vector: pass m")
+            h = torch.cat([h, m], dim=1)
+        mu, logvar = self.head(h).chunk(2, dim=1)
         return mu, logvar
 
     def conv_path(self) -> list[nn.Conv3d]:
@@ -270,26 +295,78 @@ class DenseEncoder(nn.Module):
         return path
 
 
-def conditional_decoder(config: ModelConfig, film_meta_dim: int | None = None) -> ConvDecoder:
-    """FiLM-conditioned decoder from a 4^3 cube: widths ``8c, 4c, 2c, c[, c]`` up to ``G``.
+def _modulate(x: Tensor, params: tuple[Tensor, Tensor] | None) -> Tensor:
+    """FiLM with ``params = (delta_gamma, beta)``, or ``x`` unchanged when ``None``."""
+    return x if params is None else film(x, *params)
 
-    ``film_meta_dim`` is the size of the FiLM conditioning vector (default: the metadata
-    vector, ``config.meta_dim``; the H-VAE conditions on its top level instead).
+
+class ConcatConditioned(nn.Module):
+    """Conditioning by concatenation: ``decoder(z ++ m)`` (the conditional VAE of Sohn et al. 2015).
+
+    Keeps the ``(z, m)`` call of a FiLM-conditioned decoder, so the model's
+    ``decode`` and the release graphs need not know how ``m`` enters.
+
+    Parameters
+    ----------
+    decoder : ConvDecoder or SpatialBroadcastDecoder
+        Built for ``z_dim + meta_dim`` inputs and no FiLM.
     """
-    c = config.base_channels
-    n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
-    return ConvDecoder(
-        z_dim=config.z_dim,
-        out_channels=config.in_channels,
-        start_side=_DECODER_START_SIDE,
-        widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
-        dropout=config.dropout,
-        gradient_checkpointing=config.gradient_checkpointing,
-        film_meta_dim=config.meta_dim if film_meta_dim is None else film_meta_dim,
-        hidden_dim=config.hidden_dim,
-        output_init=config.output_init,
-        aleatoric=config.aleatoric,
-    )
+
+    def __init__(self, decoder: ConvDecoder | SpatialBroadcastDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z: Tensor, m: Tensor) -> Tensor:
+        """Maps (B, C, G, G, G) from latents (B, z_dim) and metadata vectors (B, meta_dim)."""
+        return self.decoder(torch.cat([z, m], dim=1))
+
+    def predict(self, z: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean maps and log-variances, each (B, C, G, G, G), of an aleatoric decoder."""
+        if not isinstance(self.decoder, ConvDecoder):
+            raise ValueError("the Spatial Broadcast Decoder has no aleatoric head")
+        return self.decoder.predict(torch.cat([z, m], dim=1))
+
+
+def conditional_decoder(
+    config: ModelConfig, film_meta_dim: int | None = None
+) -> ConvDecoder | SpatialBroadcastDecoder | ConcatConditioned:
+    """The decoder of a conditional model, called as ``decoder(z, m)``.
+
+    ``config.decoder="conv"``: from a 4^3 cube, widths ``8c, 4c, 2c, c[, c]`` up
+    to ``G``; ``"sbd"``: a Spatial Broadcast Decoder of width ``sbd_channels``.
+    ``config.conditioning="film"`` modulates every upsampling block by ``m``;
+    ``"concat"`` feeds ``z ++ m`` to an unconditioned decoder instead.
+
+    Parameters
+    ----------
+    config : ModelConfig
+    film_meta_dim : int, optional
+        Width of ``m`` (default: the metadata vector, ``config.meta_dim``; the
+        H-VAE conditions on its top level instead).
+    """
+    meta_dim = config.meta_dim if film_meta_dim is None else film_meta_dim
+    concat = config.conditioning == "concat"
+    z_dim = config.z_dim + meta_dim if concat else config.z_dim
+    film_dim = None if concat else meta_dim
+    decoder: ConvDecoder | SpatialBroadcastDecoder
+    if config.decoder == "sbd":
+        decoder = SpatialBroadcastDecoder.from_config(config, z_dim=z_dim, film_meta_dim=film_dim)
+    else:
+        c = config.base_channels
+        n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
+        decoder = ConvDecoder(
+            z_dim=z_dim,
+            out_channels=config.in_channels,
+            start_side=_DECODER_START_SIDE,
+            widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
+            dropout=config.dropout,
+            gradient_checkpointing=config.gradient_checkpointing,
+            film_meta_dim=film_dim,
+            hidden_dim=config.hidden_dim,
+            output_init=config.output_init,
+            aleatoric=config.aleatoric,
+        )
+    return ConcatConditioned(decoder) if concat else decoder
 
 
 class ConditionalBetaVAE(VolumetricVAE):
@@ -305,11 +382,19 @@ class ConditionalBetaVAE(VolumetricVAE):
         super().__init__()
         self.config = config
         self.encoder = DenseEncoder(config)
-        self.encoder_film = FiLMGenerator(config.meta_dim, self.encoder.block_channels, config.hidden_dim)
-        self.imputer = nn.Sequential(
-            nn.Linear(self.encoder.block_channels[0] + config.cond_dim, config.hidden_dim),
-            nn.SiLU(),
-            nn.Linear(config.hidden_dim, 2 * config.n_sparse),
+        self.encoder_film = (
+            FiLMGenerator(config.meta_dim, self.encoder.block_channels, config.hidden_dim)
+            if config.conditioning == "film"
+            else None
+        )
+        self.imputer = (
+            nn.Sequential(
+                nn.Linear(self.encoder.block_channels[0] + config.cond_dim, config.hidden_dim),
+                nn.SiLU(),
+                nn.Linear(config.hidden_dim, 2 * config.n_sparse),
+            )
+            if config.imputation
+            else None
         )
         self.grl = GradientReversal(config.grl_lambda)
         self.year_head = nn.Sequential(
@@ -325,16 +410,24 @@ class ConditionalBetaVAE(VolumetricVAE):
             raise TypeError(f"{type(self).__name__} is conditional: pass meta (cond, sparse, sparse_mask)")
         cond = meta["cond"].to(image.dtype)
         features = self.encoder.features(image)
-        # Imputation reads pooled trunk features and the complete metadata; a plain
-        # mean over space (not AdaptiveAvgPool3d) keeps the backward deterministic-safe.
-        imputed_mu, imputed_logvar = self.imputer(torch.cat([features.mean(dim=(2, 3, 4)), cond], 1)).chunk(2, 1)
-        # A reparameterised sample during training lets the reconstruction train the
-        # imputation head and exposes the decoder to imputation uncertainty.
-        fill = reparameterise(imputed_mu, imputed_logvar, sample=self.training)
+        out: dict[str, Tensor] = {}
+        if self.imputer is None:
+            # Standardised sparse fields: 0 is the training mean, the fill when nothing imputes.
+            fill = torch.zeros_like(meta["sparse"], dtype=image.dtype)
+        else:
+            # Imputation reads pooled trunk features and the complete metadata; a plain
+            # mean over space (not AdaptiveAvgPool3d) keeps the backward deterministic-safe.
+            pooled = torch.cat([features.mean(dim=(2, 3, 4)), cond], 1)
+            out["imputed_mu"], out["imputed_logvar"] = self.imputer(pooled).chunk(2, 1)
+            # A reparameterised sample during training lets the reconstruction train the
+            # imputation head and exposes the decoder to imputation uncertainty.
+            fill = reparameterise(out["imputed_mu"], out["imputed_logvar"], sample=self.training)
         observed = meta["sparse_mask"].bool()
         m = torch.cat([cond, torch.where(observed, meta["sparse"].to(image.dtype), fill)], dim=1)
-        mu, logvar = self.encoder.posterior(features, self.encoder_film(m))
-        return {"mu": mu, "logvar": logvar, "imputed_mu": imputed_mu, "imputed_logvar": imputed_logvar, "m": m}
+        film_params = self.encoder_film(m) if self.encoder_film is not None else [None] * len(self.encoder.blocks)
+        out["mu"], out["logvar"] = self.encoder.posterior(features, film_params, m)
+        out["m"] = m
+        return out
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G) given their metadata."""
@@ -394,7 +487,13 @@ class ConditionalBetaVAE(VolumetricVAE):
             :func:`~sematlas.models.blocks.bounded_logvar`).
         """
         m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
-        return self.decoder.predict(z, m.to(z.dtype))
+        return self._predict(z, m.to(z.dtype))
+
+    def _predict(self, z: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean maps and log-variances from the decoder's aleatoric head."""
+        if not isinstance(self.decoder, ConvDecoder | ConcatConditioned):
+            raise ValueError("this model's decoder has no aleatoric head (build it with aleatoric=True)")
+        return self.decoder.predict(z, m)
 
     def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Encode, impute, sample (``z = mu`` in eval mode), predict the year adversarially, decode.
@@ -410,7 +509,8 @@ class ConditionalBetaVAE(VolumetricVAE):
         -------
         dict
             ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim);
-            ``imputed_mu``, ``imputed_logvar`` (B, n_sparse); ``m`` (B,
+            ``imputed_mu``, ``imputed_logvar`` (B, n_sparse), without them when
+            ``config.imputation`` is off; ``m`` (B,
             cond_dim + n_sparse): the metadata vector with missing sparse fields
             filled by an imputed sample (training) or mean (eval);
             ``year_logits`` (B, n_year_bins), computed through the GRL;
@@ -421,7 +521,7 @@ class ConditionalBetaVAE(VolumetricVAE):
         out["z"] = z
         out["year_logits"] = self.year_head(self.grl(z))
         if self.config.aleatoric:
-            out["x_hat"], out["x_logvar"] = self.decoder.predict(z, out["m"])
+            out["x_hat"], out["x_logvar"] = self._predict(z, out["m"])
         else:
             out["x_hat"] = self.decoder(z, out["m"])
         return out

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 Variant = Literal["baseline", "cbvae", "tcvae_sbd", "hvae"]
 VARIANTS: tuple[str, ...] = ("baseline", "cbvae", "tcvae_sbd", "hvae")
+CONDITIONINGS: tuple[str, ...] = ("film", "concat")
+DECODERS: tuple[str, ...] = ("conv", "sbd")
 
 # Spatial side at which the convolutional trunks hand over to dense layers or
 # heads: the cbvae encoder's first dense block runs at 16^3 whatever the grid.
@@ -100,6 +102,21 @@ class ModelConfig:
         lower level has the other ``z_dim - top_dim``. 0 (the default) for
         every other variant, so configs saved before the field existed load
         unchanged.
+    conditioning : {"film", "concat"}
+        ``cbvae``: how the metadata vector ``m`` enters the networks. ``film``
+        modulates the encoder's dense blocks and the decoder's upsampling
+        blocks (Perez et al. 2018); ``concat`` appends ``m`` to the encoder's
+        flattened features before the posterior head and to ``z`` at the
+        decoder's input, the classic conditional VAE (Sohn et al. 2015): the
+        ablation of FiLM.
+    decoder : {"conv", "sbd"}
+        ``cbvae``/``hvae``: the transposed-convolution decoder from a 4^3 cube,
+        or a FiLM-conditioned Spatial Broadcast Decoder (Watters et al. 2019).
+    imputation : bool
+        ``cbvae``: predict missing sparse fields (sample size) from the image
+        with the amortised imputation head. Off, a missing field takes its
+        training mean (0 once standardised) and the objective has no
+        imputation terms.
     """
 
     variant: Variant = "baseline"
@@ -122,6 +139,9 @@ class ModelConfig:
     output_init: float = 0.05
     aleatoric: bool = False
     top_dim: int = 0
+    conditioning: Literal["film", "concat"] = "film"
+    decoder: Literal["conv", "sbd"] = "conv"
+    imputation: bool = True
 
     def __post_init__(self) -> None:
         # YAML gives lists; tuples keep the config hashable and printable.
@@ -154,6 +174,19 @@ class ModelConfig:
             raise ValueError(f"hvae needs 1 <= top_dim < z_dim ({self.z_dim}), got top_dim={self.top_dim!r}")
         if self.variant != "hvae" and self.top_dim != 0:
             raise ValueError(f"top_dim is a level size of the 'hvae' variant only, got {self.variant!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if (self.conditioning != "film" or not self.imputation) and self.variant != "cbvae":
+            raise ValueError(
+                f"conditioning={self.conditioning!r} and imputation={self.imputation!r} are choices of the "
+                f"'cbvae' variant only (the defaults 'film' and True elsewhere), got {self.variant!r}"
+            )
+        if self.decoder == "sbd" and self.variant not in ("cbvae", "hvae"):
+            raise ValueError(f"decoder='sbd' is a conditional decoder of 'cbvae' or 'hvae', got {self.variant!r}")
+        if self.decoder == "sbd" and self.aleatoric:
+            raise ValueError("the Spatial Broadcast Decoder has no aleatoric head: use decoder='conv' with aleatoric")
         if self.sbd_channels is not None and self.sbd_channels < 1:
             raise ValueError(f"sbd_channels must be >= 1 or None, got {self.sbd_channels!r}")
 

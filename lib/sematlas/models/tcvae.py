@@ -16,11 +16,13 @@ from torch import Tensor, nn
 
 from sematlas.models.baseline import ResNetEncoder, UnconditionalVAE
 from sematlas.models.blocks import (
+    FiLMGenerator,
     ResidualBlock3d,
     UpBlock3d,
     channels_last,
     init_output_bias,
     run_block,
+    run_upsampling,
 )
 from sematlas.models.config import ModelConfig
 
@@ -80,6 +82,11 @@ class SpatialBroadcastDecoder(nn.Module):
         Checkpoint each residual block and upsampling stage.
     output_init : float
         Initial output value (see :func:`~sematlas.models.blocks.init_output_bias`).
+    film_meta_dim : int or None
+        If given, each upsampling stage is FiLM-modulated by a metadata vector
+        of this width (the conditional decoder of ``cbvae`` with ``decoder="sbd"``).
+    hidden_dim : int
+        Hidden width of the FiLM generator.
     """
 
     coords: Tensor  # buffer (1, 3, 8, 8, 8), see coordinate_grid
@@ -94,6 +101,8 @@ class SpatialBroadcastDecoder(nn.Module):
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
         output_init: float = 0.05,
+        film_meta_dim: int | None = None,
+        hidden_dim: int = 64,
     ) -> None:
         super().__init__()
         n_stages = (grid_size // SBD_SIDE).bit_length() - 1
@@ -112,6 +121,30 @@ class SpatialBroadcastDecoder(nn.Module):
         )
         self.out = nn.Conv3d(widths[-1], out_channels, 1)
         init_output_bias(self.out, output_init)
+        # Built last, and only when asked, so the unconditional decoder draws the same initial weights.
+        self.film = FiLMGenerator(film_meta_dim, widths[1:], hidden_dim) if film_meta_dim is not None else None
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, z_dim: int | None = None, film_meta_dim: int | None = None
+    ) -> SpatialBroadcastDecoder:
+        """The decoder a model config describes (width ``sbd_channels``, else ``base_channels``).
+
+        ``z_dim`` defaults to ``config.z_dim`` (a concatenation-conditioned decoder reads more);
+        ``film_meta_dim`` makes it FiLM-conditioned.
+        """
+        return cls(
+            z_dim=config.z_dim if z_dim is None else z_dim,
+            out_channels=config.in_channels,
+            grid_size=config.grid_size,
+            width=config.sbd_channels or config.base_channels,
+            n_blocks=config.sbd_blocks,
+            dropout=config.dropout,
+            gradient_checkpointing=config.gradient_checkpointing,
+            output_init=config.output_init,
+            film_meta_dim=film_meta_dim,
+            hidden_dim=config.hidden_dim,
+        )
 
     def broadcast(self, z: Tensor) -> Tensor:
         """Tile ``z`` (B, d) over the coarse grid and append coordinates: (B, d + 3, 8, 8, 8)."""
@@ -120,11 +153,15 @@ class SpatialBroadcastDecoder(nn.Module):
         coords = self.coords.to(z.dtype).expand(batch, -1, -1, -1, -1)
         return torch.cat([tiled, coords], dim=1)
 
-    def forward(self, z: Tensor) -> Tensor:
-        """Decode latents (B, d) into maps (B, out_channels, G, G, G) in (0, 1)."""
+    def forward(self, z: Tensor, m: Tensor | None = None) -> Tensor:
+        """Decode latents (B, d) into maps (B, out_channels, G, G, G) in (0, 1).
+
+        ``m`` (B, film_meta_dim), the metadata vector, is required when the decoder is FiLM-conditioned.
+        """
         h = channels_last(F.silu(self.inp(self.broadcast(z))))
-        for block in [*self.mixers, *self.blocks]:
-            h = run_block(block, h, enabled=self.gradient_checkpointing)
+        for mixer in self.mixers:
+            h = run_block(mixer, h, enabled=self.gradient_checkpointing)
+        h = run_upsampling(self.blocks, h, self.film, m, self.gradient_checkpointing)
         # Standard (contiguous) layout out, whatever the layout inside.
         return torch.sigmoid(self.out(h)).contiguous()
 
@@ -143,15 +180,6 @@ class TCVAE(UnconditionalVAE):
         super().__init__()
         self.config = config
         self.encoder = ResNetEncoder(config)
-        self.decoder = SpatialBroadcastDecoder(
-            z_dim=config.z_dim,
-            out_channels=config.in_channels,
-            grid_size=config.grid_size,
-            width=config.sbd_channels or config.base_channels,
-            n_blocks=config.sbd_blocks,
-            dropout=config.dropout,
-            gradient_checkpointing=config.gradient_checkpointing,
-            output_init=config.output_init,
-        )
+        self.decoder = SpatialBroadcastDecoder.from_config(config)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
