@@ -307,6 +307,8 @@ def run_ablation(params: Mapping[str, Any], paths: ProfilePaths, ablation: Ablat
 
     name = ablation.name if ablation is not None else LOCKED
     run_params = protocol_params(ablation.apply(params) if ablation is not None else params)
+    what = f"{ablation.key} = {ablation.value}" if ablation is not None else "the locked configuration"
+    print(f"[ablation {name}] {what}, {run_params['training']['max_epochs']} epochs", flush=True)
     datamodule = make_datamodule(run_params, paths)
     run = train_variant(run_params, "cbvae", paths, datamodule=datamodule, run_name=f"ablations/{name}")
     result_file = paths.results / "ablations" / f"{name}.json"
