@@ -237,4 +237,5 @@ def test_ablation_table_gives_deltas_and_verdicts(tmp_path):
     summary = ablation_summary(locked, table)
     assert (summary["n_ablations"], summary["n_pass"], summary["max_epochs"]) == (2, 1, 12)
     assert summary["ablations"]["z_dim_16"]["verdict"] == "PASS"
+    assert summary["order"] == ["z_dim_16", "no_grl"]
     assert isinstance(pd.DataFrame(summary["ablations"]).T, pd.DataFrame)

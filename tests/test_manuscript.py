@@ -147,11 +147,22 @@ def test_ablation_table_is_generated_from_stage_09_and_included(tmp_path: Path) 
     }
     (paths.results / "evaluation").mkdir(parents=True)
     (paths.results / "evaluation" / "evaluation_results.json").write_text(
-        json.dumps({"ablations": {"ablations": {"z_dim_16": row}, "n_ablations": 1, "n_pass": 1, "max_epochs": 12}})
+        json.dumps(
+            {
+                "ablations": {
+                    "ablations": {"z_dim_16": row, "beta_1": {**row, "change": "training.beta: 0.1 -> 1.0"}},
+                    "order": ["z_dim_16", "beta_1"],
+                    "n_ablations": 2,
+                    "n_pass": 2,
+                    "max_epochs": 12,
+                }
+            }
+        )
     )
     table = ablation_table(paths)
     assert "| `z_dim_16` | `model.z_dim: 32 -> 16` | reconstruction\\_r falls by more than 0.01 |" in table
     assert "| 0.465 | 0.401 | **PASS** | 62% |" in table
+    assert table.index("z_dim_16") < table.index("beta_1")  # the protocol's order, not the JSON file's
     assert table.rstrip().endswith("{#tbl-ablations}")
     (tmp_path / "_t.md").write_text(table)
     expanded = expand_includes("before\n\n{{< include _t.md >}}\n\nafter", tmp_path)

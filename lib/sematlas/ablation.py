@@ -392,5 +392,7 @@ def ablation_summary(locked: Mapping[str, Any], table: pd.DataFrame) -> dict[str
         "locked": locked["metrics"],
         "n_ablations": len(table),
         "n_pass": int((table["verdict"] == "PASS").sum()),
+        # JSON files are written with sorted keys: the protocol's order is kept here.
+        "order": list(table["ablation"]),
         "ablations": table.set_index("ablation").to_dict(orient="index"),
     }

@@ -185,7 +185,8 @@ def ablation_table(paths: ProfilePaths) -> str:
         "| ablation | change | criterion | locked | ablated | verdict | beats PCA |",
         "|:--|:--|:--|--:|--:|:--|--:|",
     ]
-    for name, row in ablations["ablations"].items():
+    for name in ablations["order"]:
+        row = ablations["ablations"][name]
         cells = [
             f"`{name}`",
             f"`{row['change']}`",
