@@ -238,4 +238,5 @@ def test_ablation_table_gives_deltas_and_verdicts(tmp_path):
     assert (summary["n_ablations"], summary["n_pass"], summary["max_epochs"]) == (2, 1, 12)
     assert summary["ablations"]["z_dim_16"]["verdict"] == "PASS"
     assert summary["order"] == ["z_dim_16", "no_grl"]
-    assert isinstance(pd.DataFrame(summary["ablations"]).T, pd.DataFrame)
+    assert summary["locked"] == locked["metrics"]
+    assert summary["ablations"]["no_grl"]["delta"] == pytest.approx(0.01)

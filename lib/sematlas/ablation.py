@@ -143,28 +143,35 @@ class Ablation:
     @property
     def key(self) -> str:
         """The dotted parameter the ablation changes, e.g. ``model.z_dim``."""
-        return ".".join(_leaf_path(self.change))
+        return ".".join(_leaf_path(self.change, self.source))
 
     @property
     def value(self) -> Any:
         """The value the ablation sets."""
-        node: Any = self.change
-        for part in _leaf_path(self.change):
-            node = node[part]
-        return node
+        return _lookup(self.change, _leaf_path(self.change, self.source))
 
     def apply(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The locked parameters with this change, validated like a profile file."""
         return override_params(dict(params), copy.deepcopy(self.change), self.source)
 
 
-def _leaf_path(change: Mapping[str, Any]) -> list[str]:
-    """Keys from the top of a one-leaf nested mapping down to its leaf."""
+def _leaf_path(change: Any, source: Path) -> list[str]:
+    """Keys from the top of a one-leaf nested mapping down to its leaf.
+
+    Raises
+    ------
+    ParameterError
+        ``change`` is not a mapping, or a level of it sets more or fewer than one key.
+    """
+    if not isinstance(change, Mapping):
+        raise ParameterError(f"{source}: 'change' must set exactly one parameter, got {change!r}")
     path: list[str] = []
     node: Any = change
     while isinstance(node, Mapping):
-        (key,) = node  # validated by load_ablation: one key per level
-        path.append(key)
+        if len(node) != 1:
+            raise ParameterError(f"{source}: 'change' must set exactly one parameter; '{'.'.join(path)}' sets {node}")
+        (key,) = node
+        path.append(str(key))
         node = node[key]
     return path
 
@@ -218,16 +225,7 @@ def load_ablation(name: str, params: Mapping[str, Any], root: Path | None = None
         raise ParameterError(f"{source}: 'hypothesis' must be a sentence")
 
     change = spec["change"]
-    if not isinstance(change, dict) or len(change) != 1:
-        raise ParameterError(f"{source}: 'change' must set exactly one parameter, got {change!r}")
-    node: Any = change
-    path: list[str] = []
-    while isinstance(node, dict):
-        if len(node) != 1:
-            raise ParameterError(f"{source}: 'change' must set exactly one parameter; '{'.'.join(path)}' sets {node}")
-        (key,) = node
-        path.append(str(key))
-        node = node[key]
+    path = _leaf_path(change, source)
     dotted = ".".join(path)
     if path[0] not in CHANGEABLE_SECTIONS or dotted in FIXED_KEYS:
         raise ParameterError(
