@@ -42,7 +42,7 @@ run_tests() {
   "$PY" -m pytest tests -q
   echo "[sematlas] 3/4 every stage on the ci profile, then the manuscript from its results (pandoc fallback)"
   "$PY" -m sematlas.pipeline run ci
-  "$PY" -m sematlas.manuscript render ci --pandoc --strict
+  "$PY" -m sematlas.reporting.manuscript render ci --pandoc --strict
   echo "[sematlas] 4/4 nbval over the executed ci notebooks"
   "$PY" -m pytest -p no:python --nbval-lax --nbval-current-env -q notebooks/executed/ci/
 }
@@ -56,5 +56,5 @@ else
   if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then profile="$1"; shift; fi
   "$PY" -m sematlas.pipeline run "$profile" "$@"
   # The manuscript last, from whatever the stages have written (quarto when installed, else pandoc).
-  "$PY" -m sematlas.manuscript render "$profile"
+  "$PY" -m sematlas.reporting.manuscript render "$profile"
 fi

@@ -22,13 +22,13 @@ from functools import partial
 import numpy as np
 import torch
 
-from sematlas.datamodule import NeurosynthDataModule
-from sematlas.evaluation import PCABaseline
-from sematlas.lightning import AtlasModule
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.datamodule import NeurosynthDataModule
+from sematlas.evaluation.reconstruction import PCABaseline
 from sematlas.models import VARIANTS
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.train import build_module
+from sematlas.training.module import AtlasModule
+from sematlas.training.run import build_module
 
 
 def _median_seconds(function, repeats: int) -> float:

@@ -1,4 +1,4 @@
-"""How fast is :class:`sematlas.render.PeakRenderer` against NiMARE's kernels and scipy?
+"""How fast is :class:`sematlas.data.render.PeakRenderer` against NiMARE's kernels and scipy?
 
 Prints figures (not a timed test)::
 
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.grid import Grid
-from sematlas.render import PeakRenderer, _splat, reference_render
+from sematlas.core.grid import Grid
+from sematlas.data.render import PeakRenderer, _splat, reference_render
 
 DEFAULT_MIRROR = Path("/work/shared/data/neurosynth")
 COORDINATES = "data-neurosynth_version-7_coordinates.tsv.gz"

@@ -31,7 +31,7 @@
 # 5. **split** 70/15/15, stratified by publication-year bin x peak-count quartile,
 #    and draw the stratified development subset with its own splits.
 #
-# All the logic lives in `sematlas.curation`; this notebook runs it and shows the
+# All the logic lives in `sematlas.data.curation`; this notebook runs it and shows the
 # numbers. Outputs: `data/processed/<profile>/` (Parquet tables + `manifest.json`).
 
 # %% tags=["parameters"]
@@ -41,12 +41,12 @@ profile = "quick"
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from sematlas.curation import curate, read_metadata, write_outputs
-from sematlas.fetch import fetch_neurosynth_v7, resolve_mirror
-from sematlas.io import package_versions
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.samplesize import match_sample_sizes
+from sematlas.core.io import package_versions
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.curation import curate, read_metadata, write_outputs
+from sematlas.data.fetch import fetch_neurosynth_v7, resolve_mirror
+from sematlas.data.samplesize import match_sample_sizes
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

@@ -26,8 +26,8 @@
 #   size, and an adversarial publication-year head behind a gradient reversal layer;
 # - **`tcvae_sbd`** — beta-TCVAE (Chen et al., 2018) with a Spatial Broadcast Decoder.
 #
-# Training is `sematlas.train.train_variant`, the same function that
-# `python -m sematlas.train --profile P --variant V` runs under `torchrun`/`srun`;
+# Training is `sematlas.training.run.train_variant`, the same function that
+# `python -m sematlas.training.run --profile P --variant V` runs under `torchrun`/`srun`;
 # here it runs in-process on one device. A rerun after a kill resumes from
 # `last.ckpt`. Each model is then evaluated on the held-out test split against the
 # linear baselines at equal latent size (PCA, ridge from metadata, the mean map).
@@ -42,12 +42,12 @@ import pandas as pd
 import torch
 from IPython.display import Image, display
 
-from sematlas.atlas import AtlasModel
-from sematlas.evaluation import evaluate_run, latents_table, results_table, save_results
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_map_rows, plot_method_comparison, plot_training_curves
-from sematlas.train import make_datamodule, train_variant
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.reconstruction import evaluate_run, latents_table, results_table, save_results
+from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.plotting import plot_map_rows, plot_method_comparison, plot_training_curves
+from sematlas.training.run import make_datamodule, train_variant
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

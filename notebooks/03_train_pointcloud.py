@@ -32,8 +32,8 @@
 # - **loss**: weighted Chamfer distance (Fan et al., 2017) + debiased Sinkhorn divergence
 #   (Cuturi, 2013; Feydy et al., 2019) + beta KL (Kingma & Welling, 2014), in float32.
 #
-# Training is `sematlas.pointcloud.train_pointcloud`, which goes through the same run-folder
-# routine as the volumetric models (`sematlas.train.fit_run`: fingerprint, resume from
+# Training is `sematlas.training.pointcloud.train_pointcloud`, which goes through the same run-folder
+# routine as the volumetric models (`sematlas.training.run.fit_run`: fingerprint, resume from
 # `last.ckpt`, logs). Outputs: `data/models/<profile>/pointcloud/`,
 # `data/results/<profile>/pointcloud/` and `figures/<profile>/pointcloud_*.png`.
 
@@ -44,12 +44,10 @@ profile = "quick"
 import pandas as pd
 import torch
 
-from sematlas.evaluation import save_results
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_training_curves
-from sematlas.pointcloud import PointCloudModel, make_datamodule, train_pointcloud
-from sematlas.pointcloud.evaluation import (
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.pointcloud import cache_path, make_datamodule
+from sematlas.evaluation.pointcloud import (
     evaluate_pointcloud,
     plot_glass_brain_points,
     plot_metric_comparison,
@@ -57,7 +55,10 @@ from sematlas.pointcloud.evaluation import (
     results_frame,
     view_points_3d,
 )
-from sematlas.pointcloud.module import cache_path, run_params
+from sematlas.evaluation.reconstruction import save_results
+from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.reporting.plotting import plot_training_curves
+from sematlas.training.pointcloud import run_params, train_pointcloud
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

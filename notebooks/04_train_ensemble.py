@@ -49,18 +49,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.ensemble import (
-    AtlasEnsemble,
-    train_independent_members,
-    train_snapshot_ensemble,
-    write_uncertainty_maps,
-)
-from sematlas.io import write_json
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_map_rows
-from sematlas.train import make_datamodule
-from sematlas.uncertainty import (
+from sematlas.core.io import write_json
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.uncertainty import (
     CALIBRATION_LEVELS,
     evaluate_ensemble,
     ood_peak_lists,
@@ -68,6 +60,14 @@ from sematlas.uncertainty import (
     plot_reliability,
     render_peak_lists,
 )
+from sematlas.reporting.plotting import plot_map_rows
+from sematlas.training.ensemble import (
+    AtlasEnsemble,
+    train_independent_members,
+    train_snapshot_ensemble,
+    write_uncertainty_maps,
+)
+from sematlas.training.run import make_datamodule
 
 params = load_params(profile)
 settings = params["ensemble"]
@@ -240,7 +240,7 @@ fig.savefig(paths.figures / "ensemble_reliability.png", dpi=120)
 # %% [markdown]
 # ### OOD scores on test maps and on OOD maps
 #
-# Two scores per map (`sematlas.uncertainty.ood_scores`): the ensemble's disagreement (mean
+# Two scores per map (`sematlas.evaluation.uncertainty.ood_scores`): the ensemble's disagreement (mean
 # epistemic variance), which is what an ensemble is meant to offer, and the predictive
 # negative log-likelihood of the input map, which also counts maps the members agree on
 # but cannot reconstruct within their stated uncertainty.

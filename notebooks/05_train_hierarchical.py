@@ -35,7 +35,7 @@
 #   learnt through the bottleneck and the conditional prior only. At generation the
 #   decoder sees only the latent code.
 #
-# Objective (`sematlas.losses.hvae_loss`): reconstruction + `top_beta` x KL_top +
+# Objective (`sematlas.models.losses.hvae_loss`): reconstruction + `top_beta` x KL_top +
 # `beta` x KL_lower. The model is unconditional: giving the decoder the task category
 # would make it free, and the gate asks the top level to carry it.
 #
@@ -55,15 +55,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.evaluation import evaluate_run, latents_table, save_results
-from sematlas.hierarchy import category_profile, level_correlation, level_kls, linear_probe, plot_hierarchy, stage_gate
-from sematlas.io import read_json, write_json
-from sematlas.lightning import ACTIVE_UNIT_THRESHOLD
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_map_rows, plot_training_curves
-from sematlas.train import make_datamodule, train_variant
+from sematlas.analysis.hierarchy import (
+    category_profile,
+    level_correlation,
+    level_kls,
+    linear_probe,
+    plot_hierarchy,
+    stage_gate,
+)
+from sematlas.core.io import read_json, write_json
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.reconstruction import evaluate_run, latents_table, save_results
+from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.plotting import plot_map_rows, plot_training_curves
+from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
+from sematlas.training.run import make_datamodule, train_variant
 
 params = load_params(profile)
 settings = params["hierarchical"]

@@ -34,7 +34,7 @@
 #   the null of component *k* is the first canonical correlation after the first *k - 1*
 #   observed variates are removed from both spaces (a plain shuffled null of the *k*-th
 #   correlation ignores what the earlier components explain and rejects far too often,
-#   see `sematlas.cca.stepwise_permutation_null`). CCA always finds *some* correlation,
+#   see `sematlas.analysis.cca.stepwise_permutation_null`). CCA always finds *some* correlation,
 #   and more so with few studies and many latent units: the null is fitted the same way, so
 #   it carries the same optimism. `p` is per component, `p_fwe` is its running maximum
 #   (components tested in order; family-wise error control by closure);
@@ -42,7 +42,7 @@
 #   (structure coefficients), and the variate decoded to a brain map and to a peak set by
 #   stepping ±2 SD along it from the mean code, with one fixed metadata request.
 #
-# Library: `sematlas.cca`. Outputs: `data/results/<profile>/cca/` (`results.json`,
+# Library: `sematlas.analysis.cca`. Outputs: `data/results/<profile>/cca/` (`results.json`,
 # `shared_dimensions.parquet`, decoded NIfTI maps and point sets) and
 # `figures/<profile>/cca_*.png`.
 
@@ -56,8 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.cca import (
+from sematlas.analysis.cca import (
     STEP_SD,
     VIEWS,
     LatentCCA,
@@ -68,12 +67,13 @@ from sematlas.cca import (
     plot_decoded_maps,
     write_maps,
 )
-from sematlas.evaluation import masked_pearson
-from sematlas.io import write_json, write_parquet
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.pointcloud import PointCloudModel
-from sematlas.pointcloud.evaluation import chamfer_mm, plot_glass_brain_points
+from sematlas.core.io import write_json, write_parquet
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.pointcloud import chamfer_mm, plot_glass_brain_points
+from sematlas.evaluation.reconstruction import masked_pearson
+from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.pointcloud import PointCloudModel
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

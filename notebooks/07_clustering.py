@@ -46,8 +46,7 @@ profile = "quick"
 # %%
 import pandas as pd
 
-from sematlas.atlas import AtlasModel
-from sematlas.clustering import (
+from sematlas.analysis.clustering import (
     TOPIC_KEYS_FILE,
     LatentClustering,
     assignments_frame,
@@ -65,9 +64,10 @@ from sematlas.clustering import (
     topic_names,
     write_centroid_maps,
 )
-from sematlas.io import write_json, write_parquet
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
+from sematlas.core.io import write_json, write_parquet
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

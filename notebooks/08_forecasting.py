@@ -52,12 +52,12 @@ import logging
 import pandas as pd
 import torch
 
-from sematlas import forecasting
-from sematlas.atlas import AtlasModel
-from sematlas.clustering import TOPIC_KEYS_FILE, latent_columns, load_inputs, topic_names
-from sematlas.io import write_json, write_parquet
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
+from sematlas.analysis import forecasting
+from sematlas.analysis.clustering import TOPIC_KEYS_FILE, latent_columns, load_inputs, topic_names
+from sematlas.core.io import write_json, write_parquet
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

@@ -49,16 +49,16 @@ profile = "quick"
 # %%
 import pandas as pd
 
-from sematlas.ablation import ablation_summary, ablation_table, load_ablation, run_ablation
-from sematlas.atlas import AtlasModel
-from sematlas.evaluation import training_sample
-from sematlas.generative import evaluate_generation
-from sematlas.io import write_json, write_parquet
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_ablations, plot_generative_quality, plot_probe
-from sematlas.probe import run_probe
-from sematlas.train import make_datamodule
+from sematlas.analysis.ablation import ablation_summary, ablation_table, load_ablation, run_ablation
+from sematlas.core.io import write_json, write_parquet
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.generative import evaluate_generation
+from sematlas.evaluation.probe import run_probe
+from sematlas.evaluation.reconstruction import training_sample
+from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.plotting import plot_ablations, plot_generative_quality, plot_probe
+from sematlas.training.run import make_datamodule
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)
@@ -123,7 +123,7 @@ fig.savefig(paths.figures / "evaluation_zero_shot_probe.png", dpi=120, bbox_inch
 # Every file below was written before its run: the one parameter it changes, the
 # hypothesis, and the criterion that decides PASS or FAIL. PASS means the locked
 # choice is justified by that criterion; FAIL is reported as measured. The locked
-# model and every ablation train through the same code (`sematlas.train.train_variant`)
+# model and every ablation train through the same code (`sematlas.training.run.train_variant`)
 # under one budget and are evaluated like stage 02 on the held-out test split. A
 # killed run resumes from its last checkpoint; a finished one is reused.
 

@@ -46,12 +46,11 @@ import pandas as pd
 import torch
 
 import sematlas
-from sematlas.atlas import AtlasModel
-from sematlas.ensemble import AtlasEnsemble
-from sematlas.io import package_versions, read_json, sha256_file, write_json
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.release import (
+from sematlas.core.io import package_versions, read_json, sha256_file, write_json
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
+from sematlas.release.export import (
     archive,
     copy_tree_files,
     export_ensemble_onnx,
@@ -64,6 +63,7 @@ from sematlas.release import (
     write_checksums,
     write_release_readme,
 )
+from sematlas.training.ensemble import AtlasEnsemble
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

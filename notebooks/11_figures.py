@@ -39,8 +39,10 @@ profile = "quick"
 import matplotlib.pyplot as plt
 import nibabel as nib
 
-from sematlas.clustering import cluster_profiles, topic_names
-from sematlas.figures import (
+from sematlas.analysis.clustering import cluster_profiles, topic_names
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.reporting.figures import (
     TITLES,
     load_results,
     plot_cca,
@@ -55,9 +57,7 @@ from sematlas.figures import (
     save_figure,
     write_index,
 )
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.plotting import plot_ablations
+from sematlas.reporting.plotting import plot_ablations
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

@@ -42,7 +42,7 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_params() -> dict:
-    from sematlas.params import load_params
+    from sematlas.core.params import load_params
 
     params = load_params("ci", ROOT)
     params["curation"]["subset_size"] = 10
@@ -53,7 +53,7 @@ def sample_params() -> dict:
 @pytest.fixture(scope="session")
 def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
     """The NiMARE 20-study sample curated into a processed folder (every study in the subset)."""
-    from sematlas.curation import curate, write_outputs
+    from sematlas.data.curation import curate, write_outputs
 
     folder = tmp_path_factory.mktemp("processed")
     params = {**sample_params, "profile": "ci"}
@@ -65,9 +65,9 @@ def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
 @pytest.fixture
 def untrained_cbvae(processed):
     """A tiny, untrained cbvae network and the set-up DataModule of the NiMARE sample (batches of 4)."""
-    from sematlas.datamodule import NeurosynthDataModule
-    from sematlas.lightning import AtlasModule
+    from sematlas.data.datamodule import NeurosynthDataModule
     from sematlas.models import ModelConfig
+    from sematlas.training.module import AtlasModule
 
     datamodule = NeurosynthDataModule(processed, batch_size=4)
     datamodule.setup()

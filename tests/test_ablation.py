@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sematlas.ablation import (
+from sematlas.analysis.ablation import (
     METRICS,
     Ablation,
     Criterion,
@@ -19,7 +19,7 @@ from sematlas.ablation import (
     load_ablation,
     protocol_params,
 )
-from sematlas.params import PROFILES, ParameterError, load_params, override_params
+from sematlas.core.params import PROFILES, ParameterError, load_params, override_params
 
 VALID = {
     "hypothesis": "Sixteen units are too few.",
@@ -183,7 +183,7 @@ def test_plot_ablations_colours_verdicts_and_marks_thresholds():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sematlas.plotting import plot_ablations
+    from sematlas.reporting.plotting import plot_ablations
 
     table = pd.DataFrame(
         {

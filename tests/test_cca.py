@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from sematlas.cca import (
+from sematlas.analysis.cca import (
     LatentCCA,
     canonical_correlations,
     clip_components,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.lightning import AtlasModule
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
 from sematlas.models import VARIANTS
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.train import make_datamodule, train_variant
+from sematlas.training.module import AtlasModule
+from sematlas.training.run import make_datamodule, train_variant
 
 
 @pytest.fixture(scope="module")

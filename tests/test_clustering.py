@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sematlas.clustering import (
+from sematlas.analysis.clustering import (
     NOISE,
     LatentClustering,
     assignments_frame,
@@ -27,7 +27,7 @@ from sematlas.clustering import (
     topic_names,
     write_centroid_maps,
 )
-from sematlas.io import read_json, write_json
+from sematlas.core.io import read_json, write_json
 
 matplotlib.use("Agg")
 

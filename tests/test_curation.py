@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sematlas.curation import (
+from sematlas.core.grid import Grid
+from sematlas.data.curation import (
     DataError,
     assign_task_categories,
     curate,
@@ -22,7 +23,6 @@ from sematlas.curation import (
     validate_coordinates,
     write_outputs,
 )
-from sematlas.grid import Grid
 
 
 def _peaks(rows):

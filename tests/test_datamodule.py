@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sematlas.datamodule import NeurosynthDataModule, PeakTable
-from sematlas.grid import Grid
-from sematlas.render import reference_render
+from sematlas.core.grid import Grid
+from sematlas.data.datamodule import NeurosynthDataModule, PeakTable
+from sematlas.data.render import reference_render
 
 
 def _module(processed, **kwargs):
@@ -73,8 +73,8 @@ def test_peak_table_gathers_each_studys_peaks(processed):
 
 
 def test_all_images_renders_the_asked_rows_in_order(processed):
-    from sematlas.datamodule import NeurosynthDataModule
-    from sematlas.evaluation import training_sample, training_sample_rows
+    from sematlas.data.datamodule import NeurosynthDataModule
+    from sematlas.evaluation.reconstruction import training_sample, training_sample_rows
 
     datamodule = NeurosynthDataModule(processed, batch_size=2)
     datamodule.setup()

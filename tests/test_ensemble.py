@@ -13,15 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sematlas.atlas import AtlasModel, CheckpointError
-from sematlas.ensemble import AtlasEnsemble, combine, ensemble_params, train_snapshot_ensemble
-from sematlas.losses import cbvae_loss, gaussian_nll_sum, masked_mse_sum
-from sematlas.models import ModelConfig, build_model
-from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.train import make_datamodule
-from sematlas.uncertainty import (
+from sematlas.core.errors import CheckpointError
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.uncertainty import (
     CALIBRATION_LEVELS,
     TemperatureScaling,
     evaluate_ensemble,
@@ -35,6 +30,12 @@ from sematlas.uncertainty import (
     split_peak_lists,
     uniform_brain_peaks,
 )
+from sematlas.inference.atlas import AtlasModel
+from sematlas.models import ModelConfig, build_model
+from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
+from sematlas.models.losses import cbvae_loss, gaussian_nll_sum, masked_mse_sum
+from sematlas.training.ensemble import AtlasEnsemble, combine, ensemble_params, train_snapshot_ensemble
+from sematlas.training.run import make_datamodule
 
 COND_DIM = 5
 

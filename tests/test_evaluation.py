@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sematlas.evaluation import (
+from sematlas.evaluation.reconstruction import (
     PCABaseline,
     balanced_accuracy,
     evaluate_run,

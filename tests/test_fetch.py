@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sematlas.fetch import NEUROSYNTH_V7_SHA256, ChecksumError, fetch_neurosynth_v7, link_mirror, verify_checksums
+from sematlas.data.fetch import NEUROSYNTH_V7_SHA256, ChecksumError, fetch_neurosynth_v7, link_mirror, verify_checksums
 
 
 def test_fetch_from_mirror_through_nimare(mirror: Path, tmp_path: Path):

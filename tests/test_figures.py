@@ -15,9 +15,9 @@ import pytest
 from matplotlib.container import BarContainer
 from matplotlib.patches import Rectangle
 
-from sematlas import figures
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.reporting import figures
 
 ROOT = Path(__file__).resolve().parents[1]
 

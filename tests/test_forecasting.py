@@ -9,7 +9,7 @@ import scipy.linalg
 import torch
 from sklearn.covariance import LedoitWolf
 
-from sematlas import forecasting as fc
+from sematlas.analysis import forecasting as fc
 
 #: Fixed within-year offsets, centred: every year of a constructed series has the same spread.
 OFFSETS = np.array([[0.3, -0.1], [-0.2, 0.25], [0.1, 0.05], [-0.2, -0.2]])

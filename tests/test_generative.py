@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sematlas.generative import (
+from sematlas.evaluation.generative import (
     ProbabilisticPCA,
     frechet_distance,
     generative_quality,

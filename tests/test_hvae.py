@@ -16,8 +16,7 @@ from matplotlib.figure import Figure
 from torch.distributions import Normal, kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
 
-from sematlas.atlas import AtlasModel
-from sematlas.hierarchy import (
+from sematlas.analysis.hierarchy import (
     FAIL,
     PASS,
     category_profile,
@@ -26,12 +25,13 @@ from sematlas.hierarchy import (
     plot_hierarchy,
     stage_gate,
 )
-from sematlas.lightning import AtlasModule
-from sematlas.losses import gaussian_kl, hierarchical_kl, hvae_loss
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
 from sematlas.models import HierarchicalVAE, ModelConfig, build_model
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.train import train_variant
+from sematlas.models.losses import gaussian_kl, hierarchical_kl, hvae_loss
+from sematlas.training.module import AtlasModule
+from sematlas.training.run import train_variant
 
 TOP, Z = 2, 6
 

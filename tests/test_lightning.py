@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sematlas.callbacks import GRLLambdaRamp, KLController, dann_lambda
-from sematlas.lightning import AtlasModule, balanced_accuracy, beta_at, beta_tc_at, lr_at
 from sematlas.models import VARIANTS, ModelConfig
+from sematlas.training.callbacks import GRLLambdaRamp, KLController, dann_lambda
+from sematlas.training.module import AtlasModule, balanced_accuracy, beta_at, beta_tc_at, lr_at
 
 COND_DIM = 5
 

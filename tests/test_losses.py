@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sematlas.losses import (
+from sematlas.models.losses import (
     beta_tcvae_loss,
     cbvae_loss,
     gaussian_kl,

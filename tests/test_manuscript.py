@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sematlas.manuscript import (
+from sematlas.core.paths import ProfilePaths
+from sematlas.pipeline.stages import STAGES
+from sematlas.reporting.manuscript import (
     VARIABLES,
     ablation_table,
     collect_variables,
@@ -20,8 +22,6 @@ from sematlas.manuscript import (
     used_variables,
     write_variables,
 )
-from sematlas.paths import ProfilePaths
-from sematlas.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "manuscript" / "index.qmd"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sematlas.losses import cbvae_loss, vae_loss
 from sematlas.models import (
     VARIANTS,
     ModelConfig,
@@ -15,6 +14,7 @@ from sematlas.models import (
     receptive_field_mm,
 )
 from sematlas.models.blocks import group_count
+from sematlas.models.losses import cbvae_loss, vae_loss
 
 COND_DIM = 5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sematlas.params import PROFILES, ParameterError, load_params
+from sematlas.core.params import PROFILES, ParameterError, load_params
 
 
 def _write(project, name, payload):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sematlas import pipeline
-from sematlas.io import atomic_path, write_json
-from sematlas.paths import ProfilePaths
+from sematlas.core.io import atomic_path, write_json
+from sematlas.core.paths import ProfilePaths
+from sematlas.pipeline import stages as pipeline
 
 NOTEBOOK = """# ---
 # jupyter:
@@ -105,7 +105,7 @@ def test_json_writes_numpy_and_torch_values(tmp_path: Path):
     import numpy as np
     import torch
 
-    from sematlas.io import read_json
+    from sematlas.core.io import read_json
 
     payload = {
         "array": np.arange(3),

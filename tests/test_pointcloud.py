@@ -11,14 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from sematlas.losses import chamfer_distance, pointcloud_vae_loss, sinkhorn_divergence
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.pointcloud import CheckpointError, PointCloudConfig, PointCloudModel, PointCloudVAE, train_pointcloud
-from sematlas.pointcloud.cache import build_cache, load_or_build_cache, normalise_points, read_cache
-from sematlas.pointcloud.evaluation import chamfer_mm, emd_mm, evaluate_pointcloud, pointcloud_latents
-from sematlas.pointcloud.module import cache_path, make_datamodule, run_params
-from sematlas.pointcloud.pointnet import ball_query, farthest_point_sample
+from sematlas.core.errors import CheckpointError
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.pointcloud import cache_path, make_datamodule
+from sematlas.data.pointcloud_cache import build_cache, load_or_build_cache, normalise_points, read_cache
+from sematlas.evaluation.pointcloud import chamfer_mm, emd_mm, evaluate_pointcloud, pointcloud_latents
+from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.models.losses import chamfer_distance, pointcloud_vae_loss, sinkhorn_divergence
+from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE
+from sematlas.models.pointnet import ball_query, farthest_point_sample
+from sematlas.training.pointcloud import run_params, train_pointcloud
 
 
 # ----------------------------------------------------------------------------------- sampling and grouping

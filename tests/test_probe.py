@@ -7,9 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from sematlas.grid import Grid
-from sematlas.params import load_params
-from sematlas.probe import flag_neurosynth_overlap, grouped_probe, neutral_metadata, probe_analyses, render_analyses
+from sematlas.core.grid import Grid
+from sematlas.core.params import load_params
+from sematlas.evaluation.probe import (
+    flag_neurosynth_overlap,
+    grouped_probe,
+    neutral_metadata,
+    probe_analyses,
+    render_analyses,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,7 @@ def test_analyses_are_curated_like_neurosynth_studies(analyses):
 
 
 def test_overlap_flags_find_neurosynth_studies_by_title(analyses):
-    from sematlas.samplesize import load_neurostore_sample_sizes
+    from sematlas.data.samplesize import load_neurostore_sample_sizes
 
     table, _ = analyses
     reference = load_neurostore_sample_sizes()
@@ -80,7 +86,7 @@ def test_rendered_analyses_have_their_peaks_at_the_maximum(analyses):
 
 
 def test_neutral_metadata_hides_the_task(analyses):
-    from sematlas.metadata import MetadataEncoder
+    from sematlas.core.metadata import MetadataEncoder
 
     table, _ = analyses
     studies = pd.DataFrame(
@@ -121,7 +127,7 @@ def test_wide_features_give_the_same_predictions_as_the_direct_fit():
 
 
 def test_row_space_coordinates_preserve_inner_products_with_the_rows():
-    from sematlas.probe import row_space_coordinates
+    from sematlas.evaluation.probe import row_space_coordinates
 
     rng = np.random.default_rng(2)
     train, test = rng.normal(size=(12, 80)), rng.normal(size=(5, 80))

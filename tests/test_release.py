@@ -16,10 +16,10 @@ import pytest
 import torch
 from tiny_models import CATEGORIES, tiny_atlas
 
-from sematlas.atlas import AtlasModel
-from sematlas.ensemble import AtlasEnsemble
-from sematlas.grid import Grid
-from sematlas.release import (
+from sematlas.core.grid import Grid
+from sematlas.data.render import PeakRenderer
+from sematlas.inference.atlas import AtlasModel
+from sematlas.release.export import (
     archive,
     copy_tree_files,
     data_dictionary,
@@ -34,7 +34,7 @@ from sematlas.release import (
     write_checksums,
     write_release_readme,
 )
-from sematlas.render import PeakRenderer
+from sematlas.training.ensemble import AtlasEnsemble
 
 ROOT = Path(__file__).resolve().parents[1]
 

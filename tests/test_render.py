@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from sematlas.grid import Grid
-from sematlas.render import PeakRenderer, gaussian_kernel_1d, reference_render
+from sematlas.core.grid import Grid
+from sematlas.data.render import PeakRenderer, gaussian_kernel_1d, reference_render
 
 FWHMS = (6.0, 12.0)
 RTOL = 1e-4

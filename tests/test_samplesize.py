@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sematlas import samplesize
-from sematlas.samplesize import (
+from sematlas.data import samplesize
+from sematlas.data.samplesize import (
     MNI_BOUNDS_MM,
     SAMPLE_SIZE_SOURCE,
     load_neurostore_peaks,

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from sematlas.atlas import AtlasModel, CheckpointError
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.train import fingerprint, make_datamodule, train_variant
+from sematlas.core.errors import CheckpointError
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
+from sematlas.training.run import fingerprint, make_datamodule, train_variant
 
 
 @pytest.fixture
@@ -162,5 +163,5 @@ def test_checkpoint_loading_cannot_silently_go_wrong(trained, tmp_path):
         AtlasModel.load(tampered)
     del state["sematlas"]
     torch.save(state, tampered)
-    with pytest.raises(CheckpointError, match="not written by sematlas.train"):
+    with pytest.raises(CheckpointError, match="not written by sematlas.training.run"):
         AtlasModel.load(tampered)

@@ -17,12 +17,12 @@ import pytest
 import torch
 from tiny_models import CATEGORIES, tiny_atlas
 
-from sematlas.atlas import AtlasModel
-from sematlas.ensemble import AtlasEnsemble
-from sematlas.grid import Grid
-from sematlas.pointcloud import PointCloudModel
-from sematlas.pointcloud.model import PointCloudConfig, PointCloudVAE
-from sematlas.render import PeakRenderer
+from sematlas.core.grid import Grid
+from sematlas.data.render import PeakRenderer
+from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE
+from sematlas.training.ensemble import AtlasEnsemble
 from sematlas.widgets import (
     REDRAW_BUDGET_MS,
     ConfidenceExplorer,

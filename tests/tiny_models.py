@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.grid import Grid
-from sematlas.lightning import AtlasModule
-from sematlas.metadata import MetadataEncoder
+from sematlas.core.grid import Grid
+from sematlas.core.metadata import MetadataEncoder
+from sematlas.inference.atlas import AtlasModel
 from sematlas.models import ModelConfig
+from sematlas.training.module import AtlasModule
 
 CATEGORIES = ["emotion", "pain", "working_memory", "other"]
 

@@ -1,22 +1,22 @@
 """sematlas: a generative, hierarchical atlas of human brain function.
 
-The notebooks of the compendium narrate; this package computes. Modules:
+The notebooks of the compendium narrate; this package computes. Subpackages, in
+the order a study's data flows through them:
 
-- :mod:`sematlas.params`   layered, validated YAML parameters
-- :mod:`sematlas.paths`    where every stage reads and writes
-- :mod:`sematlas.io`       atomic writes and checksums
-- :mod:`sematlas.fetch`    Neurosynth v7 through NiMARE, offline mirrors, SHA-256
-- :mod:`sematlas.curation` deduplication, coordinate validation, study table, splits
-- :mod:`sematlas.samplesize` sparse sample sizes from NiMARE's NeuroStore studyset
-- :mod:`sematlas.grid`     MNI152 grids and brain masks per resolution
-- :mod:`sematlas.render`   fast peak-to-density rendering
-- :mod:`sematlas.datamodule` the LightningDataModule over rendered maps
-- :mod:`sematlas.atlas`    inference on a trained model (:class:`AtlasModel`)
-- :mod:`sematlas.ensemble` ensembles of them with uncertainty maps (:class:`AtlasEnsemble`)
-- :mod:`sematlas.uncertainty` calibration (ECE, temperature) and OOD detection
+- :mod:`sematlas.core`        typed parameters, paths, atomic io, grids, metadata encoder, errors, logging
+- :mod:`sematlas.data`        Neurosynth fetch, curation, sample sizes, renderer, DataModules
+- :mod:`sematlas.models`      every network, each owning its objective; one registry
+- :mod:`sematlas.training`    the one LightningModule, schedules, callbacks, run folders, ensembles
+- :mod:`sematlas.inference`   :class:`AtlasModel`, :class:`AtlasEnsemble`, :class:`PointCloudModel`
+- :mod:`sematlas.evaluation`  metrics, linear baselines, reconstruction, generative quality, probes, uncertainty
+- :mod:`sematlas.analysis`    CCA, clustering, hierarchy, forecasting, ablations
+- :mod:`sematlas.reporting`   plots, manuscript figures and variables
+- :mod:`sematlas.release`     ONNX, NIfTI, tables, archive
+- :mod:`sematlas.pipeline`    the stage registry and the command line
+- :mod:`sematlas.widgets`     the four interactive demos
 
 ``sematlas.AtlasModel`` and ``sematlas.AtlasEnsemble`` are imported on first
-use, so ``import sematlas.params`` stays free of torch.
+use, so ``import sematlas.core.params`` stays free of torch.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sematlas.atlas import AtlasModel
-    from sematlas.ensemble import AtlasEnsemble
+    from sematlas.inference.atlas import AtlasModel
+    from sematlas.training.ensemble import AtlasEnsemble
 
 __version__ = "0.1.0"
 
-_LAZY = {"AtlasModel": "sematlas.atlas", "AtlasEnsemble": "sematlas.ensemble"}
+_LAZY = {"AtlasModel": "sematlas.inference.atlas", "AtlasEnsemble": "sematlas.training.ensemble"}
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ Every model maps ``forward(image, meta) -> dict`` with at least ``x_hat``,
 ``mu``, ``logvar`` and ``z``, and has ``encode(image, meta) -> (mu, logvar)``
 and ``decode(z, meta) -> x_hat``: the interface of their base class
 :class:`VolumetricVAE`. In eval mode ``z = mu``, so
-reconstructions are deterministic. Objectives live in :mod:`sematlas.losses`.
+reconstructions are deterministic. Objectives live in :mod:`sematlas.models.losses`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The typed interface shared by every volumetric network.
 
-:class:`VolumetricVAE` declares what :class:`~sematlas.lightning.AtlasModule`,
-:class:`~sematlas.atlas.AtlasModel` and the evaluation code call on a network,
+:class:`VolumetricVAE` declares what :class:`~sematlas.training.module.AtlasModule`,
+:class:`~sematlas.inference.atlas.AtlasModel` and the evaluation code call on a network,
 so that they are type-checked against one interface instead of
 ``nn.Module.__getattr__`` (typed ``Tensor | Module``). It adds no parameters,
 buffers or sub-modules: state dicts are those of the subclasses.

@@ -12,8 +12,8 @@ Data flow of :meth:`HierarchicalVAE.forward` (sides for the 64^3 grid)::
                        z_top ++ z_low -> decoder (linear to 4^3, upsampling blocks, output layer) -> x_hat
     protected skip:    z_top -- stop-gradient --> FiLM of every upsampling block -------------^
 
-The objective is :func:`sematlas.losses.hvae_loss`; per-level KLs come from
-:func:`sematlas.losses.hierarchical_kl`.
+The objective is :func:`sematlas.models.losses.hvae_loss`; per-level KLs come from
+:func:`sematlas.models.losses.hierarchical_kl`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from sematlas.losses import hierarchical_kl
 from sematlas.models.base import VolumetricVAE
 from sematlas.models.blocks import ResidualBlock3d, channels_last, group_norm, reparameterise, run_block
 from sematlas.models.cbvae import conditional_decoder
 from sematlas.models.config import ModelConfig
+from sematlas.models.losses import hierarchical_kl
 
 # The stem and three stages halve the side down to the local features (G / 16);
 # a fourth stage reaches the global features (G / 32).
@@ -47,7 +47,7 @@ class HierarchicalVAE(VolumetricVAE):
       relative to the prior (Vahdat & Kautz, NVAE 2020), so ``KL(q(z_low|x,z_top) ||
       p(z_low|z_top)) = KL(q(u|x,z_top) || N(0, I))`` and the whole code ``[z_top, u]``
       has the prior ``N(0, I)``: prior samples, the active-unit count and the
-      traversals of :class:`~sematlas.atlas.AtlasModel` mean what they mean for a
+      traversals of :class:`~sematlas.inference.atlas.AtlasModel` mean what they mean for a
       flat model.
 
     Generative model: ``p(z_top) p(z_low | z_top) p(x | z_top, z_low)`` (a
@@ -205,7 +205,7 @@ class HierarchicalVAE(VolumetricVAE):
         dict
             ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim), top
             level first; ``kl_top``, ``kl_lower`` (B,): per-study KL of each level
-            (:func:`~sematlas.losses.hierarchical_kl`).
+            (:func:`~sematlas.models.losses.hierarchical_kl`).
         """
         mu, logvar, z = self._infer(image, sample=self.training)
         kl_top, kl_lower = hierarchical_kl(mu, logvar, self.top_dim)

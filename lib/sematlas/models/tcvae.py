@@ -1,6 +1,6 @@
 """beta-TCVAE with a Spatial Broadcast Decoder.
 
-The objective (Chen et al., NeurIPS 2018) lives in :func:`sematlas.losses.beta_tcvae_loss`;
+The objective (Chen et al., NeurIPS 2018) lives in :func:`sematlas.models.losses.beta_tcvae_loss`;
 this module is the network. The encoder is the baseline's ResNet-10-style
 encoder. The decoder is a Spatial Broadcast Decoder (Watters et al. 2019): the
 latent vector is tiled over a coarse 8^3 grid and concatenated with fixed

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.grid import Grid
-from sematlas.metadata import YEAR_RANGE
-from sematlas.params import load_params
-from sematlas.paths import ProfilePaths
-from sematlas.render import PeakRenderer
+from sematlas.core.grid import Grid
+from sematlas.core.metadata import YEAR_RANGE
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.render import PeakRenderer
+from sematlas.inference.atlas import AtlasModel
 
 #: Range of the sample-size slider (participants).
 SAMPLE_SIZE_RANGE = (5, 500)
@@ -102,7 +102,7 @@ class StudyCatalogue:
         return f"{study_id} · {int(row['year'])} · {row['task_category']} · {title}"
 
     def request(self, study_id: str) -> dict[str, Any]:
-        """The study's own metadata as a request for :meth:`sematlas.metadata.MetadataEncoder.request`."""
+        """The study's own metadata as a request for :meth:`sematlas.core.metadata.MetadataEncoder.request`."""
         row = self.studies.loc[study_id]
         sample_size = row.get("sample_size", np.nan)
         return {

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.atlas import AtlasModel
-from sematlas.ensemble import AtlasEnsemble, EnsemblePrediction
-from sematlas.metadata import YEAR_RANGE
-from sematlas.paths import ProfilePaths
-from sematlas.pointcloud import PointCloudModel
+from sematlas.core.metadata import YEAR_RANGE
+from sematlas.core.paths import ProfilePaths
+from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.training.ensemble import AtlasEnsemble, EnsemblePrediction
 from sematlas.widgets.common import (
     ConditioningControls,
     Stopwatch,
@@ -668,7 +668,7 @@ class ConfidenceExplorer(_Demo):
             self._update_3d()
 
     def _update_3d(self) -> None:
-        from sematlas.pointcloud.evaluation import view_points_3d
+        from sematlas.evaluation.pointcloud import view_points_3d
 
         if not self.show_3d.value:
             self.view_3d.value = ""

@@ -20,9 +20,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from sematlas.grid import Grid
-from sematlas.io import read_json
-from sematlas.paths import ProfilePaths
+from sematlas.core.grid import Grid
+from sematlas.core.io import read_json
+from sematlas.core.paths import ProfilePaths
 from sematlas.widgets.common import Stopwatch, profile_voxel_size
 from sematlas.widgets.display import MapRow, SliceRenderer, download_link, file_download_link, peak_voxel
 
@@ -203,7 +203,7 @@ class DiscoveryPlatform:
 
     # ------------------------------------------------------------------ hierarchy
     def _hierarchy_panel(self) -> w.Widget:
-        from sematlas.hierarchy import plot_hierarchy
+        from sematlas.analysis.hierarchy import plot_hierarchy
 
         path = self.results / "hierarchical" / "results.json"
         summary = read_json(path) if path.is_file() else {}
@@ -240,7 +240,7 @@ class DiscoveryPlatform:
         self.frechet = pd.read_parquet(frechet_path) if frechet_path.is_file() else None
         prevalence = None
         if self.assignments is not None and self.clusters is not None:
-            from sematlas.forecasting import cluster_prevalence
+            from sematlas.analysis.forecasting import cluster_prevalence
 
             names = dict(zip(self.clusters["cluster"], self.clusters["name"]))
             prevalence = cluster_prevalence(self.assignments, names)

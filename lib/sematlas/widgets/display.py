@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sematlas.grid import Grid
+from sematlas.core.grid import Grid
 
 #: Panel names of a row, in order.
 VIEWS = ("sagittal", "coronal", "axial")

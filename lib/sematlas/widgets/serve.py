@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sematlas.paths import ProfilePaths, project_root
+from sematlas.core.paths import ProfilePaths, project_root
 
 DEMOS = ("latent_slider", "counterfactual_machine", "confidence_explorer", "discovery_platform")
 

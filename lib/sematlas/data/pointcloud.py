@@ -1,0 +1,205 @@
+"""The point-cloud C-VAE's data: every study's fixed-size peak set, by split.
+
+Batches are dicts: ``{"points": (batch, n_points, 3), "weights": (batch, n_points),
+"meta": {...}, "id": [...]}``, points in the cache's scaled frame
+(:mod:`sematlas.data.pointcloud_cache`) and ``meta`` as in :mod:`sematlas.core.metadata`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sematlas.core.io import read_json
+from sematlas.core.metadata import MetadataEncoder
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.curation import SPLITS
+from sematlas.data.pointcloud_cache import PointCloudCache, load_or_build_cache
+
+
+@dataclass(frozen=True)
+class PointSplit:
+    """The studies of one split and their point sets.
+
+    Attributes
+    ----------
+    studies : DataFrame
+        One row per study, in table order.
+    points : Tensor, shape (n_studies, n_points, 3)
+        Scaled frame.
+    weights : Tensor, shape (n_studies, n_points)
+    counts : Tensor of int64, shape (n_studies,)
+        Original peak counts.
+    """
+
+    studies: pd.DataFrame
+    points: Tensor
+    weights: Tensor
+    counts: Tensor
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+
+class _Indices(Dataset[int]):
+    """Yields row indices; the collate function gathers the batch at once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def cache_path(paths: ProfilePaths) -> Path:
+    """Where a profile's point-cloud cache lives (beside the curated tables it is derived from)."""
+    return paths.processed / "pointcloud.h5"
+
+
+class PointCloudDataModule(pl.LightningDataModule):
+    """Fixed-size peak sets of the Neurosynth studies, by split.
+
+    Parameters
+    ----------
+    processed_dir : Path
+        ``data/processed/<profile>`` written by the curation stage.
+    cache_file : Path
+        The HDF5 point-cloud cache (built on first use).
+    n_points : int
+    centre_mm : sequence of float
+    scale_mm : float
+        The cache's frame (see :mod:`sematlas.data.pointcloud_cache`).
+    use_subset : bool
+        The stratified development subset and its splits instead of all studies.
+    batch_size : int
+    seed : int
+        Seeds the cache's resampling and the shuffling, so reruns see identical batches.
+    """
+
+    def __init__(
+        self,
+        processed_dir: Path,
+        cache_file: Path,
+        n_points: int = 30,
+        centre_mm: tuple[float, float, float] = (0.0, -18.0, 18.0),
+        scale_mm: float = 120.0,
+        use_subset: bool = True,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.processed_dir = Path(processed_dir)
+        self.cache_file = Path(cache_file)
+        self.n_points = n_points
+        self.centre_mm = centre_mm
+        self.scale_mm = scale_mm
+        self.use_subset = use_subset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.tables: dict[str, PointSplit] = {}
+        self.encoder: MetadataEncoder | None = None
+        self.meta: dict[str, dict[str, Tensor]] = {}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], paths: ProfilePaths) -> PointCloudDataModule:
+        section = params["pointcloud"]
+        return cls(
+            paths.processed,
+            cache_path(paths),
+            n_points=section["n_points"],
+            centre_mm=tuple(section["centre_mm"]),
+            scale_mm=section["scale_mm"],
+            use_subset=params["training"]["use_subset"],
+            batch_size=section["batch_size"],
+            seed=int(params["seed"]),
+        )
+
+    @property
+    def split_column(self) -> str:
+        return "subset_split" if self.use_subset else "split"
+
+    @property
+    def train_size(self) -> int:
+        return len(self.tables["train"])
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables:
+            return
+        self.cache: PointCloudCache = load_or_build_cache(
+            self.processed_dir, self.cache_file, self.n_points, self.centre_mm, self.scale_mm, self.seed
+        )
+        studies = pd.read_parquet(self.processed_dir / "studies.parquet")
+        if self.use_subset:
+            studies = studies.loc[studies["in_subset"]]
+        for split in SPLITS:
+            rows = studies.loc[studies[self.split_column] == split].reset_index(drop=True)
+            index = self.cache.rows(rows["id"].astype(str).tolist())
+            self.tables[split] = PointSplit(
+                studies=rows,
+                points=torch.from_numpy(self.cache.points[index]),
+                weights=torch.from_numpy(self.cache.weights[index]),
+                counts=torch.from_numpy(self.cache.counts[index]),
+            )
+        manifest = read_json(self.processed_dir / "manifest.json")
+        self.encoder = MetadataEncoder(
+            categories=manifest["task_categories"], year_bin_edges=manifest["report"]["year_bin_edges"]
+        )
+        self.encoder.fit(self.tables["train"].studies)
+        self.meta = {split: self.encoder.transform(table.studies) for split, table in self.tables.items()}
+
+    def rows(self, split: str, rows: list[int]) -> dict[str, Any]:
+        """A batch of ``split`` (row indices into its table)."""
+        table = self.tables[split]
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return {
+            "points": table.points[index],
+            "weights": table.weights[index],
+            "meta": {key: value[index] for key, value in self.meta[split].items()},
+            "id": table.studies["id"].iloc[rows].astype(str).tolist(),
+        }
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of ``split``; shuffled (seeded) only when ``shuffle`` (training)."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            _Indices(len(self.tables[split])),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=partial(self._collate, split=split),
+            generator=generator,
+            num_workers=0,
+        )
+
+    def _collate(self, rows: list[int], split: str) -> dict[str, Any]:
+        return self.rows(split, rows)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+
+def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> PointCloudDataModule:
+    """The profile's point-cloud DataModule, set up (cache read or built, metadata encoder fitted on train)."""
+    datamodule = PointCloudDataModule.from_params(params, paths)
+    datamodule.setup()
+    return datamodule
+
+
+__all__ = ["PointCloudDataModule", "PointSplit", "cache_path", "make_datamodule"]

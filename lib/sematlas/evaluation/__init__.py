@@ -1,0 +1,3 @@
+"""Held-out evaluation against the linear baselines: metrics, baselines, reconstruction, generative
+quality, probes, uncertainty and the point cloud.
+"""

@@ -1,0 +1,263 @@
+"""Distribution-level quality of generated maps: precision, recall and Fréchet distance.
+
+Per-study correlations (:mod:`sematlas.evaluation.reconstruction`) say whether a model can
+reproduce a given map; they cannot say whether its *samples* look like real
+studies (precision) or cover the variety of real studies (recall). Both are
+measured here in one fixed feature space, the first principal components of the
+training maps, so every model and baseline is judged by the same ruler.
+
+- Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019): each set's
+  manifold is the union of balls around its points with radius the distance to
+  the k-th nearest neighbour within the set. Precision is the fraction of
+  generated points inside the real manifold; recall the fraction of real points
+  inside the generated manifold.
+- Fréchet distance between Gaussians fitted to the two sets (Heusel et al., 2017):
+  ``FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``.
+- The linear baseline is probabilistic PCA (Tipping & Bishop, 1999) with as many
+  components as the model has latent dimensions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import linalg
+
+if TYPE_CHECKING:
+    from sematlas.models import VolumetricVAE
+
+
+def knn_radii(features: np.ndarray, k: int = 3) -> np.ndarray:
+    """Distance of every point to its ``k``-th nearest neighbour in the same set.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, d)
+    k : int
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    if len(features) <= k:
+        raise ValueError(f"k-NN radii need more than k={k} points, got {len(features)}")
+    distances = _pairwise(features, features)
+    # Column 0 of the sorted rows is the point itself (distance 0).
+    return np.sort(distances, axis=1)[:, k]
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``(len(a), len(b))``."""
+    squared = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall of ``generated`` against ``real`` (Kynkäänniemi et al., 2019).
+
+    Parameters
+    ----------
+    real : ndarray, shape (n_real, d)
+    generated : ndarray, shape (n_generated, d)
+    k : int
+        Neighbourhood size of the manifold estimate (3 in the paper).
+
+    Returns
+    -------
+    dict
+        ``precision`` = mean over g of [exists r: ||g - r|| <= radius_k(r)];
+        ``recall`` = mean over r of [exists g: ||r - g|| <= radius_k(g)].
+    """
+    real_radii, generated_radii = knn_radii(real, k), knn_radii(generated, k)
+    distances = _pairwise(generated, real)  # (n_generated, n_real)
+    precision = (distances <= real_radii[None, :]).any(axis=1).mean()
+    recall = (distances.T <= generated_radii[None, :]).any(axis=1).mean()
+    return {"precision": float(precision), "recall": float(recall)}
+
+
+def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets, each ``(n, d)``.
+
+    See :func:`gaussian_frechet_distance`.
+    """
+    return gaussian_frechet_distance(
+        real.mean(0), np.cov(real, rowvar=False), generated.mean(0), np.cov(generated, rowvar=False)
+    )
+
+
+def gaussian_frechet_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_g: np.ndarray, cov_g: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians given by their moments, means ``(d,)`` and covariances ``(d, d)``.
+
+    ``FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))`` (Heusel et al., 2017); the
+    matrix square root's imaginary part (numerical noise from near-singular covariances) is dropped.
+    """
+    cov_r, cov_g = np.atleast_2d(cov_r), np.atleast_2d(cov_g)
+    with warnings.catch_warnings():
+        # Fewer samples than feature dimensions make the product singular; the root is still defined.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = np.real(linalg.sqrtm(cov_r @ cov_g))
+    return float(((mu_r - mu_g) ** 2).sum() + np.trace(cov_r + cov_g - 2.0 * root))
+
+
+class ProbabilisticPCA:
+    """Probabilistic PCA (Tipping & Bishop, 1999): the linear generative baseline.
+
+    ``x = mu + W z + sigma * eps`` with ``z ~ N(0, I_q)``, ``eps ~ N(0, I)``,
+    ``W = U_q (Lambda_q - sigma^2 I)^(1/2)`` and ``sigma^2`` the mean discarded variance.
+
+    Parameters
+    ----------
+    n_components : int
+        ``q``, equal to the model's latent size.
+    seed : int
+        For the randomized SVD.
+    """
+
+    def __init__(self, n_components: int, seed: int = 0) -> None:
+        self.n_components = n_components
+        self.seed = seed
+
+    def fit(self, maps: np.ndarray) -> ProbabilisticPCA:
+        """Fit on training maps ``(n_train, n_voxels)``."""
+        from sklearn.decomposition import PCA
+
+        q = min(self.n_components, maps.shape[0] - 1, maps.shape[1])
+        pca = PCA(n_components=q, svd_solver="randomized", random_state=self.seed).fit(maps)
+        self.mean_ = pca.mean_
+        self.noise_variance_ = float(pca.noise_variance_)
+        scale = np.sqrt(np.maximum(pca.explained_variance_ - self.noise_variance_, 0.0))
+        self.loadings_ = pca.components_.T * scale[None, :]  # W, (n_voxels, q)
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` maps ``(n, n_voxels)`` drawn from the fitted model."""
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n, self.loadings_.shape[1]))
+        noise = rng.standard_normal((n, self.loadings_.shape[0])) * np.sqrt(self.noise_variance_)
+        return self.mean_[None, :] + z @ self.loadings_.T + noise
+
+
+@torch.no_grad()
+def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) -> torch.Tensor:
+    """One map per study of ``split``, decoded from a prior sample with that study's metadata.
+
+    Parameters
+    ----------
+    model : VolumetricVAE
+        A trained network (``AtlasModule.model``); unconditional ones ignore the metadata.
+    datamodule : NeurosynthDataModule
+        Set up.
+    split : str
+    seed : int
+
+    Returns
+    -------
+    Tensor, shape (n_studies, n_mask_voxels)
+        The widest-kernel channel inside the brain mask, as in
+        :func:`sematlas.evaluation.reconstruction.collect_outputs`.
+    """
+    from sematlas.evaluation.reconstruction import native_widest
+
+    model.eval()
+    mask = torch.from_numpy(datamodule.grid.mask())
+    meta = datamodule.meta[split]
+    generator = torch.Generator().manual_seed(seed)
+    z_dim = int(model.config.z_dim)
+    chunks = []
+    n = len(meta["cond"])
+    for start in range(0, n, datamodule.batch_size):
+        rows = slice(start, min(start + datamodule.batch_size, n))
+        batch_meta = {key: value[rows] for key, value in meta.items()}
+        z = torch.randn(len(batch_meta["cond"]), z_dim, generator=generator)
+        chunks.append(native_widest(model.decode(z, batch_meta), mask))
+    return torch.cat(chunks)
+
+
+def generative_quality(
+    real: np.ndarray,
+    train: np.ndarray,
+    samples: Mapping[str, np.ndarray],
+    n_features: int = 64,
+    k: int = 3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Precision, recall and Fréchet distance of every sample set against held-out real maps.
+
+    Parameters
+    ----------
+    real : ndarray, shape (n_real, n_voxels)
+        Held-out maps.
+    train : ndarray, shape (n_train, n_voxels)
+        Training maps: they fit the feature space (PCA with ``n_features`` components).
+    samples : mapping of str to ndarray, shape (n, n_voxels)
+        Generated maps per method (models and baselines).
+    n_features, k, seed : int
+
+    Returns
+    -------
+    DataFrame
+        One row per method: ``method``, ``precision``, ``recall``, ``frechet_distance``, ``n``.
+    """
+    from sematlas.evaluation.reconstruction import PCABaseline
+
+    space = PCABaseline(n_features, seed).fit(train)
+    real_features = space.transform(real)
+    rows = []
+    for method, maps in samples.items():
+        features = space.transform(maps)
+        rows.append(
+            {
+                "method": method,
+                **precision_recall(real_features, features, k),
+                "frechet_distance": frechet_distance(real_features, features),
+                "n": len(maps),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def evaluate_generation(
+    models: Mapping[str, VolumetricVAE],
+    datamodule: Any,
+    train_maps: torch.Tensor,
+    evaluation: Mapping[str, Any],
+    z_dim: int,
+    seed: int,
+    split: str = "test",
+) -> pd.DataFrame:
+    """Generative quality of every model next to probabilistic PCA and real training maps.
+
+    Parameters
+    ----------
+    models : mapping of str to VolumetricVAE
+        Trained networks by variant.
+    datamodule : NeurosynthDataModule
+        Set up; ``split`` holds the real maps.
+    train_maps : Tensor, shape (n_train, C, n_mask_voxels)
+        The training sample (:func:`sematlas.evaluation.reconstruction.training_sample`): it fits PPCA
+        and the feature space.
+    evaluation : mapping
+        The ``evaluation`` parameters (``prd_features``, ``prd_k``).
+    z_dim : int
+        PPCA's number of components (the models' latent size).
+    seed : int
+    split : str
+
+    Returns
+    -------
+    DataFrame
+        As :func:`generative_quality`, with ``ppca`` (the linear baseline) and
+        ``training_maps`` (real maps of the training split: the ceiling) as methods.
+    """
+    real = datamodule.all_images(split)[:, -1].numpy()
+    train = train_maps[:, -1].numpy()
+    rng = np.random.default_rng(seed)
+    samples = {name: prior_samples(model, datamodule, split, seed).numpy() for name, model in models.items()}
+    samples["ppca"] = ProbabilisticPCA(z_dim, seed).fit(train).sample(len(real), seed)
+    samples["training_maps"] = train[rng.choice(len(train), size=min(len(real), len(train)), replace=False)]
+    return generative_quality(real, train, samples, int(evaluation["prd_features"]), int(evaluation["prd_k"]), seed)

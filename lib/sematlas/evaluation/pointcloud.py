@@ -1,0 +1,438 @@
+"""Held-out evaluation of the point-cloud C-VAE, in millimetres, and its figures.
+
+Every study of the test split is compared, as its cached ``n_points``-point set
+with its point weights (the target), with:
+
+- **reconstruction**: the posterior mean decoded with the study's metadata;
+- **resample noise floor**: the study's own peaks normalised again with another
+  seed (what the fixed set size alone costs; 0 for studies with at most
+  ``n_points`` peaks, whose weighted set is unchanged);
+- **nearest training study**: the training study closest to the target by
+  Chamfer distance in raw point space (latent-free retrieval);
+- **conditional generation**: prior samples decoded with the study's metadata
+  alone, against the **category pool**: points drawn from the pooled peaks of
+  the training studies of the same task category.
+
+Metrics (:func:`chamfer_mm`, :func:`emd_mm`) are in mm: a set shifted by 10 mm
+is 10 mm away under both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from sematlas.data.pointcloud import PointCloudDataModule
+from sematlas.data.pointcloud_cache import normalise_studies
+from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.models.losses import chamfer_distance, sinkhorn_divergence
+
+#: Entropic blur of the EMD metric (mm): far below the few-mm precision of reported peaks,
+#: so the debiased Sinkhorn divergence is the earth mover's distance to a fraction of a mm.
+EMD_BLUR_MM = 0.5
+#: eps-scaling ratio of the metric's Sinkhorn solver (closer to 1: more iterations, more exact).
+EMD_SCALING = 0.9
+#: Bound on the pairwise-distance elements held at once by the retrieval baseline.
+_MAX_ELEMENTS = 20_000_000
+
+
+def chamfer_mm(a: Tensor, b: Tensor, weights_a: Tensor | None = None, weights_b: Tensor | None = None) -> Tensor:
+    """Chamfer distance in mm: the mean of the two directed weighted-mean nearest-neighbour distances.
+
+    ``0.5 * CD`` of :func:`sematlas.models.losses.chamfer_distance` with unsquared
+    distances, so that a copy of a set shifted by ``t`` mm (farther than ``t``
+    from its other points) is ``t`` mm away.
+
+    Parameters
+    ----------
+    a : Tensor, shape (batch, n, 3)
+    b : Tensor, shape (batch, m, 3)
+        MNI mm.
+    weights_a, weights_b : Tensor, shape (batch, n) / (batch, m), optional
+
+    Returns
+    -------
+    Tensor, shape (batch,)
+    """
+    return 0.5 * chamfer_distance(a, b, weights_a, weights_b, squared=False)
+
+
+def emd_mm(a: Tensor, b: Tensor, weights_a: Tensor | None = None, weights_b: Tensor | None = None) -> Tensor:
+    """Earth mover's distance in mm: the debiased Sinkhorn divergence with ``p = 1`` and a 0.5 mm blur.
+
+    Parameters
+    ----------
+    a, b : Tensor, shape (batch, n, 3) / (batch, m, 3)
+        MNI mm.
+    weights_a, weights_b : Tensor, optional
+
+    Returns
+    -------
+    Tensor, shape (batch,)
+    """
+    return sinkhorn_divergence(a, b, weights_a, weights_b, blur=EMD_BLUR_MM, p=1, scaling=EMD_SCALING)
+
+
+def set_metrics(
+    prediction: Tensor,
+    target: Tensor,
+    prediction_weights: Tensor | None = None,
+    target_weights: Tensor | None = None,
+    chunk: int = 256,
+) -> dict[str, np.ndarray]:
+    """``chamfer_mm`` and ``emd_mm`` of paired sets, in chunks.
+
+    Parameters
+    ----------
+    prediction, target : Tensor, shape (n, n_points, 3)
+        MNI mm.
+    prediction_weights, target_weights : Tensor, shape (n, n_points), optional
+
+    Returns
+    -------
+    dict
+        ``chamfer_mm`` and ``emd_mm``, ndarrays of shape (n,).
+    """
+    parts: dict[str, list[Tensor]] = {"chamfer_mm": [], "emd_mm": []}
+    for start in range(0, len(prediction), chunk):
+        part = slice(start, start + chunk)
+        wp = None if prediction_weights is None else prediction_weights[part]
+        wt = None if target_weights is None else target_weights[part]
+        parts["chamfer_mm"].append(chamfer_mm(prediction[part], target[part], wp, wt))
+        parts["emd_mm"].append(emd_mm(prediction[part], target[part], wp, wt))
+    return {name: torch.cat(values).numpy() for name, values in parts.items()}
+
+
+def nearest_by_chamfer(query: Tensor, query_weights: Tensor, pool: Tensor, pool_weights: Tensor) -> np.ndarray:
+    """For each query set, the pool set with the smallest :func:`chamfer_mm` (an exhaustive search).
+
+    Parameters
+    ----------
+    query : Tensor, shape (q, n_points, 3)
+    query_weights : Tensor, shape (q, n_points)
+    pool : Tensor, shape (N, n_points, 3)
+    pool_weights : Tensor, shape (N, n_points)
+
+    Returns
+    -------
+    ndarray of int64, shape (q,)
+        Row indices into ``pool``.
+    """
+    n_pool, n_points = pool.shape[:2]
+    chunk = max(1, _MAX_ELEMENTS // (n_pool * n_points * n_points))
+    found = []
+    for start in range(0, len(query), chunk):
+        q = query[start : start + chunk]
+        c = len(q)
+        a = q[:, None].expand(c, n_pool, n_points, 3).reshape(c * n_pool, n_points, 3)
+        wa = query_weights[start : start + chunk][:, None].expand(c, n_pool, n_points).reshape(c * n_pool, n_points)
+        b = pool[None].expand(c, n_pool, n_points, 3).reshape(c * n_pool, n_points, 3)
+        wb = pool_weights[None].expand(c, n_pool, n_points).reshape(c * n_pool, n_points)
+        found.append(chamfer_mm(a, b, wa, wb).view(c, n_pool).argmin(dim=1))
+    return torch.cat(found).numpy()
+
+
+def category_pool_samples(
+    pool_points: np.ndarray,
+    pool_weights: np.ndarray,
+    pool_categories: Sequence[str],
+    categories: Sequence[str],
+    n_samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Point sets drawn from the pooled training peaks of each requested task category.
+
+    Each draw takes ``n_points`` distinct pooled points with probability
+    proportional to their weight divided by the category's number of studies, so
+    every study and, within a study, every peak counts equally. A category
+    without training studies draws from all training studies.
+
+    Parameters
+    ----------
+    pool_points : ndarray, shape (N, n_points, 3)
+        Training sets (any frame).
+    pool_weights : ndarray, shape (N, n_points)
+    pool_categories : sequence of str, length N
+    categories : sequence of str, length T
+        The category of each output row.
+    n_samples : int
+    rng : numpy Generator
+
+    Returns
+    -------
+    ndarray, shape (T, n_samples, n_points, 3)
+    """
+    n_points = pool_points.shape[1]
+    labels = np.asarray(pool_categories)
+    out = np.empty((len(categories), n_samples, n_points, 3), dtype=pool_points.dtype)
+    for row, category in enumerate(categories):
+        members = labels == category
+        if not members.any():
+            members = np.ones(len(labels), dtype=bool)
+        points = pool_points[members].reshape(-1, 3)
+        probability = pool_weights[members].reshape(-1).astype(np.float64)
+        probability /= probability.sum()
+        for sample in range(n_samples):
+            out[row, sample] = points[rng.choice(len(points), n_points, replace=False, p=probability)]
+    return out
+
+
+def _summary(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {
+        f"{name}_{stat}": float(getattr(np, stat)(array))
+        for name, array in values.items()
+        for stat in ("median", "mean")
+    }
+
+
+@dataclass(frozen=True)
+class PointCloudEvaluation:
+    """Results of :func:`evaluate_pointcloud`.
+
+    Attributes
+    ----------
+    results : dict
+        Summaries for ``test_results.json``.
+    per_study : DataFrame
+        One row per test study: id, category, peak count, every method's metrics, the retrieved training id.
+    points : dict of ndarray
+        MNI mm sets per method, for figures: ``input``, ``reconstruction``, ``resampled``, ``nearest_training``
+        (n_test, n_points, 3); ``generated`` and ``category_pool`` (n_test, n_samples, n_points, 3);
+        and ``input_weights`` (n_test, n_points).
+    """
+
+    results: dict[str, Any]
+    per_study: pd.DataFrame
+    points: dict[str, np.ndarray]
+
+
+@torch.no_grad()
+def evaluate_pointcloud(
+    model: PointCloudModel, datamodule: PointCloudDataModule, peaks: pd.DataFrame, n_samples: int, seed: int
+) -> PointCloudEvaluation:
+    """Reconstruction and conditional generation on the test split against the baselines.
+
+    Parameters
+    ----------
+    model : PointCloudModel
+    datamodule : PointCloudDataModule
+        Set up; its test and training splits are used.
+    peaks : DataFrame
+        The curated peak table (``id``, ``x``, ``y``, ``z``), for the resampling baseline.
+    n_samples : int
+        Prior samples (and category-pool draws) per test study; metrics average over them.
+    seed : int
+        Seeds the prior samples, the pool draws; the resampling baseline uses ``seed + 1``
+        where the cache used ``seed``.
+
+    Returns
+    -------
+    PointCloudEvaluation
+    """
+    test, train = datamodule.tables["test"], datamodule.tables["train"]
+    target = model.to_mm(test.points.to(model.device)).cpu()
+    weights = test.weights
+    meta = datamodule.meta["test"]
+    n_samples = max(int(n_samples), 1)
+
+    reconstruction = model.decode(model.encode(target, meta), meta).cpu()
+    ids = test.studies["id"].astype(str).tolist()
+    resampled_np, resampled_weights_np, _ = normalise_studies(ids, peaks, datamodule.n_points, seed + 1)
+    resampled, resampled_weights = torch.from_numpy(resampled_np), torch.from_numpy(resampled_weights_np)
+    train_mm = model.to_mm(train.points.to(model.device)).cpu()
+    nearest = nearest_by_chamfer(target, weights, train_mm, train.weights)
+
+    generator = torch.Generator().manual_seed(seed)
+    generated = model.generate(meta, n_samples=n_samples, generator=generator).cpu()
+    pool = category_pool_samples(
+        train_mm.numpy(),
+        train.weights.numpy(),
+        train.studies["task_category"].tolist(),
+        test.studies["task_category"].tolist(),
+        n_samples,
+        np.random.default_rng(seed),
+    )
+
+    def repeated(x: Tensor) -> Tensor:
+        return x.repeat_interleave(n_samples, dim=0)
+
+    def sample_mean(metrics: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: values.reshape(-1, n_samples).mean(axis=1) for name, values in metrics.items()}
+
+    flat = (-1, datamodule.n_points, 3)
+    methods = {
+        "reconstruction/model": set_metrics(reconstruction, target, None, weights),
+        "reconstruction/resample_noise_floor": set_metrics(resampled, target, resampled_weights, weights),
+        "reconstruction/nearest_training_study": set_metrics(
+            train_mm[nearest], target, train.weights[nearest], weights
+        ),
+        "conditional_generation/model": sample_mean(
+            set_metrics(generated.reshape(flat), repeated(target), None, repeated(weights))
+        ),
+        "conditional_generation/category_pool": sample_mean(
+            set_metrics(torch.from_numpy(pool).reshape(flat), repeated(target), None, repeated(weights))
+        ),
+    }
+    per_study = pd.DataFrame(
+        {
+            "id": ids,
+            "task_category": test.studies["task_category"].to_numpy(),
+            "n_peaks": test.counts.numpy(),
+            "nearest_training_id": train.studies["id"].astype(str).to_numpy()[nearest],
+        }
+    )
+    for method, metrics in methods.items():
+        for name, values in metrics.items():
+            per_study[f"{method.replace('/', '_')}_{name}"] = values
+    results: dict[str, Any] = {
+        "units": "mm",
+        "n_test": len(test),
+        "n_train": len(train),
+        "n_points": datamodule.n_points,
+        "n_prior_samples": n_samples,
+        "z_dim": model.z_dim,
+        "emd_blur_mm": EMD_BLUR_MM,
+        "reconstruction": {},
+        "conditional_generation": {},
+    }
+    for method, metrics in methods.items():
+        task, name = method.split("/")
+        results[task][name] = _summary(metrics)
+    results["reconstruction"]["model_beats_nearest_training_fraction"] = float(
+        np.mean(
+            methods["reconstruction/model"]["chamfer_mm"]
+            < methods["reconstruction/nearest_training_study"]["chamfer_mm"]
+        )
+    )
+    results["conditional_generation"]["model_beats_category_pool_fraction"] = float(
+        np.mean(
+            methods["conditional_generation/model"]["chamfer_mm"]
+            < methods["conditional_generation/category_pool"]["chamfer_mm"]
+        )
+    )
+    points = {
+        "input": target.numpy(),
+        "input_weights": weights.numpy(),
+        "reconstruction": reconstruction.numpy(),
+        "resampled": resampled_np,
+        "nearest_training": train_mm[nearest].numpy(),
+        "generated": generated.numpy(),
+        "category_pool": pool,
+    }
+    return PointCloudEvaluation(results=results, per_study=per_study, points=points)
+
+
+@torch.no_grad()
+def pointcloud_latents(model: PointCloudModel, datamodule: PointCloudDataModule) -> pd.DataFrame:
+    """Posterior means of every study of every split.
+
+    In the layout of :func:`sematlas.evaluation.reconstruction.latents_table`.
+
+    Returns
+    -------
+    DataFrame
+        ``id``, ``split``, ``z_00`` ..., ``logvar_mean``.
+    """
+    frames = []
+    for split, table in datamodule.tables.items():
+        mu, logvar = model.network.encode(table.points.to(model.device), datamodule.meta[split])
+        frame = pd.DataFrame(mu.cpu().numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
+        frame.insert(0, "split", split)
+        frame.insert(0, "id", table.studies["id"].astype(str).to_numpy())
+        frame["logvar_mean"] = logvar.mean(1).cpu().numpy()
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def results_frame(results: Mapping[str, Any]) -> pd.DataFrame:
+    """``test_results.json`` as a table: one row per (task, method), median and mean Chamfer and EMD in mm."""
+    rows = [
+        {"task": task, "method": method, **values}
+        for task in ("reconstruction", "conditional_generation")
+        for method, values in results[task].items()
+        if isinstance(values, Mapping)
+    ]
+    return pd.DataFrame(rows).set_index(["task", "method"])
+
+
+def plot_metric_comparison(results: Mapping[str, Any]) -> Figure:
+    """Median Chamfer and EMD (mm) of the model and the baselines, one panel per task (lower is better)."""
+    import matplotlib.pyplot as plt
+
+    table = results_frame(results)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), squeeze=False)
+    for ax, task in zip(axes[0], ("reconstruction", "conditional_generation")):
+        frame = table.loc[task]
+        y = np.arange(len(frame))
+        ax.barh(y - 0.2, frame["chamfer_mm_median"], height=0.4, label="Chamfer")
+        ax.barh(y + 0.2, frame["emd_mm_median"], height=0.4, label="EMD")
+        ax.set_yticks(y, [m.replace("_", " ") for m in frame.index])
+        ax.set(title=f"{task.replace('_', ' ')} (test, median)", xlabel="mm (lower is better)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_glass_brain_points(sets: Mapping[str, np.ndarray], titles: Sequence[str]) -> Figure:
+    """Point sets over a glass brain: one row per study, sets overlaid in colours (static, matplotlib).
+
+    Parameters
+    ----------
+    sets : mapping
+        Label -> ndarray, shape (n_studies, n_points, 3), MNI mm. The first set is drawn largest.
+    titles : sequence of str
+        One per study.
+    """
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    colours = ["black", "tab:red", "tab:blue", "tab:green"]
+    n = len(titles)
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.6 * n), squeeze=False)
+    for row, title in enumerate(titles):
+        display = plotting.plot_glass_brain(None, display_mode="ortho", axes=axes[row, 0], title=title, annotate=False)
+        for (label, points), colour, size in zip(sets.items(), colours, (40, 18, 18, 18)):
+            display.add_markers(points[row], marker_color=colour, marker_size=size, label=label)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=label) for label, c in zip(sets, colours)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(sets), fontsize=9, frameon=False)
+    fig.subplots_adjust(bottom=0.3 / n)
+    return fig
+
+
+def view_points_3d(sets: Mapping[str, np.ndarray], sizes: Sequence[float] = (8.0, 5.0, 5.0, 5.0)) -> Any:
+    """Interactive 3-D view of point sets over a glass brain (nilearn ``view_markers``; plotly.js is
+    embedded, so it works offline).
+
+    Parameters
+    ----------
+    sets : mapping
+        Label -> ndarray, shape (n_points, 3), MNI mm. Colours: black, red, blue, green in order.
+
+    Returns
+    -------
+    nilearn.plotting.html_connectome.ConnectomeView
+        Displays inline in a notebook; ``.save_as_html(path)`` writes a standalone page.
+    """
+    from nilearn import plotting
+
+    colours = ["black", "red", "blue", "green"]
+    coords = np.concatenate([np.asarray(points) for points in sets.values()])
+    colour = [c for points, c in zip(sets.values(), colours) for _ in range(len(points))]
+    size = [s for points, s in zip(sets.values(), sizes) for _ in range(len(points))]
+    labels = [label for label, points in sets.items() for _ in range(len(points))]
+    return plotting.view_markers(
+        coords,
+        marker_color=colour,
+        marker_size=size,
+        marker_labels=labels,
+        title=" / ".join(f"{label} ({c})" for label, c in zip(sets, colours)),
+        title_fontsize=12,
+    )

@@ -1,0 +1,475 @@
+"""The one LightningModule that trains every volumetric variant, and its weight schedules.
+
+:class:`AtlasModule` wraps a network from :func:`sematlas.models.build_model`
+and the matching objective from :mod:`sematlas.models.losses`. Training-time KL
+weights follow schedules (:func:`beta_at`, :func:`beta_tc_at`); validation
+always uses the end-of-schedule weights, so ``val/loss`` measures the same
+objective every epoch and can drive checkpoint selection.
+
+Batches follow the data contract of :mod:`sematlas.data.datamodule`:
+``{"image": (B, C, G, G, G), "meta": {"cond", "sparse", "sparse_mask",
+"year_bin", "task"}, "id": list[str]}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.utilities.data import AttributeDict
+from torch import Tensor
+
+from sematlas.models import GradientReversal, ModelConfig, VolumetricVAE, build_model
+from sematlas.models.losses import beta_tcvae_loss, cbvae_loss, gaussian_kl_per_dim, hvae_loss, vae_loss
+
+BetaSchedule = Literal["constant", "linear", "cyclical"]
+BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cyclical")
+LRSchedule = Literal["constant", "cosine_restarts"]
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine_restarts")
+
+# A latent unit is active when its posterior mean varies across the data by
+# more than this (Burda et al. 2016).
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def beta_at(
+    epoch: float,
+    schedule: BetaSchedule,
+    beta_max: float,
+    warmup_epochs: float = 0.0,
+    cycle_epochs: float = 10.0,
+    cycle_ratio: float = 0.5,
+) -> float:
+    """KL weight at a (fractional) epoch.
+
+    - ``constant``: ``beta_max``.
+    - ``linear``: warm-up ``beta_max * min(1, epoch / warmup_epochs)`` (Bowman et al. 2016).
+    - ``cyclical`` (Fu et al. 2019): within each cycle of ``cycle_epochs``, with
+      ``tau = (epoch mod cycle_epochs) / cycle_epochs``,
+      ``beta = beta_max * min(1, tau / cycle_ratio)``: a linear ramp over the
+      first ``cycle_ratio`` of the cycle, then ``beta_max``.
+
+    Parameters
+    ----------
+    epoch : float
+        Epochs done, fractional within an epoch.
+    schedule : {"constant", "linear", "cyclical"}
+    beta_max : float
+        Final (or plateau) weight.
+    warmup_epochs : float
+        Length of the ``linear`` ramp; 0 means no ramp.
+    cycle_epochs : float
+        Cycle length of ``cyclical``.
+    cycle_ratio : float
+        Fraction of each cycle spent ramping, in (0, 1].
+
+    Returns
+    -------
+    float
+    """
+    if schedule == "constant":
+        return float(beta_max)
+    if schedule == "linear":
+        return float(beta_max) if warmup_epochs <= 0 else float(beta_max * min(1.0, epoch / warmup_epochs))
+    if schedule == "cyclical":
+        tau = math.fmod(epoch, cycle_epochs) / cycle_epochs
+        return float(beta_max * min(1.0, tau / cycle_ratio))
+    raise ValueError(f"beta schedule must be one of {BETA_SCHEDULES}, got {schedule!r}")
+
+
+def beta_tc_at(epoch: float, target: float = 6.0, annealing_epochs: float = 0.0) -> float:
+    """Total-correlation weight: linear from 0 at epoch 0 to ``target`` at ``annealing_epochs``, then constant.
+
+    Parameters
+    ----------
+    epoch : float
+        Epochs done, fractional within an epoch.
+    target : float
+        Final weight ``beta_tc``.
+    annealing_epochs : float
+        Length of the ramp; 0 means ``target`` from the start.
+
+    Returns
+    -------
+    float
+    """
+    if annealing_epochs <= 0:
+        return float(target)
+    return float(target * min(1.0, epoch / annealing_epochs))
+
+
+def lr_at(
+    epoch: float, schedule: LRSchedule, lr_max: float, cycle_epochs: float = 1.0, min_ratio: float = 0.0
+) -> float:
+    """Learning rate at a (fractional) epoch.
+
+    - ``constant``: ``lr_max``.
+    - ``cosine_restarts`` (SGDR, Loshchilov & Hutter 2017; the schedule of snapshot
+      ensembles, Huang et al. 2017): with ``tau = (epoch mod cycle_epochs) / cycle_epochs``
+      and ``lr_min = min_ratio * lr_max``,
+      ``lr = lr_min + 0.5 * (lr_max - lr_min) * (1 + cos(pi * tau))``: ``lr_max`` at the
+      start of every cycle, annealed towards ``lr_min`` at its end, where the
+      model sits in a local minimum worth keeping as a snapshot.
+
+    Parameters
+    ----------
+    epoch : float
+        Epochs done, fractional within an epoch.
+    schedule : {"constant", "cosine_restarts"}
+    lr_max : float
+    cycle_epochs : float
+        Cycle length of ``cosine_restarts``.
+    min_ratio : float
+        ``lr_min / lr_max`` in [0, 1).
+
+    Returns
+    -------
+    float
+    """
+    if schedule == "constant":
+        return float(lr_max)
+    if schedule == "cosine_restarts":
+        tau = math.fmod(epoch, cycle_epochs) / cycle_epochs
+        lr_min = min_ratio * lr_max
+        return float(lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * tau)))
+    raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+
+
+def balanced_accuracy(pred: Tensor, target: Tensor) -> float:
+    """Mean per-class recall over the classes present in ``target`` (chance = 1 / n_classes).
+
+    Parameters
+    ----------
+    pred, target : Tensor of int, shape (n,)
+
+    Returns
+    -------
+    float
+        NaN when ``target`` is empty.
+    """
+    recalls = [(pred[target == c] == c).float().mean() for c in torch.unique(target)]
+    return float(torch.stack(recalls).mean()) if recalls else math.nan
+
+
+def _pad_mask(mask: Tensor | np.ndarray | None, grid_size: int) -> Tensor:
+    """Brain mask on the padded grid: a native-grid mask goes at the low corner; ``None`` is all True."""
+    padded = torch.zeros((grid_size,) * 3, dtype=torch.bool)
+    if mask is None:
+        return ~padded
+    mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).bool().cpu()
+    if mask.ndim != 3 or any(s > grid_size for s in mask.shape):
+        raise ValueError(f"mask must be 3-D and fit in the {grid_size}^3 grid, got shape {tuple(mask.shape)}")
+    padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    return padded
+
+
+class AtlasModule(pl.LightningModule):
+    """Trains a ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` network on brain maps.
+
+    Parameters
+    ----------
+    config : ModelConfig or mapping
+        Architecture (a mapping is validated by :meth:`ModelConfig.from_dict`).
+        Saved as plain data in the hyperparameters, so
+        ``AtlasModule.load_from_checkpoint(path)`` rebuilds the network.
+    mask : Tensor or ndarray of bool, optional
+        Brain mask, shape ``(G, G, G)`` (or the native grid, placed at the low
+        corner). Only voxels inside count in the reconstruction loss. Kept as a
+        buffer (saved with the weights, not in the hyperparameters); ``None``
+        counts every voxel (and is what a checkpoint is loaded with before its
+        saved mask is restored).
+    dataset_size : int, optional
+        Number of training studies ``N``; required by ``tcvae_sbd`` (the
+        minibatch-weighted-sampling estimator of ``q(z)``).
+    lr : float
+        AdamW learning rate (the maximum of a cyclical schedule).
+    weight_decay : float
+        AdamW decoupled weight decay.
+    beta : float
+        KL weight of ``baseline``/``cbvae`` (the schedule's maximum); for
+        ``cbvae`` it also prices the imputed sparse fields (``imputation_kl``);
+        for ``hvae`` it weights the lower level's KL.
+    beta_schedule : {"constant", "linear", "cyclical"}
+        See :func:`beta_at`.
+    beta_warmup_epochs : float
+        Ramp length of the ``linear`` schedule.
+    beta_cycle_epochs, beta_cycle_ratio : float
+        Cycle length and ramp fraction of the ``cyclical`` schedule.
+    beta_tc_target : float
+        Final total-correlation weight of ``tcvae_sbd``.
+    beta_tc_annealing_epochs : float
+        Epochs of the linear warm-up of ``beta_tc`` from 0 (see :func:`beta_tc_at`).
+    alpha, gamma : float
+        ``tcvae_sbd`` weights of the mutual information and dimension-wise KL.
+    imputation_weight, year_weight : float
+        ``cbvae`` weights of the imputation NLL and the adversarial year cross-entropy.
+    top_beta : float
+        ``hvae`` KL weight of the top level; it follows the same schedule and KL
+        controller multiplier as ``beta``.
+    lr_schedule : {"constant", "cosine_restarts"}
+        See :func:`lr_at`; set before every training batch, from the fractional
+        epoch, so a resumed run continues on the same curve.
+    lr_cycle_epochs, lr_min_ratio : float
+        Cycle length and ``lr_min / lr`` of ``cosine_restarts``.
+
+    Notes
+    -----
+    Logged: ``train/*`` and ``val/*`` for ``loss`` and every term (per study;
+    the TCVAE's batch sums are divided by the batch size), ``train/kl_share``,
+    ``beta``, ``top_beta`` (``hvae``), ``beta_tc`` (``tcvae_sbd``), ``grl_lambda``
+    (``cbvae``), ``lr`` (cyclical schedule), and at the end of validation
+    ``val/active_units``, ``val/kl_per_active_dim`` and ``val/year_balanced_accuracy`` (``cbvae``).
+    """
+
+    # Buffers, registered in __init__.
+    mask: Tensor
+    beta_multiplier: Tensor
+
+    def __init__(
+        self,
+        config: ModelConfig | Mapping[str, Any],
+        mask: Tensor | np.ndarray | None = None,
+        dataset_size: int | None = None,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        beta: float = 1.0,
+        beta_schedule: BetaSchedule = "constant",
+        beta_warmup_epochs: float = 0.0,
+        beta_cycle_epochs: float = 10.0,
+        beta_cycle_ratio: float = 0.5,
+        beta_tc_target: float = 6.0,
+        beta_tc_annealing_epochs: float = 0.0,
+        alpha: float = 1.0,
+        gamma: float = 1.0,
+        imputation_weight: float = 1.0,
+        year_weight: float = 1.0,
+        top_beta: float = 1.0,
+        lr_schedule: LRSchedule = "constant",
+        lr_cycle_epochs: float = 1.0,
+        lr_min_ratio: float = 0.0,
+    ) -> None:
+        super().__init__()
+        model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if lr_cycle_epochs <= 0 or not 0.0 <= lr_min_ratio < 1.0:
+            raise ValueError(
+                f"need lr_cycle_epochs > 0 and lr_min_ratio in [0, 1), got {lr_cycle_epochs!r}, {lr_min_ratio!r}"
+            )
+        if model_config.variant == "tcvae_sbd" and (dataset_size is None or dataset_size < 1):
+            raise ValueError("tcvae_sbd needs dataset_size (the number of training studies)")
+        # Hyperparameters must be plain data: the local `config` is what
+        # save_hyperparameters records, so checkpoints and hparams.yaml stay readable.
+        config = model_config.to_dict()
+        self.save_hyperparameters(ignore=["mask"])
+        self.config = model_config
+        self.model: VolumetricVAE = build_model(model_config)
+        self.register_buffer("mask", _pad_mask(mask, model_config.grid_size))
+        # Raised by KLController; a buffer so that it is checkpointed and resumed.
+        self.register_buffer("beta_multiplier", torch.tensor(1.0))
+        self._val_year: list[tuple[Tensor, Tensor]] = []
+        self._val_latent: list[tuple[Tensor, Tensor]] = []
+
+    # ---- weights ---------------------------------------------------------------------------------
+
+    @property
+    def _hp(self) -> AttributeDict:
+        """The saved hyperparameters, attribute access (``self.hparams``, which Lightning types as a mapping)."""
+        return cast(AttributeDict, self.hparams)
+
+    @property
+    def uses_beta(self) -> bool:
+        """Whether the objective has a single KL weight ``beta`` (not the TCVAE's decomposition)."""
+        return self.config.variant != "tcvae_sbd"
+
+    def loss_weights(self, epoch: float | None) -> dict[str, float]:
+        """Weights of the KL terms at a (fractional) epoch; ``None`` gives the end-of-schedule weights.
+
+        Parameters
+        ----------
+        epoch : float or None
+
+        Returns
+        -------
+        dict
+            ``beta`` and ``top_beta`` (each times the KL controller's multiplier) and ``beta_tc``.
+        """
+        hp = self._hp
+        multiplier = float(self.beta_multiplier)
+        if epoch is None:
+            return {"beta": hp.beta * multiplier, "top_beta": hp.top_beta * multiplier, "beta_tc": hp.beta_tc_target}
+        # The top level's weight follows beta's schedule: the same fraction of its own maximum.
+        ramp = beta_at(epoch, hp.beta_schedule, 1.0, hp.beta_warmup_epochs, hp.beta_cycle_epochs, hp.beta_cycle_ratio)
+        return {
+            "beta": hp.beta * ramp * multiplier,
+            "top_beta": hp.top_beta * ramp * multiplier,
+            "beta_tc": beta_tc_at(epoch, hp.beta_tc_target, hp.beta_tc_annealing_epochs),
+        }
+
+    def _epoch_position(self, batch_idx: int) -> float:
+        """Fractional epoch of a training batch, so schedules move within an epoch."""
+        n_batches = self.trainer.num_training_batches
+        fraction = batch_idx / n_batches if math.isfinite(n_batches) and n_batches > 0 else 0.0
+        return self.current_epoch + fraction
+
+    # ---- objective -------------------------------------------------------------------------------
+
+    def compute_loss(
+        self, out: Mapping[str, Tensor], image: Tensor, meta: Mapping[str, Tensor], weights: Mapping[str, float]
+    ) -> dict[str, Tensor]:
+        """Per-study loss terms (float32) of the variant.
+
+        Parameters
+        ----------
+        out : mapping
+            The network's forward output.
+        image : Tensor, shape (B, C, G, G, G)
+        meta : mapping
+            The batch's metadata tensors.
+        weights : mapping
+            ``beta``, ``top_beta`` and ``beta_tc`` (see :meth:`loss_weights`).
+
+        Returns
+        -------
+        dict of scalar Tensors
+            ``loss`` and every term, plus ``kl`` (the analytic KL, also for the TCVAE).
+        """
+        hp = self._hp
+        variant = self.config.variant
+        if variant == "baseline":
+            return vae_loss(out["x_hat"], image, out["mu"], out["logvar"], weights["beta"], self.mask)
+        if variant == "cbvae":
+            return cbvae_loss(out, image, meta, weights["beta"], self.mask, hp.imputation_weight, hp.year_weight)
+        if variant == "hvae":
+            return hvae_loss(out, image, weights["top_beta"], weights["beta"], self.mask)
+        sums = beta_tcvae_loss(
+            out["x_hat"],
+            image,
+            out["z"],
+            out["mu"],
+            out["logvar"],
+            dataset_size=hp.dataset_size,
+            beta_tc=weights["beta_tc"],
+            alpha=hp.alpha,
+            gamma=hp.gamma,
+            mask=self.mask,
+        )
+        batch = image.shape[0]
+        terms = {name: value / batch for name, value in sums.items() if name != "beta_tc"}
+        terms["kl"] = gaussian_kl_per_dim(out["mu"], out["logvar"]).sum(dim=1).mean().detach()
+        return terms
+
+    def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The network's forward pass (see :mod:`sematlas.models`)."""
+        return self.model(image, meta)
+
+    def _log_terms(self, stage: str, terms: Mapping[str, Tensor], batch_size: int) -> None:
+        on_step = stage == "train"
+        for name, value in terms.items():
+            self.log(
+                f"{stage}/{name}",
+                value.detach(),
+                on_step=on_step,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+            )
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """One optimisation step; returns ``loss`` and the detached ``kl_share`` for :class:`KLController`."""
+        image, meta = batch["image"], batch["meta"]
+        weights = self.loss_weights(self._epoch_position(batch_idx))
+        terms = self.compute_loss(self.model(image, meta), image, meta, weights)
+        batch_size = image.shape[0]
+        self._log_terms("train", terms, batch_size)
+        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms; H-VAE: both
+        # levels; cbvae's loss also holds non-KL terms). A Gaussian NLL can be negative, so an aleatoric
+        # decoder's share is taken against its squared error.
+        if self.config.variant in ("tcvae_sbd", "hvae"):
+            weighted_kl = terms["loss"] - terms["recon"]
+        else:
+            weighted_kl = weights["beta"] * terms["kl"]
+        reconstruction = terms.get("recon_se", terms["recon"])
+        kl_share = (weighted_kl / (reconstruction + weighted_kl).clamp_min(1e-12)).detach()
+        self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size)
+        if self.uses_beta:
+            self.log("beta", weights["beta"], on_step=True, on_epoch=False, batch_size=batch_size)
+            if self.config.variant == "hvae":
+                self.log("top_beta", weights["top_beta"], on_step=True, on_epoch=False, batch_size=batch_size)
+        else:
+            self.log("beta_tc", weights["beta_tc"], on_step=True, on_epoch=False, batch_size=batch_size)
+        grl = getattr(self.model, "grl", None)
+        if isinstance(grl, GradientReversal):
+            self.log("grl_lambda", grl.lambda_, on_step=True, on_epoch=False, batch_size=batch_size)
+        return {"loss": terms["loss"], "kl_share": kl_share}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set the scheduled learning rate (nothing to do for ``constant``)."""
+        hp = self._hp
+        if hp.lr_schedule == "constant":
+            return
+        lr = lr_at(self._epoch_position(batch_idx), hp.lr_schedule, hp.lr, hp.lr_cycle_epochs, hp.lr_min_ratio)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
+
+    # ---- validation ------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_year.clear()
+        self._val_latent.clear()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """Loss terms at the end-of-schedule weights; collects latents and year predictions."""
+        image, meta = batch["image"], batch["meta"]
+        out = self.model(image, meta)
+        terms = self.compute_loss(out, image, meta, self.loss_weights(None))
+        self._log_terms("val", terms, image.shape[0])
+        self._val_latent.append((out["mu"].detach().float(), out["logvar"].detach().float()))
+        if "year_logits" in out:
+            self._val_year.append((out["year_logits"].argmax(dim=1), meta["year_bin"].long()))
+        return terms["loss"]
+
+    def on_validation_epoch_end(self) -> None:
+        """Active units (Burda et al. 2016), KL per active unit, and the year head's balanced accuracy."""
+        if self._val_latent:
+            mu = torch.cat([m for m, _ in self._val_latent])
+            logvar = torch.cat([lv for _, lv in self._val_latent])
+            # Under DDP each rank saw a shard of the validation set.
+            dim = mu.shape[1]
+            mu, logvar = self._all_gather(mu).reshape(-1, dim), self._all_gather(logvar).reshape(-1, dim)
+            # A unit is active when E[z|x] varies across studies: Var_x(mu_k) > 0.01.
+            active = int((mu.var(dim=0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
+            kl = gaussian_kl_per_dim(mu, logvar).sum(dim=1).mean()
+            self.log("val/active_units", float(active))
+            self.log("val/kl_per_active_dim", kl / max(active, 1))
+        if self._val_year:
+            pred = torch.cat([p for p, _ in self._val_year])
+            target = torch.cat([t for _, t in self._val_year])
+            pred, target = self._all_gather(pred).flatten(), self._all_gather(target).flatten()
+            self.log("val/year_balanced_accuracy", balanced_accuracy(pred, target))
+
+    def _all_gather(self, value: Tensor) -> Tensor:
+        """:meth:`all_gather` of one tensor, which returns a tensor (typed as any collection by Lightning)."""
+        gathered = self.all_gather(value)
+        assert isinstance(gathered, Tensor), f"all_gather of a Tensor returned a {type(gathered).__name__}"
+        return gathered
+
+    # ---- optimisation ----------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW (Loshchilov & Hutter 2019) with ``betas = (0.9, 0.995)``."""
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=self._hp.lr, betas=(0.9, 0.995), weight_decay=self._hp.weight_decay
+        )
+
+
+__all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "balanced_accuracy", "beta_at", "beta_tc_at", "lr_at"]

@@ -1,0 +1,484 @@
+"""Training entry point: the same function in a notebook and on a cluster.
+
+``python -m sematlas.training.run --profile P --variant V`` trains one variant outside
+Jupyter, so it runs under ``torchrun``/``srun`` with ``strategy="ddp"`` and the
+devices and nodes of the profile (inside Jupyter Lightning allows only the
+single-node ``ddp_notebook``). Notebook 02 calls :func:`train_variant` in-process
+on one device, or reads the outputs of a cluster run from the same run folder.
+
+The run folder ``data/models/<profile>/<variant>/`` holds ``checkpoints/``
+(``best.ckpt`` on val/loss and ``last.ckpt``), ``logs/`` (CSV, TensorBoard when
+installed, W&B offline when asked), ``recon/``, ``params.yaml`` (resolved),
+``splits.parquet``, ``versions.json``, ``fingerprint.json`` and ``train.log``.
+Rerunning after a kill resumes from ``last.ckpt``; a changed fingerprint (the
+training parameters or the model code) starts afresh instead, so a stale
+checkpoint is never resumed with new settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+import yaml
+
+from sematlas.core.io import package_versions, read_json, write_json, write_parquet
+from sematlas.core.params import load_params
+from sematlas.core.paths import ProfilePaths
+from sematlas.data.datamodule import NeurosynthDataModule
+from sematlas.models import VARIANTS, ModelConfig
+from sematlas.training.callbacks import GRLLambdaRamp, KLController, ReconSnapshots
+from sematlas.training.module import AtlasModule
+
+#: Library sources whose change invalidates a checkpoint.
+_MODEL_SOURCES = (
+    "models",
+    "training/module.py",
+    "training/callbacks.py",
+    "data/datamodule.py",
+    "data/render.py",
+    "core/metadata.py",
+)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """Where a finished run put its files.
+
+    Attributes
+    ----------
+    run_dir : Path
+    best_checkpoint, last_checkpoint : Path
+    metrics : DataFrame
+        The per-epoch CSV log (one row per epoch, train and val columns merged).
+    resumed : bool
+        Whether training resumed from ``last.ckpt``.
+    timing : dict
+        ``train_seconds`` and ``epochs`` summed over every session of this run
+        (a resumed run adds to them), and ``studies_per_second``.
+    """
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: pd.DataFrame
+    resumed: bool
+    timing: dict[str, float]
+
+
+class AtlasPayload(pl.Callback):
+    """Adds what inference needs to every checkpoint under ``checkpoint["sematlas"]``.
+
+    The metadata encoder (fitted on the training split), the grid and kernels,
+    the profile and variant: :class:`sematlas.inference.atlas.AtlasModel` rebuilds a
+    usable model from a checkpoint file alone.
+    """
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        self.payload = dict(payload)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["sematlas"] = self.payload
+
+
+def model_config(params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
+    """The architecture of ``variant``: choices from params (``hvae``: also ``hierarchical``), sizes from the data."""
+    assert datamodule.encoder is not None, "call datamodule.setup() first"
+    return ModelConfig.from_dict(
+        {
+            **{key: value for key, value in params["model"].items() if key != "variants"},
+            "variant": variant,
+            "in_channels": datamodule.n_channels,
+            "grid_size": datamodule.grid.padded_shape[0],
+            "cond_dim": datamodule.encoder.cond_dim,
+            "n_sparse": 1,
+            "n_year_bins": datamodule.encoder.n_year_bins,
+            "top_dim": params["hierarchical"]["top_dim"] if variant == "hvae" else 0,
+        }
+    )
+
+
+def build_module(
+    params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule, **options: Any
+) -> AtlasModule:
+    """The LightningModule of ``variant`` with the profile's objective settings (``options`` add to them)."""
+    t = params["training"]
+    if variant == "hvae":
+        options = {"top_beta": params["hierarchical"]["top_beta"], **options}
+    return AtlasModule(
+        model_config(params, variant, datamodule),
+        mask=datamodule.brain_mask(),
+        dataset_size=datamodule.train_size,
+        lr=t["lr"],
+        weight_decay=t["weight_decay"],
+        beta=t["beta"],
+        beta_schedule=t["beta_schedule"],
+        beta_warmup_epochs=t["beta_warmup_epochs"],
+        beta_cycle_epochs=t["beta_cycle_epochs"],
+        beta_cycle_ratio=t["beta_cycle_ratio"],
+        beta_tc_target=t["beta_tc_target"],
+        beta_tc_annealing_epochs=t["beta_tc_annealing_epochs"],
+        imputation_weight=t["imputation_weight"],
+        year_weight=t["year_weight"],
+        **options,
+    )
+
+
+def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> NeurosynthDataModule:
+    """The profile's DataModule, set up (tables read, metadata encoder fitted on train)."""
+    datamodule = NeurosynthDataModule.from_params(
+        dict(params),
+        paths.processed,
+        batch_size=params["training"]["batch_size"],
+        use_subset=params["training"]["use_subset"],
+    )
+    datamodule.setup()
+    return datamodule
+
+
+def fingerprint(
+    params: Mapping[str, Any],
+    variant: str,
+    sections: Sequence[str] = (),
+    sources: Sequence[str] = _MODEL_SOURCES,
+    options: Mapping[str, Any] | None = None,
+) -> str:
+    """SHA-256 over what a checkpoint depends on: the parameters and the code.
+
+    Parameters
+    ----------
+    params : mapping
+        Validated profile parameters; ``seed``, ``curation``, ``render``, ``model``
+        and ``training`` always count, plus ``sections``.
+    variant : str
+        The model's name.
+    sections : sequence of str
+        Further top-level parameter sections (e.g. ``pointcloud``).
+        ``training.max_epochs`` does not count: a longer run of the same model resumes.
+    sources : sequence of str
+        Library files or folders (relative to the package) whose code counts.
+    options : mapping, optional
+        Settings passed to the module beside the parameters (e.g. a learning-rate schedule).
+    """
+    digest = hashlib.sha256()
+    relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
+    # More (or fewer) epochs continue the same run: raising max_epochs resumes from last.ckpt.
+    relevant["training"] = {key: value for key, value in relevant["training"].items() if key != "max_epochs"}
+    digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
+    if options:
+        digest.update(yaml.safe_dump({"options": dict(options)}, sort_keys=True).encode())
+    package = Path(__file__).resolve().parents[1]
+    for name in sources:
+        for source in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else [package / name]:
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _loggers(run_dir: Path, use_wandb: bool, variant: str, profile: str) -> list[Any]:
+    from lightning.pytorch.loggers import CSVLogger
+
+    # A fixed version: an auto-incremented one would silently start a new log on resume.
+    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="logs", version=0)]
+    try:
+        import tensorboard  # noqa: F401  (optional)
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=0))
+    except ImportError:
+        pass
+    if use_wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(project="sematlas", name=f"{profile}-{variant}", save_dir=str(run_dir), offline=True)
+        )
+    return loggers
+
+
+def _log_sessions(run_dir: Path) -> list[Path]:
+    """CSV logs of earlier sessions (set aside on resume), oldest first, then the current one."""
+    folder = run_dir / "logs" / "version_0"
+    earlier = sorted(folder.glob("metrics_session_*.csv"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return [*earlier, folder / "metrics.csv"]
+
+
+def _set_aside_log(run_dir: Path) -> None:
+    """Keep the log of a killed session: Lightning's CSVLogger deletes ``metrics.csv`` on start."""
+    current = run_dir / "logs" / "version_0" / "metrics.csv"
+    if current.is_file():
+        current.rename(current.with_name(f"metrics_session_{len(_log_sessions(run_dir)) - 1}.csv"))
+
+
+def _epoch_metrics(run_dir: Path) -> pd.DataFrame:
+    """Per-epoch metrics over every session of a run (the latest row wins for a repeated epoch)."""
+    logs = [pd.read_csv(path) for path in _log_sessions(run_dir) if path.is_file()]
+    if not logs:
+        return pd.DataFrame()
+    frame = pd.concat(logs, ignore_index=True)
+    epoch_columns = [c for c in frame.columns if c.startswith("val/") or c.endswith("_epoch") or c == "train/kl_share"]
+    # Lightning writes train and val rows separately: combine them per epoch, the last session winning.
+    return frame.groupby("epoch")[epoch_columns].last().reset_index()
+
+
+def fit_run(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    run_dir: Path,
+    params: Mapping[str, Any],
+    *,
+    name: str,
+    run_fingerprint: str,
+    payload: Mapping[str, Any],
+    callbacks: list[pl.Callback],
+    train_size: int,
+    strategy: str | None = None,
+) -> TrainedRun:
+    """Fit a LightningModule in a run folder: fresh start, resume or reuse, with the run's files.
+
+    Every trained model of the compendium goes through here, so each run folder
+    has the same layout (see the module docstring) and the same resume rules.
+
+    Parameters
+    ----------
+    module, datamodule
+        What to fit and on what.
+    run_dir : Path
+        The run folder.
+    params : mapping
+        Validated profile parameters (``training`` sets the Trainer).
+    name : str
+        The run's name in logs (e.g. ``cbvae``).
+    run_fingerprint : str
+        What the checkpoints depend on (:func:`fingerprint`); a change trains afresh.
+    payload : mapping
+        Stored under ``checkpoint["sematlas"]`` for the inference loaders.
+    callbacks : list
+        Run-specific callbacks, added after the checkpointing and progress bar.
+    train_size : int
+        Training studies per epoch (for the throughput in ``timing.json``).
+    strategy : str, optional
+        Overrides ``training.strategy``.
+
+    Returns
+    -------
+    TrainedRun
+    """
+    t = params["training"]
+    checkpoints = run_dir / "checkpoints"
+    stamp = run_dir / "fingerprint.json"
+    if stamp.is_file() and read_json(stamp).get("fingerprint") != run_fingerprint:
+        print(f"[{name}] parameters or model code changed since the last run: training afresh")
+        for stale in ("checkpoints", "logs", "tensorboard", "recon", "snapshots"):
+            shutil.rmtree(run_dir / stale, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json({"fingerprint": run_fingerprint, "name": name, "profile": params["profile"]}, stamp)
+    _write_run_files(run_dir, params, datamodule)
+
+    all_callbacks: list[pl.Callback] = [
+        pl.callbacks.ModelCheckpoint(
+            dirpath=str(checkpoints), filename="best", monitor="val/loss", mode="min", enable_version_counter=False
+        ),
+        # A checkpoint of its own for resuming: Lightning's save_last writes last.ckpt only in epochs that also
+        # improved the monitored metric, so a run killed after a non-improving epoch would lose that epoch.
+        pl.callbacks.ModelCheckpoint(
+            dirpath=str(checkpoints),
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        ),
+        AtlasPayload(payload),
+        pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
+        *callbacks,
+    ]
+    last = checkpoints / "last.ckpt"
+    resumed = last.is_file()
+    if resumed:
+        _set_aside_log(run_dir)
+    trainer = pl.Trainer(
+        max_epochs=t["max_epochs"],
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=strategy or t["strategy"],
+        precision=t["precision"],
+        deterministic=t["deterministic"],
+        default_root_dir=str(run_dir),
+        logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
+        callbacks=all_callbacks,
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    lightning_logger.addHandler(handler)
+    # The run's log keeps INFO records even where the caller quietened Lightning's console.
+    console_level = lightning_logger.level
+    lightning_logger.setLevel(min(lightning_logger.getEffectiveLevel(), logging.INFO))
+    timing_file = run_dir / "timing.json"
+    timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
+    try:
+        lightning_logger.info(
+            "training %s on profile %s (%s)",
+            name,
+            params["profile"],
+            "resuming from last.ckpt" if resumed else "from scratch",
+        )
+        # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
+        completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resumed else None)
+        timing["train_seconds"] += time.perf_counter() - started
+        timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
+        best = trainer.checkpoint_callback  # the first ModelCheckpoint: "best", on val/loss
+        lightning_logger.info(
+            "finished at epoch %d, best val/loss %s",
+            trainer.current_epoch,
+            best.best_model_score if isinstance(best, pl.callbacks.ModelCheckpoint) else None,
+        )
+    finally:
+        lightning_logger.removeHandler(handler)
+        lightning_logger.setLevel(console_level)
+        handler.close()
+    timing["studies_per_second"] = (
+        timing["epochs"] * train_size / timing["train_seconds"]
+        if timing["train_seconds"] > 0 and timing["epochs"]
+        else float("nan")
+    )
+    write_json(timing, timing_file)
+    return TrainedRun(
+        run_dir=run_dir,
+        best_checkpoint=checkpoints / "best.ckpt",
+        last_checkpoint=last,
+        metrics=_epoch_metrics(run_dir),
+        resumed=resumed,
+        timing=timing,
+    )
+
+
+def train_variant(
+    params: Mapping[str, Any],
+    variant: str,
+    paths: ProfilePaths,
+    datamodule: NeurosynthDataModule | None = None,
+    extra_callbacks: list[pl.Callback] | None = None,
+    strategy: str | None = None,
+    run_name: str | None = None,
+    module_options: Mapping[str, Any] | None = None,
+    sections: Sequence[str] = (),
+) -> TrainedRun:
+    """Train (or resume, or reuse) one volumetric variant of a profile.
+
+    Parameters
+    ----------
+    params : mapping
+        Validated profile parameters.
+    variant : str
+        ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` (whose ``top_dim`` and ``top_beta``
+        come from the ``hierarchical`` section and count in the fingerprint; its gate thresholds do not).
+    paths : ProfilePaths
+    datamodule : NeurosynthDataModule, optional
+        A set-up DataModule to share between variants.
+    extra_callbacks : list, optional
+        Added after the variant's own (recon snapshots, KL controller, GRL ramp).
+    strategy : str, optional
+        Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
+    run_name : str, optional
+        The run folder under ``data/models/<profile>/`` (a relative path such as
+        ``ensemble/member_1``); defaults to the variant.
+    module_options : mapping, optional
+        Further :class:`AtlasModule` settings (e.g. a learning-rate schedule); they count in the fingerprint.
+    sections : sequence of str
+        Further parameter sections the run depends on (see :func:`fingerprint`).
+
+    Returns
+    -------
+    TrainedRun
+    """
+    t = params["training"]
+    pl.seed_everything(int(params["seed"]), workers=True, verbose=False)
+    if t["num_threads"] > 0:
+        torch.set_num_threads(t["num_threads"])
+    datamodule = datamodule or make_datamodule(params, paths)
+    assert datamodule.encoder is not None
+    payload = {
+        "profile": params["profile"],
+        "variant": variant,
+        "voxel_size": datamodule.voxel_size,
+        "fwhms": list(datamodule.fwhms),
+        "kernel_choice": datamodule.kernel_choice,
+        "metadata_encoder": datamodule.encoder.to_dict(),
+    }
+    callbacks: list[pl.Callback] = [ReconSnapshots(t["recon_every_n_epochs"], t["num_recon_samples"])]
+    if variant != "tcvae_sbd":
+        callbacks.append(
+            KLController(
+                threshold=t["kl_controller_threshold"],
+                patience=t["kl_controller_patience"],
+                factor=t["kl_controller_factor"],
+            )
+        )
+    if variant == "cbvae":
+        callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
+    callbacks += extra_callbacks or []
+    options = dict(module_options or {})
+    # The H-VAE's levels count in its fingerprint; the stage gate's thresholds beside them do not.
+    trained_by = {key: params["hierarchical"][key] for key in ("top_dim", "top_beta")} if variant == "hvae" else {}
+    return fit_run(
+        build_module(params, variant, datamodule, **options),
+        datamodule,
+        paths.models / (run_name or variant),
+        params,
+        name=run_name or variant,
+        run_fingerprint=fingerprint(params, variant, sections=sections, options={**options, **trained_by}),
+        payload=payload,
+        callbacks=callbacks,
+        train_size=datamodule.train_size,
+        strategy=strategy,
+    )
+
+
+def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) -> None:
+    """Resolved params, split ids and package versions next to the weights.
+
+    ``datamodule.tables`` maps each split to an object with a ``studies`` table.
+    """
+    from sematlas.core.io import atomic_path
+
+    with atomic_path(run_dir / "params.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(dict(params), sort_keys=False))
+    splits = pd.concat([table.studies[["id"]].assign(split=split) for split, table in datamodule.tables.items()])
+    write_parquet(splits.reset_index(drop=True), run_dir / "splits.parquet")
+    write_json(package_versions(), run_dir / "versions.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sematlas.training.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--strategy", help="override training.strategy (e.g. ddp under torchrun/srun)")
+    args = parser.parse_args(argv)
+    params = load_params(args.profile)
+    run = train_variant(params, args.variant, ProfilePaths.for_profile(args.profile), strategy=args.strategy)
+    print(f"best checkpoint: {run.best_checkpoint}\nrun folder: {run.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
