@@ -41,23 +41,20 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_params() -> dict:
-    from sematlas.core.params import load_params
+def sample_params():
+    from sematlas.core.params import load_params, override_params
 
-    params = load_params("ci", ROOT)
-    params["curation"]["subset_size"] = 10
-    params["curation"]["min_peaks"] = 1
-    return params
+    return override_params(load_params("ci", ROOT), {"curation": {"subset_size": 10, "min_peaks": 1}})
 
 
 @pytest.fixture(scope="session")
 def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
     """The NiMARE 20-study sample curated into a processed folder (every study in the subset)."""
+    from sematlas.core.params import override_params
     from sematlas.data.curation import curate, write_outputs
 
     folder = tmp_path_factory.mktemp("processed")
-    params = {**sample_params, "profile": "ci"}
-    params["curation"] = {**params["curation"], "subset_size": 100}
+    params = override_params(sample_params, {"curation": {"subset_size": 100}})
     write_outputs(curate(nimare_sample, params), folder, params, {}, {})
     return folder
 

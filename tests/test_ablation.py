@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 
 import pandas as pd
 import pytest
@@ -36,7 +37,7 @@ def _write_ablation(project, name, spec):
 
 def _flatten(mapping, prefix=""):
     for key, value in mapping.items():
-        if isinstance(value, dict) and key != "task_categories":
+        if isinstance(value, Mapping) and key != "task_categories":
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value

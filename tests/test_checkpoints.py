@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from sematlas.core.params import load_params
+from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import VARIANTS
@@ -19,10 +18,14 @@ from sematlas.training.run import make_datamodule, train_variant
 
 @pytest.fixture(scope="module")
 def project(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, ProfilePaths]:
-    params = copy.deepcopy(load_params("ci"))
-    params["model"].update(z_dim=4, base_channels=4, growth_rate=4, hidden_dim=16)
-    params["hierarchical"].update(top_dim=2)
-    params["training"].update(batch_size=8, max_epochs=1)
+    params = override_params(
+        load_params("ci"),
+        {
+            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
+            "hierarchical": {"top_dim": 2},
+            "training": {"batch_size": 8, "max_epochs": 1},
+        },
+    )
     paths = ProfilePaths("ci", tmp_path_factory.mktemp("project"))
     shutil.copytree(processed, paths.processed)
     return params, paths

@@ -116,7 +116,7 @@ def test_subset_is_proportional_to_the_strata():
 
 
 def test_curate_the_nimare_sample_end_to_end(nimare_sample, sample_params, tmp_path):
-    curation = curate(nimare_sample, {**sample_params, "profile": "ci"})
+    curation = curate(nimare_sample, sample_params)
     studies = curation.studies
     assert curation.steps[0]["studies"] == 20
     assert len(studies) == curation.steps[-1]["studies"] >= 18 and studies["id"].is_unique
@@ -126,7 +126,7 @@ def test_curate_the_nimare_sample_end_to_end(nimare_sample, sample_params, tmp_p
     assert (studies["n_peaks"] == curation.peaks.groupby("id").size().reindex(studies["id"]).to_numpy()).all()
     assert curation.steps[0]["peaks"] >= curation.steps[-1]["peaks"] == len(curation.peaks)
     assert studies["sample_size"].isna().all()
-    manifest = write_outputs(curation, tmp_path, {**sample_params, "profile": "ci"}, {"x": "0"}, {"numpy": "1"})
+    manifest = write_outputs(curation, tmp_path, sample_params, {"x": "0"}, {"numpy": "1"})
     assert manifest["n_studies"] == len(studies) and (tmp_path / "manifest.json").is_file()
     assert pd.read_parquet(tmp_path / "studies.parquet").equals(studies)
     assert not list(tmp_path.glob("*.partial"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ from sematlas.analysis.hierarchy import (
     plot_hierarchy,
     stage_gate,
 )
-from sematlas.core.params import load_params
+from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import HierarchicalVAE, ModelConfig, build_model
@@ -188,10 +187,14 @@ def test_one_lightning_step_logs_both_levels() -> None:
 
 
 def test_train_variant_and_atlas_model_round_trip(processed: Path, tmp_path: Path) -> None:
-    params = copy.deepcopy(load_params("ci"))
-    params["model"].update(z_dim=4, base_channels=4, hidden_dim=8)
-    params["training"].update(batch_size=8, max_epochs=1, recon_every_n_epochs=0)
-    params["hierarchical"].update(top_dim=1, top_beta=0.25)
+    params = override_params(
+        load_params("ci"),
+        {
+            "model": {"z_dim": 4, "base_channels": 4, "hidden_dim": 8},
+            "training": {"batch_size": 8, "max_epochs": 1, "recon_every_n_epochs": 0},
+            "hierarchical": {"top_dim": 1, "top_beta": 0.25},
+        },
+    )
     paths = ProfilePaths("ci", tmp_path)
     shutil.copytree(processed, paths.processed)
     run = train_variant(params, "hvae", paths)
@@ -202,12 +205,10 @@ def test_train_variant_and_atlas_model_round_trip(processed: Path, tmp_path: Pat
     assert maps.shape == (1, 2, *atlas.grid.shape)
     assert atlas.encode(maps).shape == (1, 4)
     # A stage-gate threshold does not touch training: the finished run is reused, not retrained.
-    looser = copy.deepcopy(params)
-    looser["hierarchical"]["gate_probe_margin"] = 0.2
+    looser = override_params(params, {"hierarchical": {"gate_probe_margin": 0.2}})
     assert train_variant(looser, "hvae", paths).resumed
     # The level sizes do count: another top_dim is another model.
-    changed = copy.deepcopy(params)
-    changed["hierarchical"]["top_dim"] = 2
+    changed = override_params(params, {"hierarchical": {"top_dim": 2}})
     assert not train_variant(changed, "hvae", paths).resumed
 
 

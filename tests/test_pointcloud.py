@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.params import load_params
+from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import cache_path, make_datamodule
 from sematlas.data.pointcloud_cache import build_cache, load_or_build_cache, normalise_points, read_cache
@@ -177,8 +176,7 @@ def test_model_shapes_end_to_end():
 @pytest.fixture
 def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
     """ci parameters, and a project whose processed folder is the NiMARE sample."""
-    params = copy.deepcopy(load_params("ci"))
-    params["pointcloud"].update(max_epochs=2, batch_size=8)
+    params = override_params(load_params("ci"), {"pointcloud": {"max_epochs": 2, "batch_size": 8}})
     paths = ProfilePaths("ci", tmp_path / "project")
     shutil.copytree(processed, paths.processed)
     return params, paths

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.params import load_params
+from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.training.run import fingerprint, make_datamodule, train_variant
@@ -22,10 +21,14 @@ from sematlas.training.run import fingerprint, make_datamodule, train_variant
 @pytest.fixture
 def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
     """ci parameters shrunk further, and a project whose processed folder is the NiMARE sample."""
-    params = copy.deepcopy(load_params("ci"))
-    params["model"].update(z_dim=4, base_channels=4, growth_rate=4, hidden_dim=16)
-    params["training"].update(batch_size=8, max_epochs=1)
-    params["evaluation"].update(n_prior_samples=1)
+    params = override_params(
+        load_params("ci"),
+        {
+            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
+            "training": {"batch_size": 8, "max_epochs": 1},
+            "evaluation": {"n_prior_samples": 1},
+        },
+    )
     paths = ProfilePaths("ci", tmp_path)
     shutil.copytree(processed, paths.processed)
     return params, paths
@@ -66,7 +69,7 @@ class _KillAfterFirstEpoch(pl.Callback):
 
 def test_a_killed_run_resumes_from_last_checkpoint(tiny):
     params, paths = tiny
-    params["training"]["max_epochs"] = 2
+    params = override_params(params, {"training": {"max_epochs": 2}})
     with pytest.raises(RuntimeError, match="killed"):
         train_variant(params, "tcvae_sbd", paths, extra_callbacks=[_KillAfterFirstEpoch()])
     assert (paths.models / "tcvae_sbd" / "checkpoints" / "last.ckpt").is_file()
@@ -77,8 +80,7 @@ def test_a_killed_run_resumes_from_last_checkpoint(tiny):
 def test_changed_parameters_start_afresh(tiny):
     params, paths = tiny
     train_variant(params, "baseline", paths)
-    changed = copy.deepcopy(params)
-    changed["training"]["lr"] = 0.01
+    changed = override_params(params, {"training": {"lr": 0.01}})
     assert fingerprint(changed, "baseline") != fingerprint(params, "baseline")
     assert not train_variant(changed, "baseline", paths).resumed
 
@@ -86,7 +88,7 @@ def test_changed_parameters_start_afresh(tiny):
 def test_last_checkpoint_follows_every_epoch_even_without_improvement(tiny):
     params, paths = tiny
     # lr = 0 and a constant beta: the validation loss cannot improve after the first epoch.
-    params["training"].update(lr=0.0, beta_schedule="constant", max_epochs=2)
+    params = override_params(params, {"training": {"lr": 0.0, "beta_schedule": "constant", "max_epochs": 2}})
     run = train_variant(params, "baseline", paths)
     assert run.metrics["val/loss"].nunique() == 1
     last = torch.load(run.last_checkpoint, map_location="cpu", weights_only=False)
@@ -97,8 +99,7 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tiny):
 def test_more_epochs_continue_the_same_run(tiny):
     params, paths = tiny
     first = train_variant(params, "baseline", paths)
-    longer = copy.deepcopy(params)
-    longer["training"]["max_epochs"] += 1
+    longer = override_params(params, {"training": {"max_epochs": params.training.max_epochs + 1}})
     assert fingerprint(longer, "baseline") == fingerprint(params, "baseline")
     extended = train_variant(longer, "baseline", paths)
     assert extended.resumed and extended.metrics["epoch"].max() == first.metrics["epoch"].max() + 1

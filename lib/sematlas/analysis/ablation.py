@@ -23,7 +23,6 @@ its declared criterion; a FAIL is reported as measured.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 import yaml
 
 from sematlas.core.io import read_json, sha256_file, write_json
-from sematlas.core.params import ParameterError, override_params
+from sematlas.core.params import ParameterError, Params, override_params
 from sematlas.core.paths import ProfilePaths, project_root
 
 #: The metrics an ablation is scored on: name -> (unit, meaning, path into the results of evaluate_run).
@@ -150,9 +149,9 @@ class Ablation:
         """The value the ablation sets."""
         return _lookup(self.change, _leaf_path(self.change, self.source))
 
-    def apply(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def apply(self, params: Params) -> Params:
         """The locked parameters with this change, validated like a profile file."""
-        return override_params(dict(params), copy.deepcopy(self.change), self.source)
+        return override_params(params, self.change, self.source)
 
 
 def _leaf_path(change: Any, source: Path) -> list[str]:
@@ -181,7 +180,7 @@ def ablations_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "params" / "ablations"
 
 
-def load_ablation(name: str, params: Mapping[str, Any], root: Path | None = None) -> Ablation:
+def load_ablation(name: str, params: Params, root: Path | None = None) -> Ablation:
     """Read and validate ``params/ablations/<name>.yaml`` against the locked parameters.
 
     Parameters
@@ -264,11 +263,9 @@ def _lookup(params: Mapping[str, Any], path: Sequence[str]) -> Any:
     return node
 
 
-def protocol_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def protocol_params(params: Params) -> Params:
     """The locked parameters under the protocol's training budget (``ablation.max_epochs``)."""
-    budgeted = copy.deepcopy(dict(params))
-    budgeted["training"]["max_epochs"] = params["ablation"]["max_epochs"]
-    return budgeted
+    return override_params(params, {"training": {"max_epochs": params.ablation.max_epochs}}, "ablation protocol")
 
 
 def ablation_metrics(results: Mapping[str, Any]) -> dict[str, float]:
@@ -276,7 +273,7 @@ def ablation_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return {name: float(_lookup(results, path)) for name, (_, _, path) in METRICS.items()}
 
 
-def run_ablation(params: Mapping[str, Any], paths: ProfilePaths, ablation: Ablation | None = None) -> dict[str, Any]:
+def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None = None) -> dict[str, Any]:
     """Train (or resume, or reuse) and evaluate one run of the protocol.
 
     The run folder is ``data/models/<profile>/ablations/<name>/`` (``locked``
@@ -334,7 +331,7 @@ def run_ablation(params: Mapping[str, Any], paths: ProfilePaths, ablation: Ablat
 
 
 def ablation_table(
-    params: Mapping[str, Any],
+    params: Params,
     locked: Mapping[str, Any],
     runs: Mapping[str, Mapping[str, Any]],
     ablations: Sequence[Ablation],

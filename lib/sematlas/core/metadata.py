@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sematlas.core.params import Params
+
 SPACES = ("MNI", "TAL", "UNKNOWN")
 YEAR_RANGE = (1997, 2018)
 #: Prior for log sample size when the training split has too few known values to fit one:
@@ -184,6 +186,6 @@ class MetadataEncoder:
         )
 
 
-def task_categories(params: Mapping[str, Any]) -> list[str]:
+def task_categories(params: Params) -> list[str]:
     """Category names in one-hot order: the mapping's categories, sorted, then ``other``."""
     return sorted(params["curation"]["task_categories"]) + ["other"]

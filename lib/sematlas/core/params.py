@@ -11,6 +11,8 @@ warns on unknown parameters, which is why validation lives here.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,179 +22,343 @@ from sematlas.core.paths import project_root
 
 PROFILES = ("ci", "quick", "cpu-full", "gpu")
 
-Number = (int, float)
-OptionalStr = (str, type(None))
 
-#: The schema: nested mappings of key -> expected type(s). A ``dict`` value whose
-#: keys are free (such as the task-category mapping) is declared as ``("mapping", T)``.
-SCHEMA: dict[str, Any] = {
-    "seed": int,
-    "data": {
-        "mirror": OptionalStr,
-        "neurosynth_version": str,
-        "vocab": str,
-    },
-    "curation": {
-        "validation_voxel_size": int,
-        "max_distance_to_mask_mm": Number,
-        "min_peaks": int,
-        "year_bins": int,
-        "peak_count_bins": int,
-        "split_fractions": list,
-        "subset_size": int,
-        "task_min_weight": Number,
-        "task_categories": ("mapping", list),
-    },
-    "render": {
-        "voxel_size": int,
-        "fwhms": list,
-        "truncate": Number,
-        "flip_probability": Number,
-        "kernel_choice": str,
-    },
-    # Architecture: the fields of sematlas.models.ModelConfig that are choices, not
-    # properties of the data (channels, grid and metadata sizes come from the data).
-    "model": {
-        "variants": list,
-        "z_dim": int,
-        "base_channels": int,
-        "dropout": Number,
-        "gradient_checkpointing": bool,
-        "growth_rate": int,
-        "dense_layers": list,
-        "dilations": list,
-        "hidden_dim": int,
-        "sbd_channels": (int, type(None)),
-        "conditioning": str,
-        "decoder": str,
-        "imputation": bool,
-    },
-    "training": {
-        "use_subset": bool,
-        "batch_size": int,
-        "max_epochs": int,
-        "lr": Number,
-        "weight_decay": Number,
-        "beta": Number,
-        "beta_schedule": str,
-        "beta_warmup_epochs": Number,
-        "beta_cycle_epochs": Number,
-        "beta_cycle_ratio": Number,
-        "beta_tc_target": Number,
-        "beta_tc_annealing_epochs": Number,
-        "imputation_weight": Number,
-        "year_weight": Number,
-        "grl_max_lambda": Number,
-        "kl_controller_threshold": Number,
-        "kl_controller_patience": int,
-        "kl_controller_factor": Number,
-        "recon_every_n_epochs": int,
-        "num_recon_samples": int,
-        "accelerator": str,
-        "devices": int,
-        "num_nodes": int,
-        "strategy": str,
-        "precision": str,
-        "deterministic": bool,
-        "num_threads": int,
-        "wandb": bool,
-    },
-    "evaluation": {
-        "n_prior_samples": int,
-        "pca_max_train": int,
-        "traversal_dims": int,
-        "traversal_range": Number,
-        "prd_features": int,
-        "prd_k": int,
-        "probe_folds": int,
-        "probe_C": Number,
-    },
-    # Point-cloud C-VAE (stage 03, sematlas.models.pointcloud): cache, PointNet++ encoder, decoder,
-    # objective, optimiser.
-    # Validated further by sematlas.models.pointcloud.PointCloudConfig.
-    "pointcloud": {
-        "n_points": int,
-        "centre_mm": list,
-        "scale_mm": Number,
-        "fourier_features": int,
-        "fourier_sigma": Number,
-        "sa_npoint": list,
-        "sa_radius": list,
-        "sa_nsample": list,
-        "sa_channels": list,
-        "global_channels": int,
-        "decoder_hidden": list,
-        "z_dim": int,
-        "beta": Number,
-        "beta_warmup_epochs": Number,
-        "chamfer_weight": Number,
-        "sinkhorn_weight": Number,
-        "sinkhorn_blur": Number,
-        "batch_size": int,
-        "max_epochs": int,
-        "lr": Number,
-    },
-    # Deep-ensemble uncertainty of cbvae (stage 04, sematlas.training.ensemble and sematlas.evaluation.uncertainty);
-    # methods are some of ENSEMBLE_METHODS.
-    "ensemble": {
-        "methods": list,
-        "aleatoric": bool,
-        "dropout": Number,
-        "n_members": int,
-        "cycle_epochs": int,
-        "lr_min_ratio": Number,
-        "member_epochs": int,
-        "seed_offset": int,
-        "mc_samples": int,
-        "n_eval": int,
-        "ood_maps": int,
-        "ood_true_foci": int,
-        "temperature_threshold": Number,
-    },
-    # Two-level hierarchical VAE (stage 05, sematlas.models.hvae) and its stage gate.
-    "hierarchical": {
-        "top_dim": int,
-        "top_beta": Number,
-        "gate_min_kl_per_level": Number,
-        "gate_recon_margin": Number,
-        "gate_probe_margin": Number,
-    },
-    # Canonical correlation between the volumetric and point-cloud latents (stage 06, sematlas.analysis.cca).
-    "cca": {
-        "variant": str,
-        "n_components": int,
-        "n_permutations": int,
-        "n_decoded": int,
-    },
-    # HDBSCAN of the main model's latents (stage 07, sematlas.analysis.clustering).
-    "clustering": {
-        "variant": str,
-        "min_cluster_size": int,
-        "min_samples": int,
-        "n_bootstrap": int,
-        "bootstrap_fraction": Number,
-        "top_topics": int,
-    },
-    # Chronological latent series and trajectory GRU (stage 08, sematlas.analysis.forecasting).
-    "forecasting": {
-        "variant": str,
-        "cutoff_year": int,
-        "window": int,
-        "hidden_size": int,
-        "max_epochs": int,
-        "lr": Number,
-        "min_studies": int,
-        "drift_task": str,
-        "drift_years": list,
-        "drift_samples": int,
-    },
-    # The ablation protocol (stage 09, sematlas.analysis.ablation): which params/ablations/<name>.yaml
-    # files run, and the training budget of every run.
-    "ablation": {
-        "names": list,
-        "max_epochs": int,
-    },
+class Section(Mapping[str, Any]):
+    """A validated parameter section: typed attributes, and read-only mapping access.
+
+    Notebooks read ``params["training"]["lr"]`` as papermill users expect; library
+    code reads ``params.training.lr``. Sections are frozen: a changed copy comes from
+    :func:`override_params`, which validates it like a profile file.
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested data (lists and dicts, as in the YAML), for YAML/JSON and fingerprints."""
+        return {name: _plain(getattr(self, name)) for name in self._names()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Section):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return copy.deepcopy(value)
+
+
+@dataclass(frozen=True)
+class DataParams(Section):
+    """Where the Neurosynth files come from (``data``)."""
+
+    mirror: str | None
+    neurosynth_version: str
+    vocab: str
+
+
+@dataclass(frozen=True)
+class CurationParams(Section):
+    """Deduplication, coordinate validation, task categories and splits (``curation``, stage 01)."""
+
+    validation_voxel_size: int
+    max_distance_to_mask_mm: float
+    min_peaks: int
+    year_bins: int
+    peak_count_bins: int
+    split_fractions: list
+    subset_size: int
+    task_min_weight: float
+    task_categories: dict[str, list]
+
+
+@dataclass(frozen=True)
+class RenderParams(Section):
+    """Peak-to-density rendering and its augmentation (``render``)."""
+
+    voxel_size: int
+    fwhms: list
+    truncate: float
+    flip_probability: float
+    kernel_choice: str
+
+
+@dataclass(frozen=True)
+class ModelParams(Section):
+    """Architecture choices of the volumetric models (``model``): the fields of
+    :class:`sematlas.models.config.ModelConfig` that are choices, not properties of the data."""
+
+    variants: list
+    z_dim: int
+    base_channels: int
+    dropout: float
+    gradient_checkpointing: bool
+    growth_rate: int
+    dense_layers: list
+    dilations: list
+    hidden_dim: int
+    sbd_channels: int | None
+    conditioning: str
+    decoder: str
+    imputation: bool
+    aleatoric: bool
+
+
+@dataclass(frozen=True)
+class TrainingParams(Section):
+    """Objective weights, schedules, optimiser and Trainer settings of every volumetric run (``training``)."""
+
+    use_subset: bool
+    batch_size: int
+    max_epochs: int
+    lr: float
+    weight_decay: float
+    beta: float
+    beta_schedule: str
+    beta_warmup_epochs: float
+    beta_cycle_epochs: float
+    beta_cycle_ratio: float
+    beta_tc_target: float
+    beta_tc_annealing_epochs: float
+    imputation_weight: float
+    year_weight: float
+    grl_max_lambda: float
+    kl_controller_threshold: float
+    kl_controller_patience: int
+    kl_controller_factor: float
+    recon_every_n_epochs: int
+    num_recon_samples: int
+    accelerator: str
+    devices: int
+    num_nodes: int
+    strategy: str
+    precision: str
+    deterministic: bool
+    num_threads: int
+    wandb: bool
+
+
+@dataclass(frozen=True)
+class EvaluationParams(Section):
+    """Held-out evaluation, generative quality and the zero-shot probe (``evaluation``)."""
+
+    n_prior_samples: int
+    pca_max_train: int
+    traversal_dims: int
+    traversal_range: float
+    prd_features: int
+    prd_k: int
+    probe_folds: int
+    probe_C: float
+
+
+@dataclass(frozen=True)
+class PointCloudParams(Section):
+    """Point-cloud C-VAE (``pointcloud``, stage 03): cache, PointNet++ encoder, decoder, objective,
+    optimiser; validated further by :class:`sematlas.models.pointcloud.PointCloudConfig`."""
+
+    n_points: int
+    centre_mm: list
+    scale_mm: float
+    fourier_features: int
+    fourier_sigma: float
+    sa_npoint: list
+    sa_radius: list
+    sa_nsample: list
+    sa_channels: list
+    global_channels: int
+    decoder_hidden: list
+    z_dim: int
+    beta: float
+    beta_warmup_epochs: float
+    chamfer_weight: float
+    sinkhorn_weight: float
+    sinkhorn_blur: float
+    batch_size: int
+    max_epochs: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class EnsembleParams(Section):
+    """Deep-ensemble uncertainty of the main model (``ensemble``, stage 04); ``methods`` are some of
+    :data:`ENSEMBLE_METHODS`."""
+
+    methods: list
+    aleatoric: bool
+    dropout: float
+    n_members: int
+    cycle_epochs: int
+    lr_min_ratio: float
+    member_epochs: int
+    seed_offset: int
+    mc_samples: int
+    n_eval: int
+    ood_maps: int
+    ood_true_foci: int
+    temperature_threshold: float
+
+
+@dataclass(frozen=True)
+class HierarchicalParams(Section):
+    """Two-level hierarchical VAE (``hierarchical``, stage 05) and its stage gate."""
+
+    top_dim: int
+    top_beta: float
+    gate_min_kl_per_level: float
+    gate_recon_margin: float
+    gate_probe_margin: float
+
+
+@dataclass(frozen=True)
+class CCAParams(Section):
+    """Canonical correlation between the volumetric and point-cloud latents (``cca``, stage 06)."""
+
+    variant: str
+    n_components: int
+    n_permutations: int
+    n_decoded: int
+
+
+@dataclass(frozen=True)
+class ClusteringParams(Section):
+    """HDBSCAN of the main model's latents (``clustering``, stage 07)."""
+
+    variant: str
+    min_cluster_size: int
+    min_samples: int
+    n_bootstrap: int
+    bootstrap_fraction: float
+    top_topics: int
+
+
+@dataclass(frozen=True)
+class ForecastingParams(Section):
+    """Chronological latent series and trajectory GRU (``forecasting``, stage 08)."""
+
+    variant: str
+    cutoff_year: int
+    window: int
+    hidden_size: int
+    max_epochs: int
+    lr: float
+    min_studies: int
+    drift_task: str
+    drift_years: list
+    drift_samples: int
+
+
+@dataclass(frozen=True)
+class AblationParams(Section):
+    """The ablation protocol (``ablation``, stage 09): which ``params/ablations/<name>.yaml`` files run,
+    and the training budget of every run."""
+
+    names: list
+    max_epochs: int
+
+
+@dataclass(frozen=True)
+class Params(Section):
+    """Every parameter of a profile, validated: built once by :func:`load_params`.
+
+    Attributes
+    ----------
+    seed : int
+    data, curation, render, model, training, evaluation, pointcloud, ensemble, hierarchical, cca,
+    clustering, forecasting, ablation : Section
+        One typed section each (``params.training.lr``, or ``params["training"]["lr"]``).
+    profile : str
+        The profile the parameters were loaded for.
+    """
+
+    seed: int
+    data: DataParams
+    curation: CurationParams
+    render: RenderParams
+    model: ModelParams
+    training: TrainingParams
+    evaluation: EvaluationParams
+    pointcloud: PointCloudParams
+    ensemble: EnsembleParams
+    hierarchical: HierarchicalParams
+    cca: CCAParams
+    clustering: ClusteringParams
+    forecasting: ForecastingParams
+    ablation: AblationParams
+    profile: str
+
+
+Number = (int, float)
+
+#: Annotation -> the types a YAML value may have (a float field takes an int: YAML writes ``1`` for ``1.0``).
+_EXPECTED: dict[str, Any] = {
+    "int": int,
+    "float": Number,
+    "str": str,
+    "bool": bool,
+    "list": list,
+    "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+    "dict[str, list]": ("mapping", list),
 }
+
+
+def _schema(section: type[Section]) -> dict[str, Any]:
+    schema: dict[str, Any] = {}
+    for f in fields(section):  # type: ignore[arg-type]
+        annotation = str(f.type)
+        if f.name == "profile":
+            continue
+        nested = _SECTIONS.get(annotation)
+        schema[f.name] = _schema(nested) if nested is not None else _EXPECTED[annotation]
+    return schema
+
+
+_SECTIONS: dict[str, type[Section]] = {
+    cls.__name__: cls
+    for cls in (
+        DataParams,
+        CurationParams,
+        RenderParams,
+        ModelParams,
+        TrainingParams,
+        EvaluationParams,
+        PointCloudParams,
+        EnsembleParams,
+        HierarchicalParams,
+        CCAParams,
+        ClusteringParams,
+        ForecastingParams,
+        AblationParams,
+    )
+}
+
+#: The schema every parameter file is checked against, derived from the section classes above
+#: (nested mappings of key -> expected type(s); ``("mapping", T)`` for a mapping with free keys).
+SCHEMA: dict[str, Any] = _schema(Params)
+
+
+def _build(values: Mapping[str, Any]) -> Params:
+    """The typed object of merged, validated parameters."""
+    sections = {f.name: f for f in fields(Params)}
+    built: dict[str, Any] = {}
+    for name, value in values.items():
+        section = _SECTIONS.get(str(sections[name].type))
+        built[name] = section(**copy.deepcopy(value)) if section is not None else value
+    return Params(**built)
 
 
 #: Ways stage 04 builds an ensemble (see sematlas.training.ensemble): snapshot ensemble, independently
@@ -263,7 +429,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
+def load_params(profile: str, root: Path | None = None) -> Params:
     """Load, layer and validate the parameters of a profile.
 
     Parameters
@@ -275,8 +441,8 @@ def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
 
     Returns
     -------
-    dict
-        The merged parameters with ``profile`` added.
+    Params
+        The merged parameters, typed, with ``profile`` set.
 
     Raises
     ------
@@ -297,37 +463,40 @@ def load_params(profile: str, root: Path | None = None) -> dict[str, Any]:
     _check_complete(merged, SCHEMA, f"{common_path.name} or {profile_path.name}")
     _check_values(merged, f"{common_path.name} + {profile_path.name}")
     merged["profile"] = profile
-    return merged
+    return _build(merged)
 
 
-def override_params(params: dict[str, Any], override: dict[str, Any], source: Path) -> dict[str, Any]:
+def override_params(params: Params, override: Mapping[str, Any], source: Path | str = "override") -> Params:
     """Validated parameters with ``override`` layered on top, as a profile file is on ``common.yaml``.
 
     Parameters
     ----------
-    params : dict
+    params : Params
         Loaded parameters (:func:`load_params`).
-    override : dict
-        A partial parameter mapping (e.g. the ``change`` of an ablation file).
-    source : Path
+    override : mapping
+        A partial parameter mapping (e.g. the ``change`` of an ablation file, or
+        ``{"training": {"max_epochs": 2}}``).
+    source : Path or str
         Where ``override`` comes from, named in every error.
 
     Returns
     -------
-    dict
-        A new mapping; ``params`` is not modified.
+    Params
+        A new object; ``params`` is not modified.
 
     Raises
     ------
     ParameterError
         An unknown key or a value of the wrong type.
     """
-    _check_known(override, SCHEMA, source)
-    merged = _merge({key: value for key, value in params.items() if key != "profile"}, override)
+    source = Path(source)
+    plain = _plain(dict(override))
+    _check_known(plain, SCHEMA, source)
+    merged = _merge({key: value for key, value in params.to_dict().items() if key != "profile"}, plain)
     _check_complete(merged, SCHEMA, source.name)
     _check_values(merged, source.name)
-    merged["profile"] = params["profile"]
-    return merged
+    merged["profile"] = params.profile
+    return _build(merged)
 
 
 def _check_values(params: dict[str, Any], sources: str) -> None:

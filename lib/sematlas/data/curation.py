@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import ndimage
 
 from sematlas.core.grid import Grid
+from sematlas.core.params import Params
 
 COORDINATE_COLUMNS = ("id", "table_id", "x", "y", "z")
 METADATA_COLUMNS = ("id", "space", "title", "year", "journal")
@@ -430,7 +431,7 @@ def _step(name: str, peaks: pd.DataFrame, space: pd.Series) -> dict[str, Any]:
     }
 
 
-def curate(files: Mapping[str, Path], params: Mapping[str, Any], sample_sizes: pd.DataFrame | None = None) -> Curation:
+def curate(files: Mapping[str, Path], params: Params, sample_sizes: pd.DataFrame | None = None) -> Curation:
     """Run every curation step on raw Neurosynth files.
 
     Parameters
@@ -547,7 +548,7 @@ def subset_name(size: int) -> str:
 def write_outputs(
     curation: Curation,
     folder: Path,
-    params: Mapping[str, Any],
+    params: Params,
     checksums: Mapping[str, str],
     versions: Mapping[str, str],
 ) -> dict[str, Any]:
@@ -579,7 +580,7 @@ def write_outputs(
         "steps": curation.steps,
         "report": curation.report,
         "task_categories": task_categories(params),
-        "parameters": dict(params),
+        "parameters": params.to_dict(),
         "inputs_sha256": dict(checksums),
         "outputs_sha256": {name: sha256_file(folder / name) for name in outputs},
         "package_versions": dict(versions),

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from sematlas.core.grid import Grid
 from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
+from sematlas.core.params import Params
 from sematlas.data.curation import SPLITS
 from sematlas.data.render import PeakRenderer
 
@@ -142,7 +143,7 @@ class NeurosynthDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_params(
-        cls, params: dict[str, Any], processed_dir: Path, batch_size: int, use_subset: bool
+        cls, params: Params, processed_dir: Path, batch_size: int, use_subset: bool
     ) -> NeurosynthDataModule:
         render = params["render"]
         return cls(

@@ -7,7 +7,6 @@ Batches are dicts: ``{"points": (batch, n_points, 3), "weights": (batch, n_point
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
+from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.curation import SPLITS
 from sematlas.data.pointcloud_cache import PointCloudCache, load_or_build_cache
@@ -113,7 +113,7 @@ class PointCloudDataModule(pl.LightningDataModule):
         self.meta: dict[str, dict[str, Tensor]] = {}
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], paths: ProfilePaths) -> PointCloudDataModule:
+    def from_params(cls, params: Params, paths: ProfilePaths) -> PointCloudDataModule:
         section = params["pointcloud"]
         return cls(
             paths.processed,
@@ -195,7 +195,7 @@ class PointCloudDataModule(pl.LightningDataModule):
         return self.loader("test")
 
 
-def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> PointCloudDataModule:
+def make_datamodule(params: Params, paths: ProfilePaths) -> PointCloudDataModule:
     """The profile's point-cloud DataModule, set up (cache read or built, metadata encoder fitted on train)."""
     datamodule = PointCloudDataModule.from_params(params, paths)
     datamodule.setup()

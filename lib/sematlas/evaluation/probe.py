@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 
 from sematlas.core.grid import Grid
+from sematlas.core.params import Params
 from sematlas.data.curation import drop_sparse_studies, validate_coordinates
 from sematlas.data.datamodule import PeakTable
 from sematlas.data.render import PeakRenderer
@@ -234,7 +235,7 @@ def summarise_probe(name: str, probe: Mapping[str, Any], analyses: pd.DataFrame)
 
 
 def run_probe(
-    models: Mapping[str, Any], datamodule: Any, train_maps: torch.Tensor, params: Mapping[str, Any]
+    models: Mapping[str, Any], datamodule: Any, train_maps: torch.Tensor, params: Params
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The zero-shot probe for every model and both baselines.
 

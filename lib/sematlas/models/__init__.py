@@ -23,33 +23,12 @@ from sematlas.models.baseline import BaselineVAE, ResNetEncoder
 from sematlas.models.cbvae import ConditionalBetaVAE, GradientReversal, grad_reverse, receptive_field_mm
 from sematlas.models.config import VARIANTS, ModelConfig
 from sematlas.models.hvae import HierarchicalVAE
+from sematlas.models.registry import MAIN_VARIANT, MODELS, build_model
 from sematlas.models.tcvae import TCVAE, SpatialBroadcastDecoder, coordinate_grid
 
-_MODELS: dict[str, type[VolumetricVAE]] = {
-    "baseline": BaselineVAE,
-    "cbvae": ConditionalBetaVAE,
-    "tcvae_sbd": TCVAE,
-    "hvae": HierarchicalVAE,
-}
-
-
-def build_model(config: ModelConfig) -> VolumetricVAE:
-    """Build the network of ``config.variant``.
-
-    Parameters
-    ----------
-    config : ModelConfig
-        Architecture (see :class:`ModelConfig`).
-
-    Returns
-    -------
-    VolumetricVAE
-        :class:`BaselineVAE`, :class:`ConditionalBetaVAE`, :class:`TCVAE` or :class:`HierarchicalVAE`.
-    """
-    return _MODELS[config.variant](config)
-
-
 __all__ = [
+    "MAIN_VARIANT",
+    "MODELS",
     "VARIANTS",
     "BaselineVAE",
     "ConditionalBetaVAE",

@@ -1,2 +1,1 @@
-"""The release stage: ONNX export with onnxruntime parity, NIfTI maps, tables, archive and checksums.
-"""
+"""The release stage: ONNX export with onnxruntime parity, NIfTI maps, tables, archive and checksums."""

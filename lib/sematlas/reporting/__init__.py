@@ -1,2 +1,1 @@
-"""Plots, the manuscript's figures and the manuscript's variables, read from the stages' results.
-"""
+"""Plots, the manuscript's figures and the manuscript's variables, read from the stages' results."""

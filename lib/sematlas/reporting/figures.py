@@ -36,6 +36,7 @@ from sematlas.analysis.clustering import TOPIC_KEYS_FILE, plot_cluster_profiles
 from sematlas.analysis.forecasting import plot_frechet
 from sematlas.analysis.hierarchy import PASS, plot_hierarchy
 from sematlas.core.io import atomic_path, read_json, write_json
+from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.pointcloud import plot_metric_comparison
 from sematlas.pipeline.stages import find_stage
@@ -78,12 +79,12 @@ _WRITERS = {
 
 
 # ------------------------------------------------------------------------ loading
-def volumetric_variants(paths: ProfilePaths, params: Mapping[str, Any]) -> list[str]:
+def volumetric_variants(paths: ProfilePaths, params: Params) -> list[str]:
     """The volumetric models of figure 2: ``model.variants``, then ``hvae`` when stage 05 wrote its results."""
     return [*params["model"]["variants"], *(["hvae"] if (paths.results / "hvae").is_dir() else [])]
 
 
-def figure_sources(paths: ProfilePaths, params: Mapping[str, Any]) -> dict[str, list[Path]]:
+def figure_sources(paths: ProfilePaths, params: Params) -> dict[str, list[Path]]:
     """The files each manuscript figure is drawn from (figure 8's centroid maps are added by :func:`load_results`)."""
     results = paths.results
     return {
@@ -136,7 +137,7 @@ def _require(sources: Mapping[str, Sequence[Path]], paths: ProfilePaths) -> None
         raise FileNotFoundError("\n".join(missing))
 
 
-def load_results(paths: ProfilePaths, params: Mapping[str, Any]) -> dict[str, Any]:
+def load_results(paths: ProfilePaths, params: Params) -> dict[str, Any]:
     """Read everything the manuscript figures are drawn from.
 
     Parameters

@@ -28,13 +28,11 @@ two moments (Lakshminarayanan et al. 2017)::
 from __future__ import annotations
 
 import contextlib
-import copy
 import gzip
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -44,17 +42,18 @@ from torch import nn
 from sematlas.core.errors import CheckpointError
 from sematlas.core.grid import Grid
 from sematlas.core.io import atomic_path
-from sematlas.core.params import ENSEMBLE_METHODS
+from sematlas.core.params import ENSEMBLE_METHODS, Params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.inference.atlas import AtlasModel, Metadata
+from sematlas.models.registry import MAIN_VARIANT
 from sematlas.training.callbacks import SnapshotCheckpoint
 from sematlas.training.run import TrainedRun, train_variant
 
 METHODS: tuple[str, ...] = ENSEMBLE_METHODS
 
 #: The ensemble's model: the main volumetric variant.
-VARIANT = "cbvae"
+VARIANT = MAIN_VARIANT
 
 
 @dataclass(frozen=True)
@@ -362,33 +361,32 @@ def write_uncertainty_maps(
 
 
 # ------------------------------------------------------------------ training
-def ensemble_params(params: Mapping[str, Any], max_epochs: int, seed: int | None = None) -> dict[str, Any]:
+def ensemble_params(params: Params, max_epochs: int, seed: int | None = None) -> Params:
     """The profile's parameters for an ensemble member: its decoder, dropout, length and seed.
 
     Parameters
     ----------
-    params : mapping
-        Validated profile parameters with an ``ensemble`` section.
+    params : Params
+        Validated profile parameters.
     max_epochs : int
     seed : int, optional
         Defaults to the profile's seed.
 
     Returns
     -------
-    dict
+    Params
         A copy with ``model.aleatoric``, ``model.dropout``, ``training.max_epochs`` and ``seed`` set.
     """
-    member = copy.deepcopy(dict(params))
-    member["model"].update(
-        aleatoric=bool(params["ensemble"]["aleatoric"]), dropout=float(params["ensemble"]["dropout"])
-    )
-    member["training"]["max_epochs"] = int(max_epochs)
-    member["seed"] = int(params["seed"] if seed is None else seed)
-    return member
+    change = {
+        "model": {"aleatoric": bool(params.ensemble.aleatoric), "dropout": float(params.ensemble.dropout)},
+        "training": {"max_epochs": int(max_epochs)},
+        "seed": int(params.seed if seed is None else seed),
+    }
+    return override_params(params, change, "ensemble member")
 
 
 def train_snapshot_ensemble(
-    params: Mapping[str, Any],
+    params: Params,
     paths: ProfilePaths,
     datamodule: NeurosynthDataModule,
     run_name: str = "ensemble/snapshot",
@@ -435,7 +433,7 @@ def train_snapshot_ensemble(
 
 
 def train_independent_members(
-    params: Mapping[str, Any], paths: ProfilePaths, datamodule: NeurosynthDataModule
+    params: Params, paths: ProfilePaths, datamodule: NeurosynthDataModule
 ) -> list[TrainedRun]:
     """Train (or reuse) K independently seeded members, ``ensemble/member_1`` ... ``member_K``.
 

@@ -7,7 +7,6 @@ and fingerprint rules of every trained model of the compendium.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from sematlas.core.params import Params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import PointCloudDataModule, make_datamodule
 from sematlas.models.losses import pointcloud_vae_loss
@@ -131,16 +131,15 @@ class PointCloudModule(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
-def run_params(params: Mapping[str, Any]) -> dict[str, Any]:
+def run_params(params: Params) -> Params:
     """The profile's parameters with ``training.max_epochs``, ``batch_size`` and ``lr`` taken from
     ``pointcloud`` (what :func:`sematlas.training.run.fit_run` reads for the Trainer)."""
-    resolved = copy.deepcopy(dict(params))
-    section = resolved["pointcloud"]
-    resolved["training"].update(max_epochs=section["max_epochs"], batch_size=section["batch_size"], lr=section["lr"])
-    return resolved
+    section = params.pointcloud
+    change = {"training": {"max_epochs": section.max_epochs, "batch_size": section.batch_size, "lr": section.lr}}
+    return override_params(params, change, "pointcloud run")
 
 
-def build_module(params: Mapping[str, Any], datamodule: PointCloudDataModule) -> PointCloudModule:
+def build_module(params: Params, datamodule: PointCloudDataModule) -> PointCloudModule:
     """The LightningModule with the profile's architecture and objective."""
     assert datamodule.encoder is not None, "call datamodule.setup() first"
     section = params["pointcloud"]
@@ -157,7 +156,7 @@ def build_module(params: Mapping[str, Any], datamodule: PointCloudDataModule) ->
 
 
 def train_pointcloud(
-    params: Mapping[str, Any],
+    params: Params,
     paths: ProfilePaths,
     datamodule: PointCloudDataModule | None = None,
     extra_callbacks: list[pl.Callback] | None = None,

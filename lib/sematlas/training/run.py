@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from sematlas.core.io import package_versions, read_json, write_json, write_parquet
-from sematlas.core.params import load_params
+from sematlas.core.params import Params, load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.models import VARIANTS, ModelConfig
@@ -94,7 +94,7 @@ class AtlasPayload(pl.Callback):
         checkpoint["sematlas"] = self.payload
 
 
-def model_config(params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
+def model_config(params: Params, variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
     """The architecture of ``variant``: choices from params (``hvae``: also ``hierarchical``), sizes from the data."""
     assert datamodule.encoder is not None, "call datamodule.setup() first"
     return ModelConfig.from_dict(
@@ -111,9 +111,7 @@ def model_config(params: Mapping[str, Any], variant: str, datamodule: Neurosynth
     )
 
 
-def build_module(
-    params: Mapping[str, Any], variant: str, datamodule: NeurosynthDataModule, **options: Any
-) -> AtlasModule:
+def build_module(params: Params, variant: str, datamodule: NeurosynthDataModule, **options: Any) -> AtlasModule:
     """The LightningModule of ``variant`` with the profile's objective settings (``options`` add to them)."""
     t = params["training"]
     if variant == "hvae":
@@ -137,10 +135,10 @@ def build_module(
     )
 
 
-def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> NeurosynthDataModule:
+def make_datamodule(params: Params, paths: ProfilePaths) -> NeurosynthDataModule:
     """The profile's DataModule, set up (tables read, metadata encoder fitted on train)."""
     datamodule = NeurosynthDataModule.from_params(
-        dict(params),
+        params,
         paths.processed,
         batch_size=params["training"]["batch_size"],
         use_subset=params["training"]["use_subset"],
@@ -150,7 +148,7 @@ def make_datamodule(params: Mapping[str, Any], paths: ProfilePaths) -> Neurosynt
 
 
 def fingerprint(
-    params: Mapping[str, Any],
+    params: Params,
     variant: str,
     sections: Sequence[str] = (),
     sources: Sequence[str] = _MODEL_SOURCES,
@@ -174,7 +172,8 @@ def fingerprint(
         Settings passed to the module beside the parameters (e.g. a learning-rate schedule).
     """
     digest = hashlib.sha256()
-    relevant = {key: params[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
+    plain = params.to_dict()
+    relevant = {key: plain[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
     # More (or fewer) epochs continue the same run: raising max_epochs resumes from last.ckpt.
     relevant["training"] = {key: value for key, value in relevant["training"].items() if key != "max_epochs"}
     digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
@@ -237,7 +236,7 @@ def fit_run(
     module: pl.LightningModule,
     datamodule: pl.LightningDataModule,
     run_dir: Path,
-    params: Mapping[str, Any],
+    params: Params,
     *,
     name: str,
     run_fingerprint: str,
@@ -373,7 +372,7 @@ def fit_run(
 
 
 def train_variant(
-    params: Mapping[str, Any],
+    params: Params,
     variant: str,
     paths: ProfilePaths,
     datamodule: NeurosynthDataModule | None = None,
@@ -454,7 +453,7 @@ def train_variant(
     )
 
 
-def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) -> None:
+def _write_run_files(run_dir: Path, params: Params, datamodule: Any) -> None:
     """Resolved params, split ids and package versions next to the weights.
 
     ``datamodule.tables`` maps each split to an object with a ``studies`` table.
@@ -462,7 +461,7 @@ def _write_run_files(run_dir: Path, params: Mapping[str, Any], datamodule: Any) 
     from sematlas.core.io import atomic_path
 
     with atomic_path(run_dir / "params.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(dict(params), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(params.to_dict(), sort_keys=False))
     splits = pd.concat([table.studies[["id"]].assign(split=split) for split, table in datamodule.tables.items()])
     write_parquet(splits.reset_index(drop=True), run_dir / "splits.parquet")
     write_json(package_versions(), run_dir / "versions.json")
