@@ -72,6 +72,9 @@ def _json_default(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
+    # Typed parameter sections and results objects know their plain form.
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
