@@ -57,14 +57,18 @@ print(f"profile {profile}: outputs in {paths.processed}")
 #
 # `fetch_neurosynth(version="7", source="abstract", vocab="LDA50")` downloads into
 # `data/raw/neurosynth/`, skipping files already there; a configured mirror
-# (`SEMATLAS_DATA_MIRROR` or `data.mirror`) is linked in first, so the same NiMARE
-# call runs offline. Every file must match its published SHA-256.
+# (`SEMATLAS_DATA_MIRROR` or `data.mirror`) is linked in first, replacing the links an
+# earlier mirror left, so the same NiMARE call runs offline on the named mirror's files.
+# A file that came from no mirror is kept, with a warning that the mirror was not used
+# for it. Every file must match its published SHA-256. Where each file came from is in
+# `data/raw/neurosynth/source.json` and in the manifest (`report.inputs_source`).
 
 # %%
 mirror = resolve_mirror(params["data"]["mirror"])
 print("mirror:", mirror or "none (NiMARE downloads)")
-files, checksums = fetch_neurosynth_v7(paths.raw, mirror)
-pd.Series(checksums, name="sha256 (verified)").to_frame()
+fetched = fetch_neurosynth_v7(paths.raw, mirror)
+files = fetched.paths
+pd.DataFrame(fetched.source["files"]).T.join(pd.Series(fetched.checksums, name="sha256 (verified)"))
 
 # %% [markdown]
 # ## 2 · Sparse sample sizes
@@ -148,10 +152,11 @@ pd.crosstab(studies["year_bin"], studies["split"], normalize="index").round(2).T
 # ## 5 · Write the tables and the manifest
 #
 # Each file is written atomically; `manifest.json` is written last and records the
-# counts, parameters, input checksums and package versions.
+# counts, parameters, input checksums and where the inputs came from, and package versions.
 
 # %%
-manifest = write_outputs(curation, paths.processed, params, checksums, package_versions())
+curation.report["inputs_source"] = fetched.source  # where the fetched files came from (source.json)
+manifest = write_outputs(curation, paths.processed, params, fetched.checksums, package_versions())
 print(
     f"wrote {paths.processed}: {manifest['n_studies']} studies, {manifest['n_peaks']} peaks, "
     f"subset '{manifest['subset']}' of {curation.report['subset_size']} studies"

@@ -103,14 +103,15 @@ def test_p_values_count_the_observed_pairing():
     np.testing.assert_allclose(p_fwe, [3 / 5, 3 / 5])
 
 
-def test_n_components_is_clipped_with_a_note(capsys):
+def test_n_components_is_clipped_with_a_warning(caplog):
     x, y = independent_views(n=30, p=5, q=3, seed=4)
     cca = LatentCCA(n_components=8, n_permutations=10).fit(x, y)
     assert cca.n_components_ == 3 and len(cca.correlations_) == 3 and cca.structure_[1].shape == (3, 3)
-    assert "clipped to 3" in capsys.readouterr().out
+    clipped = [(r.levelname, r.getMessage()) for r in caplog.records if "clipped" in r.getMessage()]
+    assert clipped == [("WARNING", "n_components=8 clipped to 3 (latent dims 5 and 3, 30 studies)")]
     assert clip_components(5, n_studies=3, x_dim=8, y_dim=4) == 2
     assert clip_components(2, n_studies=30, x_dim=8, y_dim=4) == 2
-    assert capsys.readouterr().out.count("clipped") == 1
+    assert caplog.text.count("clipped") == 2  # the fit's and 5 -> 2; asking for 2 of 2 warns of nothing
     with pytest.raises(ValueError, match="at least 1"):
         clip_components(0, n_studies=30, x_dim=8, y_dim=4)
 

@@ -23,6 +23,7 @@ its declared criterion; a FAIL is reported as measured.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ import yaml
 from sematlas.core.io import read_json, sha256_file, write_json
 from sematlas.core.params import ParameterError, Params, override_params
 from sematlas.core.paths import ProfilePaths, project_root
+
+logger = logging.getLogger(__name__)
 
 #: The metrics an ablation is scored on: name -> (unit, meaning, path into the results of evaluate_run).
 METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -303,7 +306,7 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
     name = ablation.name if ablation is not None else LOCKED
     run_params = protocol_params(ablation.apply(params) if ablation is not None else params)
     what = f"{ablation.key} = {ablation.value}" if ablation is not None else "the locked configuration"
-    print(f"[ablation {name}] {what}, {run_params['training']['max_epochs']} epochs", flush=True)
+    logger.info("[ablation %s] %s, %d epochs", name, what, run_params["training"]["max_epochs"])
     datamodule = make_datamodule(run_params, paths)
     run = train_variant(run_params, "cbvae", paths, datamodule=datamodule, run_name=f"ablations/{name}")
     result_file = paths.results / "ablations" / f"{name}.json"
@@ -312,7 +315,7 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
     if result_file.is_file():
         cached = read_json(result_file)
         if cached.get("fingerprint") == run_fingerprint and cached.get("checkpoint_sha256") == checkpoint_sha256:
-            print(f"[ablation {name}] evaluation of this checkpoint reused from {result_file.name}")
+            logger.info("[ablation %s] evaluation of this checkpoint reused from %s", name, result_file.name)
             return dict(cached)
     model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).module.model
     results, _ = evaluate_run(model, datamodule, "cbvae", run_params["evaluation"], int(run_params["seed"]))

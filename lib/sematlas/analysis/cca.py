@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import gzip
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ from sklearn.cross_decomposition import CCA
 from sklearn.preprocessing import StandardScaler
 
 from sematlas.core.io import atomic_path
+
+logger = logging.getLogger(__name__)
 
 #: The two views, in the order :meth:`LatentCCA.fit` takes them.
 VIEWS = ("volumetric", "pointcloud")
@@ -79,7 +82,7 @@ def paired_latents(
 def clip_components(requested: int, n_studies: int, x_dim: int, y_dim: int) -> int:
     """The number of canonical pairs that exist: at most ``min(x_dim, y_dim, n_studies - 1)``.
 
-    Prints a note when ``requested`` is clipped.
+    Logs a warning when ``requested`` is clipped.
 
     Raises
     ------
@@ -92,9 +95,13 @@ def clip_components(requested: int, n_studies: int, x_dim: int, y_dim: int) -> i
         raise ValueError(f"CCA needs at least 3 paired studies, got {n_studies}")
     available = min(x_dim, y_dim, n_studies - 1)
     if requested > available:
-        print(
-            f"note: n_components={requested} clipped to {available} "
-            f"(latent dims {x_dim} and {y_dim}, {n_studies} studies)"
+        logger.warning(
+            "n_components=%d clipped to %d (latent dims %d and %d, %d studies)",
+            requested,
+            available,
+            x_dim,
+            y_dim,
+            n_studies,
         )
     return min(requested, available)
 

@@ -50,6 +50,7 @@ from sematlas.core.io import atomic_path
 from sematlas.core.metadata import YEAR_RANGE
 from sematlas.evaluation.generative import gaussian_frechet_distance
 from sematlas.inference.atlas import AtlasModel
+from sematlas.pipeline.registry import writer
 
 #: Forecasting methods in reporting order: the model first, then the two baselines.
 METHODS = ("gru", "persistence", "linear_trend")
@@ -757,7 +758,9 @@ def plot_zeitgeist(
     colours = [("lightgrey" if name == "noise" else palette[i]) for i, name in enumerate(clusters.columns)]
     ax.stackplot(clusters.index, clusters.T.to_numpy(), labels=clusters.columns, colors=colours, alpha=0.9)
     ax.set(xlim=(clusters.index.min(), clusters.index.max()), ylim=(0, 1), ylabel="fraction of the year's studies")
-    ax.set_title("cluster prevalence (stage 07 HDBSCAN clusters of the latents)", fontsize=10)
+    ax.set_title(
+        f"cluster prevalence (stage {writer('results/clustering').number} HDBSCAN clusters of the latents)", fontsize=10
+    )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax = fig.add_subplot(grid[1, :])
     for name in topics.columns:

@@ -1,3 +1,4 @@
-"""The stage registry (notebook, dependencies, inputs, outputs) and the command line that runs stages
-through papermill.
+"""The stage registry (:mod:`~sematlas.pipeline.registry`: notebook, library code, reads, writes), content-hash
+freshness (:mod:`~sematlas.pipeline.freshness`) and the runner with its command line
+(:mod:`~sematlas.pipeline.stages`, ``python -m sematlas.pipeline``).
 """

@@ -6,110 +6,37 @@ Jupytext py:percent, the source of truth) is converted in memory and executed
 by papermill with ``profile`` injected after its ``parameters`` cell, into
 ``notebooks/executed/<profile>/NN_name.ipynb`` with outputs kept.
 
-A stage is skipped when it is fresh: its completion stamp is newer than its
-notebook, the parameter files, the library sources and the stamps of the stages
-before it. The stamp is removed before a stage starts and written only when it
-succeeds, so a killed or failed stage is never mistaken for a finished one.
+A stage is skipped when it is fresh (:mod:`sematlas.pipeline.freshness`: the
+content of everything the registry says it depends on is unchanged since its
+last successful run). The stamp is removed before a stage starts and written
+only when it succeeds, so a killed or failed stage is never mistaken for a
+finished one. ``python -m sematlas.pipeline status PROFILE`` says what a run
+would execute, and why.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sematlas.core.params import PROFILES, load_params
 from sematlas.core.paths import ProfilePaths, project_root
+from sematlas.pipeline.freshness import inputs, plan, why_stale, write_stamp
+from sematlas.pipeline.registry import STAGES, Stage, UnknownStage, select
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One notebook of the compendium.
-
-    Parameters
-    ----------
-    number : str
-        Two-digit order, e.g. ``"01"``.
-    name : str
-        What the notebook produces, e.g. ``"curation"``.
-    """
-
-    number: str
-    name: str
-
-    @property
-    def stem(self) -> str:
-        return f"{self.number}_{self.name}"
-
-    def notebook(self, root: Path) -> Path:
-        return root / "notebooks" / f"{self.stem}.py"
-
-    def executed(self, paths: ProfilePaths) -> Path:
-        return paths.executed / f"{self.stem}.ipynb"
-
-    def stamp(self, paths: ProfilePaths) -> Path:
-        return paths.executed / f".{self.stem}.done"
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("01", "curation"),
-    Stage("02", "train_volumetric"),
-    Stage("03", "train_pointcloud"),
-    Stage("04", "train_ensemble"),
-    Stage("05", "train_hierarchical"),
-    Stage("06", "cca"),
-    Stage("07", "clustering"),
-    Stage("08", "forecasting"),
-    Stage("09", "evaluation"),
-    Stage("10", "release"),
-    Stage("11", "figures"),
-)
+logger = logging.getLogger(__name__)
 
 
 class StageFailed(RuntimeError):
     """A stage's notebook raised; the message names the executed notebook with the traceback."""
 
 
-def find_stage(key: str) -> Stage:
-    """A stage by number (``01`` or ``1``), name (``curation``) or stem (``01_curation``)."""
-    for stage in STAGES:
-        if key in (stage.number, stage.name, stage.stem) or (key.isdigit() and int(key) == int(stage.number)):
-            return stage
-    raise SystemExit(f"unknown stage {key!r}; stages: {', '.join(s.stem for s in STAGES)}")
-
-
-def select(only: str | None = None, start: str | None = None) -> list[Stage]:
-    """The stages to consider: one (``only``), those from ``start`` on, or all."""
-    if only:
-        return [find_stage(only)]
-    if start:
-        first = STAGES.index(find_stage(start))
-        return list(STAGES[first:])
-    return list(STAGES)
-
-
-def stage_inputs(stage: Stage, paths: ProfilePaths) -> list[Path]:
-    """Files whose change makes a stage stale."""
-    root = paths.root
-    inputs = [stage.notebook(root), root / "params" / "common.yaml", root / "params" / f"{paths.profile}.yaml"]
-    inputs += sorted((root / "lib" / "sematlas").rglob("*.py"))
-    inputs += [earlier.stamp(paths) for earlier in STAGES[: STAGES.index(stage)]]
-    return inputs
-
-
-def is_fresh(stage: Stage, paths: ProfilePaths) -> bool:
-    """Whether a stage's last successful run is newer than all of its inputs."""
-    stamp = stage.stamp(paths)
-    if not stamp.is_file() or not stage.executed(paths).is_file():
-        return False
-    newest = max((p.stat().st_mtime for p in stage_inputs(stage, paths) if p.exists()), default=0.0)
-    return stamp.stat().st_mtime >= newest
-
-
-def load_notebook(path: Path):  # -> nbformat.NotebookNode
+def load_notebook(path: Path) -> Any:  # nbformat.NotebookNode
     """Read a py:percent notebook into memory, without its pairing metadata.
 
     Dropping ``jupytext.formats`` keeps papermill and Jupyter from writing a
@@ -124,7 +51,7 @@ def load_notebook(path: Path):  # -> nbformat.NotebookNode
 
 
 def run_stage(stage: Stage, paths: ProfilePaths) -> float:
-    """Execute one stage with papermill; return its wall time in seconds.
+    """Execute one stage with papermill and stamp it; return its wall time in seconds.
 
     Raises
     ------
@@ -137,6 +64,7 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
     executed, stamp = stage.executed(paths), stage.stamp(paths)
     executed.parent.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
+    ran_with = inputs(stage, paths)  # before the run: an edit made while it runs leaves it stale
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -153,29 +81,52 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
             f"stage {stage.stem} failed on profile '{paths.profile}' ({error.ename}: {error.evalue}).\n"
             f"The executed notebook with the traceback is {executed}"
         ) from None
-    stamp.touch()
+    write_stamp(stage, paths, ran_with)
     return time.perf_counter() - started
 
 
 def run(
     profile: str, only: str | None = None, start: str | None = None, force: bool = False, root: Path | None = None
 ) -> dict[str, float]:
-    """Run the selected stages of a profile in order; return wall seconds per stage run."""
+    """Run the selected stages of a profile in order; return wall seconds per stage run.
+
+    Raises
+    ------
+    UnknownStage
+        ``only`` or ``start`` names no stage.
+    StageFailed
+        A stage's notebook raised; later stages are not started.
+    """
     root = root or project_root()
     load_params(profile, root)  # fail on bad parameters before any stage starts
     paths = ProfilePaths.for_profile(profile, root)
     timings: dict[str, float] = {}
     for stage in select(only, start):
-        if not force and is_fresh(stage, paths):
-            print(f"[sematlas] {stage.stem}: up to date, skipped (--force reruns it)", flush=True)
+        # Decided only now, after the stages before it ran: their new outputs are its inputs.
+        reason = "--force" if force else why_stale(stage, paths)
+        if reason is None:
+            logger.info("%s: up to date, skipped (--force reruns it)", stage.stem)
             continue
-        print(f"[sematlas] {stage.stem}: running on profile '{profile}' -> {stage.executed(paths)}", flush=True)
+        logger.info("%s: running on profile '%s' (%s) -> %s", stage.stem, profile, reason, stage.executed(paths))
         timings[stage.stem] = run_stage(stage, paths)
-        print(f"[sematlas] {stage.stem}: done in {timings[stage.stem]:.1f} s", flush=True)
+        logger.info("%s: done in %.1f s", stage.stem, timings[stage.stem])
     return timings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _print_stages() -> None:
+    for stage in STAGES:
+        reads = ", ".join(stage.reads) or "-"
+        print(f"{stage.stem:<22} reads {reads:<40} runs {', '.join(stage.library)}")
+
+
+def _print_status(profile: str) -> None:
+    paths = ProfilePaths.for_profile(profile)
+    reruns = plan(paths, STAGES)
+    for stage in STAGES:
+        print(f"{stage.stem:<22} {'reruns: ' + reruns[stage.stem] if stage.stem in reruns else 'up to date'}")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sematlas.pipeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run stages of a profile")
@@ -184,17 +135,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--only", metavar="STAGE", help="run just this stage (number or name)")
     group.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and the ones after it")
     run_parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
-    sub.add_parser("stages", help="list the stages")
-    args = parser.parse_args(argv)
+    status_parser = sub.add_parser("status", help="say which stages of a profile a run would execute, and why")
+    status_parser.add_argument("profile", choices=PROFILES)
+    sub.add_parser("stages", help="list the stages, the stages each reads and the library code each runs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit code (1: a stage failed, 2: an unknown stage)."""
+    args = _parser().parse_args(argv)
     if args.command == "stages":
-        for stage in STAGES:
-            print(stage.stem)
+        _print_stages()
         return 0
+    if args.command == "status":
+        _print_status(args.profile)
+        return 0
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[sematlas] %(message)s"))
+    package_logger = logging.getLogger("sematlas")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
     try:
         timings = run(args.profile, only=args.only, start=args.start, force=args.force)
-    except StageFailed as error:
+    except (StageFailed, UnknownStage) as error:
         print(f"[sematlas] ERROR: {error}", file=sys.stderr, flush=True)
-        return 1
+        return 2 if isinstance(error, UnknownStage) else 1
+    finally:
+        package_logger.removeHandler(handler)
     paths = ProfilePaths.for_profile(args.profile)
     total = sum(timings.values())
     print(
@@ -205,7 +172,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,7 +39,7 @@ from sematlas.core.io import atomic_path, read_json, write_json
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.pointcloud import plot_metric_comparison
-from sematlas.pipeline.stages import find_stage
+from sematlas.pipeline.registry import writer_of
 from sematlas.reporting.plotting import BASELINES, plot_generative_quality
 
 #: Colours shared by every figure: a model, a baseline, a second (weaker) baseline, a reference line.
@@ -61,20 +61,6 @@ TITLES: dict[str, str] = {
     "fig8_clusters": "HDBSCAN clusters of the latents: sizes, topic and task profiles, centroid maps",
     "fig9_forecasting": "Forecasting the latent distribution of held-out years: GRU against persistence and trend",
     "fig10_ablations": "Ablations: each one-change variant of the locked cbvae against its declared criterion",
-}
-
-#: Results folder -> the stage that writes it (the volumetric variants' folders are stage 02's).
-_WRITERS = {
-    "processed": "01",
-    "raw": "01",
-    "pointcloud": "03",
-    "ensemble": "04",
-    "hvae": "05",
-    "hierarchical": "05",
-    "cca": "06",
-    "clustering": "07",
-    "forecasting": "08",
-    "evaluation": "09",
 }
 
 
@@ -119,9 +105,7 @@ def figure_sources(paths: ProfilePaths, params: Params) -> dict[str, list[Path]]
 
 def _writer(path: Path, paths: ProfilePaths) -> str:
     """``"06 cca"``: the stage that writes ``path``."""
-    parts = path.relative_to(paths.root).parts  # data/<kind>/... or data/results/<profile>/<folder>/...
-    folder = parts[3] if parts[1] == "results" else parts[1]
-    stage = find_stage(_WRITERS.get(folder, "02"))
+    stage = writer_of(path, paths)
     return f"{stage.number} {stage.name}"
 
 

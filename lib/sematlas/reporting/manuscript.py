@@ -35,6 +35,7 @@ import yaml
 
 from sematlas.core.io import atomic_path
 from sematlas.core.paths import ProfilePaths
+from sematlas.pipeline.registry import writer
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,6 @@ class Variable:
 
     Parameters
     ----------
-    stage : str
-        The stage that writes the file, e.g. ``"02"``.
     source : str
         ``processed/<file>`` or ``results/<file>``, relative to the profile's folders.
     key : str
@@ -53,14 +52,18 @@ class Variable:
         A format spec, e.g. ``".3f"``, ``",d"``, ``".0%"``; ``""`` for text.
     """
 
-    stage: str
     source: str
     key: str
     fmt: str = ".3f"
 
+    @property
+    def stage(self) -> str:
+        """The number of the stage that writes the file, e.g. ``"02"`` (asked of the stage registry)."""
+        return writer(self.source).number
 
-def _v(stage: str, source: str, key: str, fmt: str = ".3f") -> Variable:
-    return Variable(stage, source, key, fmt)
+
+def _v(source: str, key: str, fmt: str = ".3f") -> Variable:
+    return Variable(source, key, fmt)
 
 
 _CURATION = "processed/manifest.json"
@@ -77,93 +80,93 @@ _EVAL = "results/evaluation/evaluation_results.json"
 
 #: Every number the manuscript may use, by variable name.
 VARIABLES: dict[str, Variable] = {
-    "profile": _v("01", _CURATION, "profile", ""),
-    "neurosynth_version": _v("01", _CURATION, "parameters.data.neurosynth_version", ""),
-    "last_year": _v("01", _CURATION, "report.year_bin_edges.-1", ".0f"),
-    "n_studies": _v("01", _CURATION, "n_studies", ",d"),
-    "n_peaks": _v("01", _CURATION, "n_peaks", ",d"),
-    "n_peaks_raw": _v("01", _CURATION, "report.deduplication.peaks_in", ",d"),
-    "n_duplicate_studies": _v("01", _CURATION, "report.deduplication.studies_flagged_duplicate", ",d"),
-    "n_train": _v("01", _CURATION, "report.splits.train", ",d"),
-    "n_val": _v("01", _CURATION, "report.splits.val", ",d"),
-    "n_test": _v("01", _CURATION, "report.splits.test", ",d"),
-    "subset_size": _v("01", _CURATION, "report.subset_size", ",d"),
-    "subset_train": _v("01", _CURATION, "report.subset_splits.train", ",d"),
-    "subset_test": _v("01", _CURATION, "report.subset_splits.test", ",d"),
-    "n_sample_size_matched": _v("01", _CURATION, "report.sample_size_matched", ",d"),
-    "voxel_size": _v("01", _CURATION, "parameters.render.voxel_size", "d"),
-    "z_dim": _v("02", _CBVAE, "z_dim", "d"),
-    "cbvae_epochs": _v("02", _CBVAE, "training.epochs", "d"),
-    "cbvae_recon_r": _v("02", _CBVAE, "reconstruction.model.pearson_r_median"),
-    "cbvae_recon_ssim": _v("02", _CBVAE, "reconstruction.model.ssim_median"),
-    "pca_recon_r": _v("02", _CBVAE, "reconstruction.pca.pearson_r_median"),
-    "mean_map_recon_r": _v("02", _CBVAE, "reconstruction.mean_map.pearson_r_median"),
-    "cbvae_beats_pca": _v("02", _CBVAE, "reconstruction.model_beats_pca_fraction", ".0%"),
-    "baseline_recon_r": _v("02", _BASELINE, "reconstruction.model.pearson_r_median"),
-    "tcvae_recon_r": _v("02", _TCVAE, "reconstruction.model.pearson_r_median"),
-    "tcvae_active_units": _v("02", _TCVAE, "active_units", "d"),
-    "cbvae_active_units": _v("02", _CBVAE, "active_units", "d"),
-    "cbvae_generation_r": _v("02", _CBVAE, "conditional_generation.model.pearson_r_median"),
-    "ridge_generation_r": _v("02", _CBVAE, "conditional_generation.ridge.pearson_r_median"),
-    "year_balanced_accuracy": _v("02", _CBVAE, "year_debiasing.balanced_accuracy"),
-    "year_chance": _v("02", _CBVAE, "year_debiasing.chance"),
-    "points_recon_chamfer": _v("03", _POINTS, "reconstruction.model.chamfer_mm_median", ".1f"),
-    "points_recon_emd": _v("03", _POINTS, "reconstruction.model.emd_mm_median", ".1f"),
-    "points_nearest_chamfer": _v("03", _POINTS, "reconstruction.nearest_training_study.chamfer_mm_median", ".1f"),
-    "points_nearest_emd": _v("03", _POINTS, "reconstruction.nearest_training_study.emd_mm_median", ".1f"),
-    "points_floor_chamfer": _v("03", _POINTS, "reconstruction.resample_noise_floor.chamfer_mm_mean", ".1f"),
-    "points_beats_nearest": _v("03", _POINTS, "reconstruction.model_beats_nearest_training_fraction", ".0%"),
-    "points_generation_chamfer": _v("03", _POINTS, "conditional_generation.model.chamfer_mm_median", ".1f"),
-    "points_pool_chamfer": _v("03", _POINTS, "conditional_generation.category_pool.chamfer_mm_median", ".1f"),
-    "ece_snapshot_before": _v("04", _ENSEMBLE, "methods.snapshot.ece_test_before"),
-    "ece_snapshot_after": _v("04", _ENSEMBLE, "methods.snapshot.ece_test_after"),
-    "ece_mc_before": _v("04", _ENSEMBLE, "methods.mc_dropout.ece_test_before"),
-    "ece_mc_after": _v("04", _ENSEMBLE, "methods.mc_dropout.ece_test_after"),
-    "ece_goal": _v("04", _ENSEMBLE, "goals.ece_below", ".2f"),
-    "ood_goal": _v("04", _ENSEMBLE, "goals.ood_auroc_above", ".2f"),
-    "ood_uniform": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc.uniform", ".2f"),
-    "ood_white_matter": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc.white_matter", ".2f"),
-    "ood_synthetic": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc.nimare_synthetic", ".2f"),
-    "ood_nll_uniform": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.uniform", ".2f"),
-    "ood_nll_white_matter": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.white_matter", ".2f"),
-    "ood_nll_synthetic": _v("04", _ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.nimare_synthetic", ".2f"),
-    "hvae_gate": _v("05", _HVAE, "gate.result", ""),
-    "hvae_kl_top": _v("05", _HVAE, "kl_per_level.kl_top", ".2f"),
-    "hvae_kl_lower": _v("05", _HVAE, "kl_per_level.kl_lower", ".2f"),
-    "hvae_kl_threshold": _v("05", _HVAE, "gate.criteria.kl_top_active.threshold", ".2f"),
-    "hvae_recon_r": _v("05", _HVAE, "gate.criteria.reconstruction.value"),
-    "hvae_recon_threshold": _v("05", _HVAE, "gate.criteria.reconstruction.threshold"),
-    "hvae_probe": _v("05", _HVAE, "gate.criteria.top_level_probe.value"),
-    "hvae_probe_threshold": _v("05", _HVAE, "gate.criteria.top_level_probe.threshold"),
-    "cca_n_studies": _v("06", _CCA, "n_studies", ",d"),
-    "cca_permutations": _v("06", _CCA, "n_permutations", ",d"),
-    "cca_r1": _v("06", _CCA, "components.0.r"),
-    "cca_p1": _v("06", _CCA, "components.0.p"),
-    "cca_r2": _v("06", _CCA, "components.1.r"),
-    "cca_p2": _v("06", _CCA, "components.1.p"),
-    "n_clusters": _v("07", _CLUSTERS, "n_clusters", "d"),
-    "cluster_noise": _v("07", _CLUSTERS, "noise_fraction", ".0%"),
-    "cluster_ari": _v("07", _CLUSTERS, "ari_mean", ".2f"),
-    "cluster_ari_sd": _v("07", _CLUSTERS, "ari_sd", ".2f"),
-    "cluster_studies": _v("07", _CLUSTERS, "n_studies", ",d"),
-    "forecast_cutoff": _v("08", _FORECAST, "cutoff_year", "d"),
-    "frechet_gru": _v("08", _FORECAST, "frechet_mean.gru", ".2f"),
-    "frechet_persistence": _v("08", _FORECAST, "frechet_mean.persistence", ".2f"),
-    "frechet_trend": _v("08", _FORECAST, "frechet_mean.linear_trend", ".2f"),
-    "prd_cbvae_precision": _v("09", _EVAL, "generative_quality.methods.cbvae.precision", ".2f"),
-    "prd_cbvae_recall": _v("09", _EVAL, "generative_quality.methods.cbvae.recall", ".2f"),
-    "prd_ppca_precision": _v("09", _EVAL, "generative_quality.methods.ppca.precision", ".2f"),
-    "prd_ppca_recall": _v("09", _EVAL, "generative_quality.methods.ppca.recall", ".2f"),
-    "probe_n_analyses": _v("09", _EVAL, "zero_shot_probe.n_analyses", ",d"),
-    "probe_n_in_neurosynth": _v("09", _EVAL, "zero_shot_probe.n_in_neurosynth", ",d"),
-    "probe_cbvae": _v("09", _EVAL, "zero_shot_probe.features.cbvae.balanced_accuracy", ".2f"),
-    "probe_pca": _v("09", _EVAL, "zero_shot_probe.features.pca.balanced_accuracy", ".2f"),
-    "probe_raw": _v("09", _EVAL, "zero_shot_probe.features.raw_voxels.balanced_accuracy", ".2f"),
-    "ablation_n": _v("09", _EVAL, "ablations.n_ablations", "d"),
-    "ablation_n_pass": _v("09", _EVAL, "ablations.n_pass", "d"),
-    "ablation_epochs": _v("09", _EVAL, "ablations.max_epochs", "d"),
-    "ablation_locked_r": _v("09", _EVAL, "ablations.locked.reconstruction_r"),
-    "ablation_locked_beats_pca": _v("09", _EVAL, "ablations.locked.beats_pca", ".0%"),
+    "profile": _v(_CURATION, "profile", ""),
+    "neurosynth_version": _v(_CURATION, "parameters.data.neurosynth_version", ""),
+    "last_year": _v(_CURATION, "report.year_bin_edges.-1", ".0f"),
+    "n_studies": _v(_CURATION, "n_studies", ",d"),
+    "n_peaks": _v(_CURATION, "n_peaks", ",d"),
+    "n_peaks_raw": _v(_CURATION, "report.deduplication.peaks_in", ",d"),
+    "n_duplicate_studies": _v(_CURATION, "report.deduplication.studies_flagged_duplicate", ",d"),
+    "n_train": _v(_CURATION, "report.splits.train", ",d"),
+    "n_val": _v(_CURATION, "report.splits.val", ",d"),
+    "n_test": _v(_CURATION, "report.splits.test", ",d"),
+    "subset_size": _v(_CURATION, "report.subset_size", ",d"),
+    "subset_train": _v(_CURATION, "report.subset_splits.train", ",d"),
+    "subset_test": _v(_CURATION, "report.subset_splits.test", ",d"),
+    "n_sample_size_matched": _v(_CURATION, "report.sample_size_matched", ",d"),
+    "voxel_size": _v(_CURATION, "parameters.render.voxel_size", "d"),
+    "z_dim": _v(_CBVAE, "z_dim", "d"),
+    "cbvae_epochs": _v(_CBVAE, "training.epochs", "d"),
+    "cbvae_recon_r": _v(_CBVAE, "reconstruction.model.pearson_r_median"),
+    "cbvae_recon_ssim": _v(_CBVAE, "reconstruction.model.ssim_median"),
+    "pca_recon_r": _v(_CBVAE, "reconstruction.pca.pearson_r_median"),
+    "mean_map_recon_r": _v(_CBVAE, "reconstruction.mean_map.pearson_r_median"),
+    "cbvae_beats_pca": _v(_CBVAE, "reconstruction.model_beats_pca_fraction", ".0%"),
+    "baseline_recon_r": _v(_BASELINE, "reconstruction.model.pearson_r_median"),
+    "tcvae_recon_r": _v(_TCVAE, "reconstruction.model.pearson_r_median"),
+    "tcvae_active_units": _v(_TCVAE, "active_units", "d"),
+    "cbvae_active_units": _v(_CBVAE, "active_units", "d"),
+    "cbvae_generation_r": _v(_CBVAE, "conditional_generation.model.pearson_r_median"),
+    "ridge_generation_r": _v(_CBVAE, "conditional_generation.ridge.pearson_r_median"),
+    "year_balanced_accuracy": _v(_CBVAE, "year_debiasing.balanced_accuracy"),
+    "year_chance": _v(_CBVAE, "year_debiasing.chance"),
+    "points_recon_chamfer": _v(_POINTS, "reconstruction.model.chamfer_mm_median", ".1f"),
+    "points_recon_emd": _v(_POINTS, "reconstruction.model.emd_mm_median", ".1f"),
+    "points_nearest_chamfer": _v(_POINTS, "reconstruction.nearest_training_study.chamfer_mm_median", ".1f"),
+    "points_nearest_emd": _v(_POINTS, "reconstruction.nearest_training_study.emd_mm_median", ".1f"),
+    "points_floor_chamfer": _v(_POINTS, "reconstruction.resample_noise_floor.chamfer_mm_mean", ".1f"),
+    "points_beats_nearest": _v(_POINTS, "reconstruction.model_beats_nearest_training_fraction", ".0%"),
+    "points_generation_chamfer": _v(_POINTS, "conditional_generation.model.chamfer_mm_median", ".1f"),
+    "points_pool_chamfer": _v(_POINTS, "conditional_generation.category_pool.chamfer_mm_median", ".1f"),
+    "ece_snapshot_before": _v(_ENSEMBLE, "methods.snapshot.ece_test_before"),
+    "ece_snapshot_after": _v(_ENSEMBLE, "methods.snapshot.ece_test_after"),
+    "ece_mc_before": _v(_ENSEMBLE, "methods.mc_dropout.ece_test_before"),
+    "ece_mc_after": _v(_ENSEMBLE, "methods.mc_dropout.ece_test_after"),
+    "ece_goal": _v(_ENSEMBLE, "goals.ece_below", ".2f"),
+    "ood_goal": _v(_ENSEMBLE, "goals.ood_auroc_above", ".2f"),
+    "ood_uniform": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.uniform", ".2f"),
+    "ood_white_matter": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.white_matter", ".2f"),
+    "ood_synthetic": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.nimare_synthetic", ".2f"),
+    "ood_nll_uniform": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.uniform", ".2f"),
+    "ood_nll_white_matter": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.white_matter", ".2f"),
+    "ood_nll_synthetic": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.nimare_synthetic", ".2f"),
+    "hvae_gate": _v(_HVAE, "gate.result", ""),
+    "hvae_kl_top": _v(_HVAE, "kl_per_level.kl_top", ".2f"),
+    "hvae_kl_lower": _v(_HVAE, "kl_per_level.kl_lower", ".2f"),
+    "hvae_kl_threshold": _v(_HVAE, "gate.criteria.kl_top_active.threshold", ".2f"),
+    "hvae_recon_r": _v(_HVAE, "gate.criteria.reconstruction.value"),
+    "hvae_recon_threshold": _v(_HVAE, "gate.criteria.reconstruction.threshold"),
+    "hvae_probe": _v(_HVAE, "gate.criteria.top_level_probe.value"),
+    "hvae_probe_threshold": _v(_HVAE, "gate.criteria.top_level_probe.threshold"),
+    "cca_n_studies": _v(_CCA, "n_studies", ",d"),
+    "cca_permutations": _v(_CCA, "n_permutations", ",d"),
+    "cca_r1": _v(_CCA, "components.0.r"),
+    "cca_p1": _v(_CCA, "components.0.p"),
+    "cca_r2": _v(_CCA, "components.1.r"),
+    "cca_p2": _v(_CCA, "components.1.p"),
+    "n_clusters": _v(_CLUSTERS, "n_clusters", "d"),
+    "cluster_noise": _v(_CLUSTERS, "noise_fraction", ".0%"),
+    "cluster_ari": _v(_CLUSTERS, "ari_mean", ".2f"),
+    "cluster_ari_sd": _v(_CLUSTERS, "ari_sd", ".2f"),
+    "cluster_studies": _v(_CLUSTERS, "n_studies", ",d"),
+    "forecast_cutoff": _v(_FORECAST, "cutoff_year", "d"),
+    "frechet_gru": _v(_FORECAST, "frechet_mean.gru", ".2f"),
+    "frechet_persistence": _v(_FORECAST, "frechet_mean.persistence", ".2f"),
+    "frechet_trend": _v(_FORECAST, "frechet_mean.linear_trend", ".2f"),
+    "prd_cbvae_precision": _v(_EVAL, "generative_quality.methods.cbvae.precision", ".2f"),
+    "prd_cbvae_recall": _v(_EVAL, "generative_quality.methods.cbvae.recall", ".2f"),
+    "prd_ppca_precision": _v(_EVAL, "generative_quality.methods.ppca.precision", ".2f"),
+    "prd_ppca_recall": _v(_EVAL, "generative_quality.methods.ppca.recall", ".2f"),
+    "probe_n_analyses": _v(_EVAL, "zero_shot_probe.n_analyses", ",d"),
+    "probe_n_in_neurosynth": _v(_EVAL, "zero_shot_probe.n_in_neurosynth", ",d"),
+    "probe_cbvae": _v(_EVAL, "zero_shot_probe.features.cbvae.balanced_accuracy", ".2f"),
+    "probe_pca": _v(_EVAL, "zero_shot_probe.features.pca.balanced_accuracy", ".2f"),
+    "probe_raw": _v(_EVAL, "zero_shot_probe.features.raw_voxels.balanced_accuracy", ".2f"),
+    "ablation_n": _v(_EVAL, "ablations.n_ablations", "d"),
+    "ablation_n_pass": _v(_EVAL, "ablations.n_pass", "d"),
+    "ablation_epochs": _v(_EVAL, "ablations.max_epochs", "d"),
+    "ablation_locked_r": _v(_EVAL, "ablations.locked.reconstruction_r"),
+    "ablation_locked_beats_pca": _v(_EVAL, "ablations.locked.beats_pca", ".0%"),
 }
 
 _VAR = re.compile(r"\{\{<\s*var\s+([A-Za-z0-9_.-]+)\s*>\}\}")
@@ -179,7 +182,7 @@ def ablation_table(paths: ProfilePaths) -> str:
         "the last column is the per-study win rate against PCA. {#tbl-ablations}"
     )
     if not path.is_file():
-        return f"[stage 09 not run]\n\n{caption}\n"
+        return f"[stage {writer('results/evaluation').number} not run]\n\n{caption}\n"
     ablations = json.loads(path.read_text())["ablations"]
     lines = [
         "| ablation | change | criterion | locked | ablated | verdict | beats PCA |",

@@ -23,6 +23,7 @@ import pandas as pd
 from sematlas.core.grid import Grid
 from sematlas.core.io import read_json
 from sematlas.core.paths import ProfilePaths
+from sematlas.pipeline.registry import writer
 from sematlas.widgets.common import Stopwatch, profile_voxel_size
 from sematlas.widgets.display import MapRow, SliceRenderer, download_link, file_download_link, peak_voxel
 
@@ -33,9 +34,11 @@ _DRIFT = re.compile(r"drift_(?P<task>.+)_(?P<year>\d{4})_mean\.nii\.gz")
 MEMBER_ROWS = 50
 
 
-def _missing(stage: str, files: list[Path]) -> w.HTML:
+def _missing(output: str, files: list[Path]) -> w.HTML:
+    """Say that the stage writing ``output`` (``results/clustering``, ``release``) has not run, and what is missing."""
+    stage = writer(output)
     listed = ", ".join(f"<code>{html.escape(str(f))}</code>" for f in files)
-    return w.HTML(f"<i>{html.escape(stage)} has not been run for this profile: {listed} not found.</i>")
+    return w.HTML(f"<i>Stage {stage.number} ({stage.name}) has not been run for this profile: {listed} not found.</i>")
 
 
 def _png(fig: Any) -> bytes:
@@ -111,7 +114,7 @@ class DiscoveryPlatform:
         needed = [folder / "clusters.parquet", folder / "assignments.parquet"]
         if not all(p.is_file() for p in needed):
             self.clusters = self.assignments = None
-            return _missing("Stage 07 (clustering)", needed)
+            return _missing("results/clustering", needed)
         self.clusters = pd.read_parquet(needed[0])
         self.assignments = pd.read_parquet(needed[1]).assign(id=lambda a: a["id"].astype(str))
         options = [(str(row.name), int(row.cluster)) for row in self.clusters.itertuples()]
@@ -148,7 +151,9 @@ class DiscoveryPlatform:
     def members(self, cluster: int) -> pd.DataFrame:
         """Studies assigned to ``cluster``, most confident first, with their titles when known."""
         if self.assignments is None:
-            raise FileNotFoundError("no clustering results (stage 07) for this profile")
+            raise FileNotFoundError(
+                f"no clustering results (stage {writer('results/clustering').number}) for this profile"
+            )
         table = self.assignments.loc[self.assignments["cluster"] == cluster]
         table = table.sort_values(["probability", "id"], ascending=[False, True]).reset_index(drop=True)
         if self.titles:
@@ -208,7 +213,7 @@ class DiscoveryPlatform:
         path = self.results / "hierarchical" / "results.json"
         summary = read_json(path) if path.is_file() else {}
         if "hierarchy" not in summary:
-            return _missing("Stage 05 (hierarchical VAE)", [path])
+            return _missing("results/hierarchical", [path])
         hierarchy = summary["hierarchy"]
         correlation = np.asarray(hierarchy["top_lower_abs_correlation"], dtype=float)
         profile = pd.DataFrame.from_dict(hierarchy["category_profile"], orient="index").sort_index()
@@ -227,7 +232,7 @@ class DiscoveryPlatform:
         series_path = folder / "yearly_series.parquet"
         if not series_path.is_file():
             self.year = None
-            return _missing("Stage 08 (forecasting)", [series_path])
+            return _missing("results/forecasting", [series_path])
         series = pd.read_parquet(series_path)
         counts = series.loc[series["group"] == "all"].set_index("year")["n"].astype(int)
         self.year_counts = counts
@@ -272,7 +277,9 @@ class DiscoveryPlatform:
                 for k, name in enumerate(prevalence.columns)
             ]
             cluster_ax.stackplot(prevalence.index, prevalence.T.to_numpy(), labels=prevalence.columns, colors=colours)
-            cluster_ax.set(ylim=(0, 1), ylabel="share", title="cluster prevalence (stage 07)")
+            cluster_ax.set(
+                ylim=(0, 1), ylabel="share", title=f"cluster prevalence (stage {writer('results/clustering').number})"
+            )
             cluster_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         markers = [a.axvline(counts.index.max(), color="black", lw=1.5) for a in axes[:, 0]]
         fig.tight_layout()
@@ -281,7 +288,9 @@ class DiscoveryPlatform:
     def set_year(self, year: int) -> None:
         """Move the Zeitgeist timeline to ``year``: marker, drift map of the nearest modelled year, Fréchet scores."""
         if self.year is None:
-            raise FileNotFoundError("no forecasting results (stage 08) for this profile")
+            raise FileNotFoundError(
+                f"no forecasting results (stage {writer('results/forecasting').number}) for this profile"
+            )
         if self.year.value != year:
             self.year.value = year  # comes back here through the observer
             return
@@ -314,8 +323,12 @@ class DiscoveryPlatform:
     def _download_panel(self) -> w.Widget:
         files = self.downloadable()
         if not files:
-            return _missing("Stage 10 (release)", [self.release or self.results])
-        source = "release" if self.release is not None else "results (no release folder yet: run stage 10)"
+            return _missing("release", [self.release or self.results])
+        source = (
+            "release"
+            if self.release is not None
+            else f"results (no release folder yet: run stage {writer('release').number})"
+        )
         self.files = w.Select(
             options=[(f"{self._relative(p)} ({p.stat().st_size / 1024:,.0f} KiB)", p) for p in files],
             rows=12,
