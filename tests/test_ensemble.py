@@ -30,10 +30,11 @@ from sematlas.evaluation.uncertainty import (
     uniform_brain_peaks,
 )
 from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.ensemble import AtlasEnsemble, combine
 from sematlas.models import ModelConfig, build_model
 from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
 from sematlas.models.losses import cbvae_loss, gaussian_nll_sum, masked_mse_sum
-from sematlas.training.ensemble import AtlasEnsemble, combine, ensemble_params, train_snapshot_ensemble
+from sematlas.training.ensemble import ensemble_params, train_snapshot_ensemble
 from sematlas.training.run import make_datamodule
 
 COND_DIM = 5

@@ -21,7 +21,6 @@ from sematlas.analysis.hierarchy import (
     category_profile,
     level_correlation,
     linear_probe,
-    plot_hierarchy,
     stage_gate,
 )
 from sematlas.core.params import load_params, override_params
@@ -29,6 +28,7 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import HierarchicalVAE, ModelConfig, build_model
 from sematlas.models.losses import gaussian_kl, hierarchical_kl, hvae_loss
+from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.training.module import AtlasModule
 from sematlas.training.run import train_variant
 

@@ -19,22 +19,10 @@ from tiny_models import CATEGORIES, tiny_atlas
 from sematlas.core.grid import Grid
 from sematlas.data.render import PeakRenderer
 from sematlas.inference.atlas import AtlasModel
-from sematlas.release.export import (
-    archive,
-    copy_tree_files,
-    data_dictionary,
-    describe_column,
-    export_ensemble_onnx,
-    export_model_onnx,
-    export_tables,
-    metadata_encoder_spec,
-    metadata_vector,
-    release_tables,
-    verify_checksums,
-    write_checksums,
-    write_release_readme,
-)
-from sematlas.training.ensemble import AtlasEnsemble
+from sematlas.inference.ensemble import AtlasEnsemble
+from sematlas.release.archive import archive, copy_tree_files, verify_checksums, write_checksums, write_release_readme
+from sematlas.release.onnx import export_ensemble_onnx, export_model_onnx, metadata_encoder_spec, metadata_vector
+from sematlas.release.tables import data_dictionary, describe_column, export_tables, release_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
