@@ -1,6 +1,6 @@
 """Distribution-level quality of generated maps: precision, recall and Fréchet distance.
 
-Per-study correlations (:mod:`sematlas.evaluation.reconstruction`) say whether a model can
+Per-study correlations (:mod:`sematlas.evaluation.metrics`) say whether a model can
 reproduce a given map; they cannot say whether its *samples* look like real
 studies (precision) or cover the variety of real studies (recall). Both are
 measured here in one fixed feature space, the first principal components of the

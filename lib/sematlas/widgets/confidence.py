@@ -16,14 +16,12 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.inference.ensemble import AtlasEnsemble, EnsemblePrediction
 from sematlas.inference.pointcloud import PointCloudModel
 from sematlas.widgets.common import (
-    ConditioningControls,
     StudyCatalogue,
     describe_source,
     measure_latency,
     profile_voxel_size,
-    typical_sample_size,
 )
-from sematlas.widgets.demo import Demo, describe_request, request_key
+from sematlas.widgets.demo import ConditionedDemo, describe_request, request_key
 from sematlas.widgets.display import (
     UNCERTAINTY,
     MapRow,
@@ -36,7 +34,7 @@ OBSERVED_COLOUR, DECODED_COLOUR = (20, 20, 20), (220, 40, 40)
 UNCERTAINTY_LAYERS = ("aleatoric", "epistemic", "total")
 
 
-class ConfidenceExplorer(Demo):
+class ConfidenceExplorer(ConditionedDemo):
     """The ensemble's mean map and uncertainty beside the point-cloud model's peaks, for one study and conditioning.
 
     Parameters
@@ -67,7 +65,7 @@ class ConfidenceExplorer(Demo):
     ) -> None:
         first = ensemble.members[0]
         what = f"{self.title} · ensemble of {ensemble.n_passes} passes ({first.variant})"
-        super().__init__(catalogue, describe_source(first.payload, checkpoint, what), initial_study)
+        super().__init__(catalogue, describe_source(first.payload, checkpoint, what), initial_study, first.encoder)
         self.ensemble = ensemble
         self.pointcloud = pointcloud
         self.pointcloud_codes = {}
@@ -76,7 +74,6 @@ class ConfidenceExplorer(Demo):
             self.pointcloud_codes = dict(
                 zip(pointcloud_codes["id"].astype(str), pointcloud_codes[columns].to_numpy(np.float32))
             )
-        self.controls = ConditioningControls(first.encoder.categories, self.redraw, typical_sample_size(first.encoder))
         self.layer = w.ToggleButtons(options=UNCERTAINTY_LAYERS, value="epistemic", description="Uncertainty")
         self.threshold = w.FloatSlider(
             value=50.0, min=0.0, max=99.0, step=1.0, description="Show sd above percentile", continuous_update=False
@@ -87,32 +84,10 @@ class ConfidenceExplorer(Demo):
         self.show_3d = w.Checkbox(description="interactive 3-D view of the peaks", indent=False)
         self.view_3d = w.HTML()
         self.show_3d.observe(lambda _: self._update_3d(), names="value")
-        self.reset_button = w.Button(description="Reset to the study", icon="undo")
-        self.reset_button.on_click(lambda _: self.reset())
         self._on_study()
         self.redraw("study")
-        self.widget = w.VBox(
-            [
-                self.header,
-                self.picker.widget,
-                w.HBox(
-                    [
-                        w.VBox(
-                            [
-                                self.controls.widget,
-                                self.layer,
-                                self.threshold,
-                                w.HBox([self.reset_button, self.export_button]),
-                                self.download,
-                                self.show_3d,
-                            ]
-                        ),
-                        self.image,
-                    ]
-                ),
-                self.status,
-                self.view_3d,
-            ]
+        self.widget = self._layout(
+            [self.controls.widget, self.layer, self.threshold], after_buttons=[self.show_3d], below=[self.view_3d]
         )
 
     @classmethod
@@ -133,10 +108,6 @@ class ConfidenceExplorer(Demo):
         return cls(ensemble, StudyCatalogue.from_profile(profile), pointcloud, codes, checkpoint=source)
 
     # ------------------------------------------------------------------ state
-    @property
-    def study_request(self) -> dict[str, Any]:
-        return self.catalogue.request(self.study_id)
-
     @property
     def request(self) -> dict[str, Any]:
         """The study's metadata with the controls' task, year and sample size."""
@@ -185,24 +156,11 @@ class ConfidenceExplorer(Demo):
             ("points", self.study_id, request_key(request)), lambda: model.decode(z, request)[0].numpy()
         )
 
-    def set_task(self, task: str) -> None:
-        self.controls.task.value = task
-
-    def set_year(self, year: int) -> None:
-        self.controls.year.value = year
-
     def set_layer(self, layer: str) -> None:
         self.layer.value = layer
 
     def set_threshold(self, percentile: float) -> None:
         self.threshold.value = percentile
-
-    def reset(self) -> None:
-        self._on_study()
-        self.redraw("reset")
-
-    def _on_study(self) -> None:
-        self.controls.show(self.study_request)
 
     # ------------------------------------------------------------------ drawing
     def _cut(self) -> tuple[int, int, int]:

@@ -15,14 +15,12 @@ import torch
 from sematlas.core.metadata import YEAR_RANGE
 from sematlas.inference.atlas import AtlasModel
 from sematlas.widgets.common import (
-    ConditioningControls,
     StudyCatalogue,
     describe_source,
     load_atlas,
     measure_latency,
-    typical_sample_size,
 )
-from sematlas.widgets.demo import Demo, describe_request, request_key
+from sematlas.widgets.demo import ConditionedDemo, describe_request, request_key
 from sematlas.widgets.display import (
     DIFFERENCE,
     MapRow,
@@ -31,7 +29,7 @@ from sematlas.widgets.display import (
 )
 
 
-class CounterfactualMachine(Demo):
+class CounterfactualMachine(ConditionedDemo):
     """Keep a study's latent code, change its conditioning, compare the maps.
 
     Parameters
@@ -64,35 +62,12 @@ class CounterfactualMachine(Demo):
         if initial_study is None:
             wm = catalogue.search(task="working_memory", limit=1)
             initial_study = wm.index[0] if len(wm) else catalogue.ids[0]
-        super().__init__(
-            catalogue, describe_source(atlas.payload, checkpoint, f"{self.title} · {atlas.variant}"), initial_study
-        )
+        header = describe_source(atlas.payload, checkpoint, f"{self.title} · {atlas.variant}")
+        super().__init__(catalogue, header, initial_study, atlas.encoder)
         self.atlas = atlas
-        self.controls = ConditioningControls(atlas.encoder.categories, self.redraw, typical_sample_size(atlas.encoder))
-        self.reset_button = w.Button(description="Reset to the study", icon="undo")
-        self.reset_button.on_click(lambda _: self.reset())
         self._on_study()
         self.redraw("study")
-        self.widget = w.VBox(
-            [
-                self.header,
-                self.picker.widget,
-                w.HBox(
-                    [
-                        w.VBox(
-                            [
-                                w.HTML("<b>Counterfactual conditioning</b>"),
-                                self.controls.widget,
-                                w.HBox([self.reset_button, self.export_button]),
-                                self.download,
-                            ]
-                        ),
-                        self.image,
-                    ]
-                ),
-                self.status,
-            ]
-        )
+        self.widget = self._layout([w.HTML("<b>Counterfactual conditioning</b>"), self.controls.widget])
 
     @classmethod
     def from_profile(cls, profile: str, variant: str = "cbvae") -> CounterfactualMachine:
@@ -101,11 +76,6 @@ class CounterfactualMachine(Demo):
         return cls(atlas, StudyCatalogue.from_profile(profile), checkpoint=checkpoint)
 
     # ------------------------------------------------------------------ state
-    @property
-    def study_request(self) -> dict[str, Any]:
-        """The study's own metadata."""
-        return self.catalogue.request(self.study_id)
-
     @property
     def counterfactual_request(self) -> dict[str, Any]:
         """The study's metadata with the controls' task, year and sample size."""
@@ -139,26 +109,12 @@ class CounterfactualMachine(Demo):
         """``counterfactual - original``, ``(C, D, H, W)``."""
         return self.counterfactual - self.original
 
-    def set_task(self, task: str) -> None:
-        self.controls.task.value = task
-
-    def set_year(self, year: int) -> None:
-        self.controls.year.value = year
-
     def set_sample_size(self, sample_size: int | None) -> None:
         """A number of participants, or ``None`` for unknown (the model imputes it)."""
         if sample_size is None:
             self.controls.unknown.value = True
         else:
             self.controls.sample_size.value = sample_size
-
-    def reset(self) -> None:
-        """The controls back to the study's own metadata."""
-        self._on_study()
-        self.redraw("reset")
-
-    def _on_study(self) -> None:
-        self.controls.show(self.study_request)
 
     # ------------------------------------------------------------------ drawing
     def _cut(self) -> tuple[int, int, int]:

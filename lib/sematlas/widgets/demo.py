@@ -11,18 +11,15 @@ user does, so tests drive exactly the code path of the browser.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 import nibabel as nib
 
-from sematlas.widgets.common import (
-    Stopwatch,
-    StudyCatalogue,
-    StudyPicker,
-)
+from sematlas.core.metadata import MetadataEncoder
+from sematlas.widgets.common import ConditioningControls, Stopwatch, StudyCatalogue, StudyPicker, typical_sample_size
 from sematlas.widgets.display import (
     LRUCache,
     MapRow,
@@ -47,11 +44,12 @@ def describe_request(request: Mapping[str, Any]) -> str:
 class Demo:
     """What every demo shares: header, study picker, image, status line, caches, NIfTI export.
 
-    Subclasses draw their rows (``_rows``), pick the slices' cut (``_cut``) and say
-    what is exported (:meth:`export_image`).
+    Subclasses draw their rows (``_rows``), pick the slices' cut (``_cut``), set their
+    controls to a study (``_on_study``) and say what is exported (:meth:`export_image`).
     """
 
     title = ""
+    reset_label = "Reset to the study"
 
     def __init__(self, catalogue: StudyCatalogue, header: str, initial_study: str | None) -> None:
         self.catalogue = catalogue
@@ -65,11 +63,18 @@ class Demo:
         self.download = w.HTML()
         self.export_button = w.Button(description="Export NIfTI", icon="download")
         self.export_button.on_click(lambda _: self._offer_download())
+        self.reset_button = w.Button(description=self.reset_label, icon="undo")
+        self.reset_button.on_click(lambda _: self.reset())
         self.study_id = initial_study or catalogue.ids[0]
         self.picker = StudyPicker(catalogue, self.select_study, initial=self.study_id)
         self._holding = False
 
     # ------------------------------------------------------------------ state
+    @property
+    def study_request(self) -> dict[str, Any]:
+        """The study's own metadata."""
+        return self.catalogue.request(self.study_id)
+
     def select_study(self, study_id: str) -> None:
         """Show study ``study_id`` (its own metadata, controls reset)."""
         if self.picker.study.value != study_id:
@@ -79,10 +84,22 @@ class Demo:
         self._on_study()
         self.redraw("study")
 
+    def reset(self) -> None:
+        """The controls back to the study's own (code, metadata)."""
+        self._on_study()
+        self.redraw("reset")
+
     def _on_study(self) -> None:
         """Reset controls to the new study (subclasses)."""
 
     # ------------------------------------------------------------------ drawing
+    def _layout(
+        self, controls: Sequence[w.Widget], after_buttons: Sequence[w.Widget] = (), below: Sequence[w.Widget] = ()
+    ) -> w.VBox:
+        """Header and study picker; the controls, the reset and export buttons beside the image; the status line."""
+        panel = w.VBox([*controls, w.HBox([self.reset_button, self.export_button]), self.download, *after_buttons])
+        return w.VBox([self.header, self.picker.widget, w.HBox([panel, self.image]), self.status, *below])
+
     def _rows(self) -> list[MapRow | PointRow]:
         raise NotImplementedError
 
@@ -118,3 +135,36 @@ class Demo:
     def _offer_download(self) -> None:
         data = nifti_bytes(self.export_image())
         self.download.value = download_link(data, self._export_name(), mime="application/gzip")
+
+
+class ConditionedDemo(Demo):
+    """A demo whose maps are decoded under a task, year and sample size the user sets (:attr:`controls`).
+
+    Parameters
+    ----------
+    catalogue : StudyCatalogue
+    header : str
+    initial_study : str, optional
+    encoder : MetadataEncoder
+        The model's: its task categories fill the menu.
+    """
+
+    def __init__(
+        self, catalogue: StudyCatalogue, header: str, initial_study: str | None, encoder: MetadataEncoder
+    ) -> None:
+        super().__init__(catalogue, header, initial_study)
+        self.controls = ConditioningControls(encoder.categories, self.redraw, typical_sample_size(encoder))
+
+    @property
+    def conditioned_request(self) -> dict[str, Any]:
+        """The study's metadata with the controls' task, year and sample size."""
+        return {**self.study_request, **self.controls.request}
+
+    def set_task(self, task: str) -> None:
+        self.controls.task.value = task
+
+    def set_year(self, year: int) -> None:
+        self.controls.year.value = year
+
+    def _on_study(self) -> None:
+        self.controls.show(self.study_request)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import ipywidgets as w
 import nibabel as nib
@@ -50,6 +49,7 @@ class LatentSlider(Demo):
     """
 
     title = "Latent Slider"
+    reset_label = "Reset"
 
     def __init__(
         self,
@@ -80,27 +80,11 @@ class LatentSlider(Demo):
         }
         for d, slider in self.sliders.items():
             slider.observe(lambda _, d=d: self.redraw(f"z{d:02d}"), names="value")
-        self.reset_button = w.Button(description="Reset", icon="undo")
-        self.reset_button.on_click(lambda _: self.reset())
         shown = "all" if len(self.dims) == atlas.z_dim else f"the {len(self.dims)} most active of"
         self._on_study()
         self.redraw("study")
-        self.widget = w.VBox(
-            [
-                self.header,
-                self.picker.widget,
-                w.HBox(
-                    [
-                        w.VBox(
-                            [w.HTML(f"<small>{shown} {atlas.z_dim} latent dimensions</small>")]
-                            + list(self.sliders.values())
-                            + [w.HBox([self.reset_button, self.export_button]), self.download]
-                        ),
-                        self.image,
-                    ]
-                ),
-                self.status,
-            ]
+        self.widget = self._layout(
+            [w.HTML(f"<small>{shown} {atlas.z_dim} latent dimensions</small>"), *self.sliders.values()]
         )
 
     @classmethod
@@ -116,15 +100,11 @@ class LatentSlider(Demo):
 
     # ------------------------------------------------------------------ state
     @property
-    def request(self) -> dict[str, Any]:
-        return self.catalogue.request(self.study_id)
-
-    @property
     def study_code(self) -> torch.Tensor:
         """The study's posterior mean, shape ``(z_dim,)``."""
         return self.cache.get(
             ("code", self.study_id),
-            lambda: self.atlas.encode(self.catalogue.render(self.study_id), self.request)[0],
+            lambda: self.atlas.encode(self.catalogue.render(self.study_id), self.study_request)[0],
         )
 
     @property
@@ -137,7 +117,7 @@ class LatentSlider(Demo):
 
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         key = ("map", self.study_id, tuple(np.round(z.numpy().astype(np.float64), 6)))
-        return self.cache.get(key, lambda: self.atlas.decode(z[None], self.request)[0].numpy())
+        return self.cache.get(key, lambda: self.atlas.decode(z[None], self.study_request)[0].numpy())
 
     @property
     def original(self) -> np.ndarray:
@@ -154,11 +134,6 @@ class LatentSlider(Demo):
         if dim not in self.sliders:
             raise KeyError(f"latent dimension {dim} has no slider; shown: {self.dims}")
         self.sliders[dim].value = value
-
-    def reset(self) -> None:
-        """Every slider back to the study's own code."""
-        self._on_study()
-        self.redraw("reset")
 
     def _on_study(self) -> None:
         code = self.study_code
