@@ -10,6 +10,7 @@ import pytest
 from sematlas.data.fetch import NEUROSYNTH_V7_SHA256, ChecksumError, fetch_neurosynth_v7, link_mirror, verify_checksums
 
 
+@pytest.mark.slow
 def test_fetch_from_mirror_through_nimare(mirror: Path, tmp_path: Path):
     files, checksums = fetch_neurosynth_v7(tmp_path / "raw", mirror)
     assert checksums == NEUROSYNTH_V7_SHA256

@@ -52,6 +52,7 @@ def _edit(path: Path) -> None:
     os.utime(path, None)
 
 
+@pytest.mark.slow
 def test_runs_then_skips_fresh_stages_then_reruns_stale_ones(tiny: Path):
     timings = pipeline.run("ci", root=tiny)
     assert list(timings) == ["01_first", "02_second"]
@@ -68,6 +69,7 @@ def test_runs_then_skips_fresh_stages_then_reruns_stale_ones(tiny: Path):
     assert list(pipeline.run("ci", root=tiny, start="second")) == ["02_second"]
 
 
+@pytest.mark.slow
 def test_failure_names_stage_and_executed_notebook_and_leaves_no_stamp(tiny: Path):
     (tiny / "notebooks" / "02_second.py").write_text(NOTEBOOK.format(fail="raise RuntimeError('boom')"))
     with pytest.raises(

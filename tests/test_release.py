@@ -57,6 +57,7 @@ def test_grid_nifti_takes_series_and_names_the_expected_shape() -> None:
 
 
 @pytest.mark.parametrize("variant", ["cbvae", "tcvae_sbd"])
+@pytest.mark.slow
 def test_onnx_encoder_and_decoder_match_pytorch(tmp_path: Path, variant: str) -> None:
     import onnxruntime
 
@@ -80,6 +81,7 @@ def test_onnx_encoder_and_decoder_match_pytorch(tmp_path: Path, variant: str) ->
     np.testing.assert_allclose(onnx_maps, torch_maps, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_onnx_ensemble_decoder_gives_the_ensembles_moments(tmp_path: Path) -> None:
     members = [tiny_atlas("cbvae", seed=k, aleatoric=True) for k in (1, 2)]
     exported = export_ensemble_onnx(AtlasEnsemble(members), tmp_path, "ensemble")
@@ -194,6 +196,7 @@ def small_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Atlas
     return release, atlas
 
 
+@pytest.mark.slow
 def test_shell_example_reads_the_csv_and_nifti_files(small_release) -> None:
     release, _ = small_release
     script = ROOT / "examples" / "shell" / "query_release.sh"
@@ -205,6 +208,7 @@ def test_shell_example_reads_the_csv_and_nifti_files(small_release) -> None:
     assert "grid 46 x 55 x 46 voxels of 4 mm" in out
 
 
+@pytest.mark.slow
 def test_node_example_generates_the_map_pytorch_generates(small_release, tmp_path: Path) -> None:
     node_dir = ROOT / "examples" / "node"
     if shutil.which("node") is None:
