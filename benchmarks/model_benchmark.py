@@ -25,7 +25,7 @@ import torch
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
-from sematlas.evaluation.reconstruction import PCABaseline
+from sematlas.evaluation.baselines import PCABaseline
 from sematlas.models import VARIANTS
 from sematlas.training.module import AtlasModule
 from sematlas.training.run import build_module

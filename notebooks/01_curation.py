@@ -44,8 +44,9 @@ import pandas as pd
 from sematlas.core.io import package_versions
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.data.curation import curate, read_metadata, write_outputs
+from sematlas.data.curation import curate, write_outputs
 from sematlas.data.fetch import fetch_neurosynth_v7, resolve_mirror
+from sematlas.data.reading import read_metadata
 from sematlas.data.samplesize import match_sample_sizes
 
 params = load_params(profile)

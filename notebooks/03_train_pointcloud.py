@@ -47,17 +47,11 @@ import torch
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import cache_path, make_datamodule
-from sematlas.evaluation.pointcloud import (
-    evaluate_pointcloud,
-    plot_glass_brain_points,
-    plot_metric_comparison,
-    pointcloud_latents,
-    results_frame,
-    view_points_3d,
-)
+from sematlas.evaluation.pointcloud import evaluate_pointcloud, pointcloud_latents, results_frame
 from sematlas.evaluation.reconstruction import save_results
 from sematlas.inference.pointcloud import PointCloudModel
 from sematlas.reporting.plotting import plot_training_curves
+from sematlas.reporting.pointcloud import plot_glass_brain_points, plot_metric_comparison, view_points_3d
 from sematlas.training.pointcloud import run_params, train_pointcloud
 
 params = load_params(profile)

@@ -52,21 +52,11 @@ import torch
 from sematlas.core.io import write_json
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.uncertainty import (
-    CALIBRATION_LEVELS,
-    evaluate_ensemble,
-    ood_peak_lists,
-    plot_ood_histograms,
-    plot_reliability,
-    render_peak_lists,
-)
+from sematlas.evaluation.uncertainty import CALIBRATION_LEVELS, evaluate_ensemble, ood_peak_lists, render_peak_lists
+from sematlas.inference.ensemble import AtlasEnsemble, write_uncertainty_maps
 from sematlas.reporting.plotting import plot_map_rows
-from sematlas.training.ensemble import (
-    AtlasEnsemble,
-    train_independent_members,
-    train_snapshot_ensemble,
-    write_uncertainty_maps,
-)
+from sematlas.reporting.uncertainty import plot_ood_histograms, plot_reliability
+from sematlas.training.ensemble import train_independent_members, train_snapshot_ensemble
 from sematlas.training.run import make_datamodule
 
 params = load_params(profile)

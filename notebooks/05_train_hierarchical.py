@@ -60,7 +60,6 @@ from sematlas.analysis.hierarchy import (
     level_correlation,
     level_kls,
     linear_probe,
-    plot_hierarchy,
     stage_gate,
 )
 from sematlas.core.io import read_json, write_json
@@ -68,6 +67,7 @@ from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.reconstruction import evaluate_run, latents_table, save_results
 from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.reporting.plotting import plot_map_rows, plot_training_curves
 from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
 from sematlas.training.run import make_datamodule, train_variant

@@ -63,17 +63,17 @@ from sematlas.analysis.cca import (
     canonical_correlations,
     neutral_metadata,
     paired_latents,
-    plot_canonical_correlations,
-    plot_decoded_maps,
     write_maps,
 )
 from sematlas.core.io import write_json, write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.pointcloud import chamfer_mm, plot_glass_brain_points
-from sematlas.evaluation.reconstruction import masked_pearson
+from sematlas.evaluation.metrics import masked_pearson
+from sematlas.evaluation.pointcloud import chamfer_mm
 from sematlas.inference.atlas import AtlasModel
 from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.reporting.cca import plot_canonical_correlations, plot_decoded_maps
+from sematlas.reporting.pointcloud import plot_glass_brain_points
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

@@ -57,9 +57,6 @@ from sematlas.analysis.clustering import (
     embed_2d,
     latent_matrix,
     load_inputs,
-    plot_centroid_maps,
-    plot_cluster_profiles,
-    plot_embedding,
     summarise_clusters,
     topic_names,
     write_centroid_maps,
@@ -68,6 +65,7 @@ from sematlas.core.io import write_json, write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.clustering import plot_centroid_maps, plot_cluster_profiles, plot_embedding
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

@@ -58,6 +58,7 @@ from sematlas.core.io import write_json, write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
+from sematlas.reporting.forecasting import plot_frechet, plot_trajectories, plot_zeitgeist
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)
@@ -137,7 +138,7 @@ forecasts = {
     "linear_trend": forecasting.linear_trend_forecast(series, cutoff, range(first, last_year + 1)),
 }
 print(f"GRU trained on {first}-{cutoff} ({section['max_epochs']} epochs): final NLL {train_nll:.3f} per study")
-fig = forecasting.plot_trajectories(series, forecasts, cutoff)
+fig = plot_trajectories(series, forecasts, cutoff)
 fig.savefig(paths.figures / "forecasting_trajectories.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
@@ -160,7 +161,7 @@ wide.insert(0, "n", frechet.drop_duplicates("year").set_index("year")["n"])
 wide.round(4)
 
 # %%
-fig = forecasting.plot_frechet(frechet)
+fig = plot_frechet(frechet)
 fig.savefig(paths.figures / "forecasting_frechet.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
@@ -187,7 +188,7 @@ task, years = section["drift_task"], section["drift_years"]
 drift = forecasting.drift_maps(atlas, task, years, section["drift_samples"], int(params["seed"]))
 forecasting.write_drift_maps(atlas, drift, task, out_dir)
 images = {year: (atlas.to_nifti(mean), atlas.to_nifti(sd)) for year, (mean, sd) in drift.items()}
-fig = forecasting.plot_zeitgeist(cluster_share, topic_share, images, task)
+fig = plot_zeitgeist(cluster_share, topic_share, images, task)
 fig.savefig(paths.figures / "forecasting_zeitgeist.png", dpi=110, bbox_inches="tight")
 
 # %% [markdown]

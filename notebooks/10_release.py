@@ -50,20 +50,10 @@ from sematlas.core.io import package_versions, read_json, sha256_file, write_jso
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
-from sematlas.release.export import (
-    archive,
-    copy_tree_files,
-    export_ensemble_onnx,
-    export_model_onnx,
-    export_tables,
-    metadata_encoder_spec,
-    metadata_vector,
-    release_tables,
-    verify_checksums,
-    write_checksums,
-    write_release_readme,
-)
-from sematlas.training.ensemble import AtlasEnsemble
+from sematlas.inference.ensemble import AtlasEnsemble
+from sematlas.release.archive import archive, copy_tree_files, verify_checksums, write_checksums, write_release_readme
+from sematlas.release.onnx import export_ensemble_onnx, export_model_onnx, metadata_encoder_spec, metadata_vector
+from sematlas.release.tables import export_tables, release_tables
 
 params = load_params(profile)
 paths = ProfilePaths.for_profile(profile)

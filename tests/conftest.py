@@ -1,4 +1,4 @@
-"""Shared fixtures: NiMARE's real 20-study Neurosynth v7 sample, the v7 mirror, tiny projects."""
+"""Shared fixtures (NiMARE's 20-study Neurosynth v7 sample, the v7 mirror, tiny projects) and the ``slow`` marker."""
 
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # ./run_all.sh test runs everything; `pytest tests -m "not slow"` is the unit run of a minute or so.
+    config.addinivalue_line(
+        "markers",
+        "slow: trains a model, exports ONNX, drives a browser, runs node, npm or papermill, or renders at length",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ def test_every_variant_is_covered() -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.slow
 def test_each_variant_loads_from_its_checkpoint_and_predicts_as_trained(project, variant: str) -> None:
     params, paths = project
     run = train_variant(params, variant, paths)

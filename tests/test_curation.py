@@ -10,19 +10,16 @@ import pytest
 
 from sematlas.core.grid import Grid
 from sematlas.data.curation import (
-    DataError,
     assign_task_categories,
     curate,
     deduplicate,
     distance_to_mask_mm,
     drop_sparse_studies,
-    quantile_bins,
-    read_neurosynth,
-    stratified_split,
-    stratified_subset,
     validate_coordinates,
     write_outputs,
 )
+from sematlas.data.reading import DataError, read_neurosynth
+from sematlas.data.splits import quantile_bins, stratified_split, stratified_subset
 
 
 def _peaks(rows):

@@ -30,10 +30,11 @@ from sematlas.evaluation.uncertainty import (
     uniform_brain_peaks,
 )
 from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.ensemble import AtlasEnsemble, combine
 from sematlas.models import ModelConfig, build_model
 from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
 from sematlas.models.losses import cbvae_loss, gaussian_nll_sum, masked_mse_sum
-from sematlas.training.ensemble import AtlasEnsemble, combine, ensemble_params, train_snapshot_ensemble
+from sematlas.training.ensemble import ensemble_params, train_snapshot_ensemble
 from sematlas.training.run import make_datamodule
 
 COND_DIM = 5
@@ -155,6 +156,7 @@ def snapshots(processed: Path, tmp_path_factory: pytest.TempPathFactory):
     return train_snapshot_ensemble(params, paths, datamodule), datamodule, params
 
 
+@pytest.mark.slow
 def test_cosine_restart_run_writes_one_loadable_snapshot_per_cycle(snapshots) -> None:
     run, _, params = snapshots
     files = sorted((run.run_dir / "snapshots").glob("*.ckpt"))
@@ -171,6 +173,7 @@ def test_cosine_restart_run_writes_one_loadable_snapshot_per_cycle(snapshots) ->
     assert bool((by_epoch.last() < by_epoch.first()).all())
 
 
+@pytest.mark.slow
 def test_atlas_ensemble_predicts_mean_aleatoric_and_epistemic(snapshots) -> None:
     run, datamodule, _ = snapshots
     ensemble = AtlasEnsemble.load(run.run_dir)  # a run folder: its snapshots/
@@ -198,6 +201,7 @@ def test_atlas_ensemble_predicts_mean_aleatoric_and_epistemic(snapshots) -> None
     torch.testing.assert_close(first.mean, again.mean, rtol=0, atol=0)  # seeded passes
 
 
+@pytest.mark.slow
 def test_atlas_ensemble_refuses_members_that_do_not_fit(snapshots, tmp_path: Path) -> None:
     run, _, _ = snapshots
     last = run.run_dir / "snapshots" / "snapshot_03.ckpt"
@@ -219,6 +223,7 @@ def test_atlas_ensemble_refuses_members_that_do_not_fit(snapshots, tmp_path: Pat
         AtlasEnsemble.load(other, mc_samples=2)
 
 
+@pytest.mark.slow
 def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
     run, datamodule, params = snapshots
     grid = datamodule.grid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,7 @@ def test_citation_and_zenodo_metadata_agree_with_the_package():
     assert any(ref["identifier"] == "10.1038/nmeth.1635" for ref in zenodo["related_identifiers"])
 
 
+@pytest.mark.slow
 def test_the_library_builds_a_wheel(tmp_path):
     import shutil
     import subprocess

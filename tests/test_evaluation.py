@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sematlas.evaluation.reconstruction import (
-    PCABaseline,
-    balanced_accuracy,
-    evaluate_run,
-    masked_pearson,
-    ssim3d,
-    unmask,
-)
+from sematlas.evaluation.baselines import PCABaseline
+from sematlas.evaluation.metrics import balanced_accuracy, masked_pearson, ssim3d, unmask
+from sematlas.evaluation.reconstruction import evaluate_run
 
 
 def test_pearson_matches_numpy():
@@ -48,6 +43,9 @@ def test_pca_with_full_rank_reconstructs_the_training_maps():
 def test_balanced_accuracy_ignores_class_imbalance():
     labels = np.array([0] * 90 + [1] * 10)
     assert balanced_accuracy(labels, np.zeros(100, int)) == pytest.approx(0.5)
+    predictions = np.array([0] * 45 + [1] * 45 + [1] * 10)
+    assert balanced_accuracy(labels, predictions) == pytest.approx((0.5 + 1.0) / 2)
+    assert np.isnan(balanced_accuracy(np.array([], int), np.array([], int)))
 
 
 def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):

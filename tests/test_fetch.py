@@ -40,6 +40,7 @@ def _fake_mirror(folder: Path, text: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_fetch_from_mirror_through_nimare_records_the_mirror(mirror: Path, tmp_path: Path):
     fetched = fetch_neurosynth_v7(tmp_path / "raw", mirror)
     folder = tmp_path / "raw" / "neurosynth"

@@ -153,6 +153,7 @@ def test_gru_starts_as_persistence(drift_series):
         np.testing.assert_allclose(forecast.at(year)[0], drift_series.mean[drift_series.index(2012)], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gru_learns_a_drift_better_than_persistence(drift_series):
     model = _fit(drift_series)
     held_out = list(range(2013, 2019))
@@ -167,6 +168,7 @@ def test_gru_learns_a_drift_better_than_persistence(drift_series):
     assert mean["gru"] < 0.5 * mean["persistence"]
 
 
+@pytest.mark.slow
 def test_gru_is_deterministic(drift_series):
     first = fc.gru_forecast(_fit(drift_series, seed=3), drift_series, 2012, window=5)
     second = fc.gru_forecast(_fit(drift_series, seed=3), drift_series, 2012, window=5)

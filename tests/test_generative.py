@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from sematlas.evaluation.baselines import ProbabilisticPCA
 from sematlas.evaluation.generative import (
-    ProbabilisticPCA,
     frechet_distance,
     generative_quality,
     knn_radii,

@@ -21,7 +21,6 @@ from sematlas.analysis.hierarchy import (
     category_profile,
     level_correlation,
     linear_probe,
-    plot_hierarchy,
     stage_gate,
 )
 from sematlas.core.params import load_params, override_params
@@ -29,6 +28,7 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import HierarchicalVAE, ModelConfig, build_model
 from sematlas.models.losses import gaussian_kl, hierarchical_kl, hvae_loss
+from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.training.module import AtlasModule
 from sematlas.training.run import train_variant
 
@@ -156,6 +156,7 @@ def test_hvae_loss_terms() -> None:
 # ---- training --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_one_lightning_step_logs_both_levels() -> None:
     pl.seed_everything(0, verbose=False)
     module = AtlasModule(tiny(), top_beta=0.5, beta=0.1)
@@ -186,6 +187,7 @@ def test_one_lightning_step_logs_both_levels() -> None:
     assert all(math.isfinite(float(v)) for v in metrics.values())
 
 
+@pytest.mark.slow
 def test_train_variant_and_atlas_model_round_trip(processed: Path, tmp_path: Path) -> None:
     params = override_params(
         load_params("ci"),

@@ -183,6 +183,7 @@ def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.slow
 def test_fit_is_reproducible_on_cpu(variant: str) -> None:
     callbacks = (lambda: [GRLLambdaRamp()]) if variant == "cbvae" else (lambda: [])
     first, trainer, losses = fit(variant, seed=0, callbacks=callbacks())
@@ -195,6 +196,7 @@ def test_fit_is_reproducible_on_cpu(variant: str) -> None:
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_logged_metrics_per_variant() -> None:
     ramp = GRLLambdaRamp(max_lambda=0.5)
     module, trainer, _ = fit("cbvae", max_epochs=1, callbacks=[ramp])
@@ -214,6 +216,7 @@ def test_logged_metrics_per_variant() -> None:
         assert key in trainer.callback_metrics, key
 
 
+@pytest.mark.slow
 def test_kl_controller_raises_beta_when_kl_is_suppressed() -> None:
     # beta = 1e-6: the weighted KL is a vanishing share of the loss, epoch after epoch.
     controller = KLController(threshold=0.05, patience=3, factor=2.0)
@@ -249,6 +252,7 @@ def test_callbacks_refuse_variants_they_cannot_drive() -> None:
         fit("baseline", max_epochs=1, callbacks=[GRLLambdaRamp()], validate=False)
 
 
+@pytest.mark.slow
 def test_checkpoint_rebuilds_the_module(tmp_path: Path) -> None:
     module, trainer, _ = fit("cbvae", max_epochs=1, validate=False)
     path = tmp_path / "last.ckpt"

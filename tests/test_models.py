@@ -143,6 +143,7 @@ def test_sbd_decoder_at_2mm_reaches_128() -> None:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.slow
 def test_gradient_checkpointing_leaves_outputs_and_gradients_unchanged(variant: str) -> None:
     image, meta = batch()
     results = []

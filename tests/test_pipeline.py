@@ -75,6 +75,7 @@ def tiny(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_runs_then_skips_fresh_stages_then_reruns_what_changed(tiny: Path):
     timings = pipeline.run("ci", root=tiny)
     assert list(timings) == ["01_first", "02_second"]
@@ -96,6 +97,7 @@ def test_runs_then_skips_fresh_stages_then_reruns_what_changed(tiny: Path):
     assert pipeline.run("ci", root=tiny) == {}
 
 
+@pytest.mark.slow
 def test_failure_names_stage_and_executed_notebook_and_leaves_no_stamp(tiny: Path):
     (tiny / "notebooks" / "02_second.py").write_text(_notebook("second", fail="raise RuntimeError('boom')"))
     with pytest.raises(

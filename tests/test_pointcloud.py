@@ -182,6 +182,7 @@ def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
     return params, paths
 
 
+@pytest.mark.slow
 def test_training_resumes_is_deterministic_and_the_loader_rebuilds_the_model(tiny, tmp_path):
     params, paths = tiny
     run = train_pointcloud(params, paths)

@@ -19,22 +19,10 @@ from tiny_models import CATEGORIES, tiny_atlas
 from sematlas.core.grid import Grid
 from sematlas.data.render import PeakRenderer
 from sematlas.inference.atlas import AtlasModel
-from sematlas.release.export import (
-    archive,
-    copy_tree_files,
-    data_dictionary,
-    describe_column,
-    export_ensemble_onnx,
-    export_model_onnx,
-    export_tables,
-    metadata_encoder_spec,
-    metadata_vector,
-    release_tables,
-    verify_checksums,
-    write_checksums,
-    write_release_readme,
-)
-from sematlas.training.ensemble import AtlasEnsemble
+from sematlas.inference.ensemble import AtlasEnsemble
+from sematlas.release.archive import archive, copy_tree_files, verify_checksums, write_checksums, write_release_readme
+from sematlas.release.onnx import export_ensemble_onnx, export_model_onnx, metadata_encoder_spec, metadata_vector
+from sematlas.release.tables import data_dictionary, describe_column, export_tables, release_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +57,7 @@ def test_grid_nifti_takes_series_and_names_the_expected_shape() -> None:
 
 
 @pytest.mark.parametrize("variant", ["cbvae", "tcvae_sbd"])
+@pytest.mark.slow
 def test_onnx_encoder_and_decoder_match_pytorch(tmp_path: Path, variant: str) -> None:
     import onnxruntime
 
@@ -92,6 +81,7 @@ def test_onnx_encoder_and_decoder_match_pytorch(tmp_path: Path, variant: str) ->
     np.testing.assert_allclose(onnx_maps, torch_maps, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_onnx_ensemble_decoder_gives_the_ensembles_moments(tmp_path: Path) -> None:
     members = [tiny_atlas("cbvae", seed=k, aleatoric=True) for k in (1, 2)]
     exported = export_ensemble_onnx(AtlasEnsemble(members), tmp_path, "ensemble")
@@ -206,6 +196,7 @@ def small_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Atlas
     return release, atlas
 
 
+@pytest.mark.slow
 def test_shell_example_reads_the_csv_and_nifti_files(small_release) -> None:
     release, _ = small_release
     script = ROOT / "examples" / "shell" / "query_release.sh"
@@ -217,6 +208,7 @@ def test_shell_example_reads_the_csv_and_nifti_files(small_release) -> None:
     assert "grid 46 x 55 x 46 voxels of 4 mm" in out
 
 
+@pytest.mark.slow
 def test_node_example_generates_the_map_pytorch_generates(small_release, tmp_path: Path) -> None:
     node_dir = ROOT / "examples" / "node"
     if shutil.which("node") is None:

@@ -84,6 +84,7 @@ def test_matches_reference_on_neurosynth_sample(grid, renderer, sample_coordinat
     assert relative_error(actual, expected) < RTOL
 
 
+@pytest.mark.slow
 def test_matches_reference_on_synthetic_data(grid, renderer, synthetic_coordinates) -> None:
     n = n_for(grid, 12)
     ijk, study_index = to_peaks(synthetic_coordinates, grid, n)
@@ -91,6 +92,7 @@ def test_matches_reference_on_synthetic_data(grid, renderer, synthetic_coordinat
     assert relative_error(renderer.render(ijk, study_index, n), expected) < RTOL
 
 
+@pytest.mark.slow
 def test_peak_order_does_not_matter(grid, renderer, synthetic_coordinates) -> None:
     ijk, study_index = to_peaks(synthetic_coordinates, grid, 3)
     shuffle = np.random.default_rng(0).permutation(len(ijk))

@@ -160,6 +160,7 @@ def test_missing_column_is_named(missing):
         match_sample_sizes(studies)
 
 
+@pytest.mark.slow
 def test_peaks_are_in_mni_bounds_with_study_counts(neurostore):
     peaks = load_neurostore_peaks()
     expected = [

@@ -17,6 +17,8 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.training.run import fingerprint, make_datamodule, train_variant
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 @pytest.fixture
 def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:

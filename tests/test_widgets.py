@@ -20,9 +20,9 @@ from tiny_models import CATEGORIES, tiny_atlas
 from sematlas.core.grid import Grid
 from sematlas.data.render import PeakRenderer
 from sematlas.inference.atlas import AtlasModel
+from sematlas.inference.ensemble import AtlasEnsemble
 from sematlas.inference.pointcloud import PointCloudModel
 from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE
-from sematlas.training.ensemble import AtlasEnsemble
 from sematlas.widgets import (
     REDRAW_BUDGET_MS,
     ConfidenceExplorer,

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sematlas.inference.atlas import AtlasModel
-    from sematlas.training.ensemble import AtlasEnsemble
+    from sematlas.inference.ensemble import AtlasEnsemble
 
 __version__ = "0.1.0"
 
-_LAZY = {"AtlasModel": "sematlas.inference.atlas", "AtlasEnsemble": "sematlas.training.ensemble"}
+_LAZY = {"AtlasModel": "sematlas.inference.atlas", "AtlasEnsemble": "sematlas.inference.ensemble"}
 
 
 def __getattr__(name: str) -> Any:

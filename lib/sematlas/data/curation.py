@@ -1,22 +1,19 @@
 """Curation of Neurosynth v7 into the tables the models train on.
 
-The steps, in the order the curation notebook runs them:
+The steps, in the order the curation notebook runs them (:func:`curate` runs them all):
 
-1. :func:`read_neurosynth` — read and validate the raw files; convert with NiMARE.
+1. :func:`sematlas.data.reading.read_neurosynth` — read and validate the raw files; convert with NiMARE.
 2. :func:`deduplicate` — directional deduplication of peaks, tables and studies.
 3. :func:`validate_coordinates` — drop peaks off the MNI grid or far from the brain.
 4. :func:`drop_sparse_studies` — drop studies left with too few peaks.
-5. :func:`assign_task_categories`, :func:`quantile_bins`, :func:`stratified_split`,
-   :func:`stratified_subset` — the study table, its strata and its splits.
+5. :func:`assign_task_categories`, then :mod:`sematlas.data.splits` — the study table, its strata and its splits.
 
 Every function is pure (DataFrames in, DataFrames out); bad input raises
-:class:`DataError` naming the file, column or study, before anything is written.
+:class:`~sematlas.data.reading.DataError` naming the file, column or study, before anything is written.
 """
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,151 +24,10 @@ import pandas as pd
 from scipy import ndimage
 
 from sematlas.core.grid import Grid
+from sematlas.core.metadata import SPACES
 from sematlas.core.params import Params
-
-COORDINATE_COLUMNS = ("id", "table_id", "x", "y", "z")
-METADATA_COLUMNS = ("id", "space", "title", "year", "journal")
-SPACES = ("MNI", "TAL", "UNKNOWN")
-SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """Raw data that cannot be curated: unreadable, missing columns, bad values."""
-
-
-# --------------------------------------------------------------------------- reading
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep="\t", dtype={"id": str, "table_id": str}, keep_default_na=True)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(
-            f"{path}: the {what} file cannot be read ({type(exc).__name__}: {exc}); it is truncated or corrupt"
-        ) from exc
-
-
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], path: Path) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})")
-
-
-def read_coordinates(path: Path) -> pd.DataFrame:
-    """Read a Neurosynth coordinates table.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``id`` (str), ``table_id`` (str), ``x``, ``y``, ``z`` (float, MNI mm).
-
-    Raises
-    ------
-    DataError
-        Unreadable file, a missing column, non-numeric or NaN coordinates.
-    """
-    frame = _read_table(Path(path), "coordinates")
-    _require_columns(frame, COORDINATE_COLUMNS, Path(path))
-    frame = frame.loc[:, list(COORDINATE_COLUMNS)].copy()
-    for axis in "xyz":
-        values = pd.to_numeric(frame[axis], errors="coerce")
-        bad = values.isna()
-        if bad.any():
-            studies = ", ".join(frame.loc[bad, "id"].astype(str).unique()[:5])
-            raise DataError(
-                f"{path}: {int(bad.sum())} peak(s) with a missing or non-numeric '{axis}' "
-                f"coordinate (studies {studies})"
-            )
-        frame[axis] = values.astype(float)
-    return frame
-
-
-def read_metadata(path: Path) -> pd.DataFrame:
-    """Read a Neurosynth metadata table (one row per study).
-
-    Raises
-    ------
-    DataError
-        Unreadable file, a missing column, a duplicated id, a year that is not a whole number.
-    """
-    frame = _read_table(Path(path), "metadata")
-    _require_columns(frame, METADATA_COLUMNS, Path(path))
-    duplicated = frame["id"].duplicated()
-    if duplicated.any():
-        raise DataError(f"{path}: duplicated study id(s) {', '.join(frame.loc[duplicated, 'id'].unique()[:5])}")
-    year = pd.to_numeric(frame["year"], errors="coerce")
-    bad = year.isna() | (year != year.round())
-    if bad.any():
-        examples = ", ".join(f"{i}: {v!r}" for i, v in zip(frame.loc[bad, "id"][:5], frame.loc[bad, "year"][:5]))
-        raise DataError(f"{path}: 'year' is not a whole number for {int(bad.sum())} study(ies) ({examples})")
-    frame["year"] = year.astype(int)
-    frame["space"] = frame["space"].fillna("UNKNOWN").astype(str)
-    return frame
-
-
-def read_neurosynth(files: Mapping[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read, validate and convert Neurosynth files into a peaks and a study table.
-
-    The study table (metadata and LDA topic weights, keyed by the Neurosynth id)
-    comes from NiMARE's :func:`nimare.io.convert_neurosynth_to_dict`, which aligns
-    the topic matrix with the ids. Peaks are read from the coordinates file with
-    their ``table_id`` (NiMARE merges a study's tables into one contrast, and
-    deduplication needs them). NiMARE's Dataset/Studyset conversions are not used:
-    they re-apply the Talairach-to-MNI transform to studies labelled TAL, whose
-    coordinates Neurosynth already converted (checked: shifts of several mm).
-
-    Parameters
-    ----------
-    files : mapping
-        ``coordinates`` and ``metadata`` paths; optionally ``features`` and
-        ``vocabulary`` (topic weights).
-
-    Returns
-    -------
-    peaks : DataFrame
-        ``id``, ``table_id``, ``x``, ``y``, ``z``.
-    studies : DataFrame
-        ``id``, ``title``, ``journal``, ``year``, ``space``, ``doi`` and ``topic_00`` ...
-        one column per topic, in the vocabulary's order.
-
-    Raises
-    ------
-    DataError
-        Any problem of :func:`read_coordinates` / :func:`read_metadata`, a study
-        without peaks, or peaks of a study absent from the metadata.
-    """
-    from nimare.io import convert_neurosynth_to_dict
-
-    peaks = read_coordinates(files["coordinates"])
-    metadata = read_metadata(files["metadata"])
-    with_peaks = set(peaks["id"])
-    empty = [study for study in metadata["id"] if study not in with_peaks]
-    if empty:
-        raise DataError(
-            f"{files['metadata']}: {len(empty)} study(ies) have no peaks in "
-            f"{Path(files['coordinates']).name}: {', '.join(empty[:5])}"
-        )
-    orphans = with_peaks.difference(metadata["id"])
-    if orphans:
-        raise DataError(
-            f"{files['coordinates']}: peaks of {len(orphans)} study(ies) absent from the metadata: "
-            f"{', '.join(sorted(orphans)[:5])}"
-        )
-
-    annotations = None
-    if "features" in files:
-        annotations = {"features": str(files["features"]), "vocabulary": str(files["vocabulary"])}
-    converted = convert_neurosynth_to_dict(
-        str(files["coordinates"]), str(files["metadata"]), annotations_files=annotations
-    )
-    studies = metadata.set_index("id").loc[list(converted)].reset_index()
-    columns = ["id", "title", "journal", "year", "space"] + (["doi"] if "doi" in studies else [])
-    studies = studies.loc[:, columns]
-    if annotations is not None:
-        labels = pd.DataFrame.from_dict(
-            {sid: study["contrasts"]["1"]["labels"] for sid, study in converted.items()}, orient="index"
-        )
-        labels.columns = [f"topic_{i:02d}" for i in range(labels.shape[1])]
-        studies = studies.join(labels, on="id")
-    return peaks, studies.reset_index(drop=True)
+from sematlas.data.reading import DataError, read_neurosynth
+from sematlas.data.splits import quantile_bins, stratified_split, stratified_subset
 
 
 # --------------------------------------------------------------------- deduplication
@@ -313,87 +169,6 @@ def assign_task_categories(topics: pd.DataFrame, mapping: Mapping[str, Sequence[
     scores = pd.DataFrame({name: topics.iloc[:, list(indices)].sum(axis=1) for name, indices in mapping.items()})
     best = scores.idxmax(axis=1)
     return best.where(scores.max(axis=1) >= min_weight, "other").rename("task_category")
-
-
-def quantile_bins(values: pd.Series, n_bins: int) -> tuple[pd.Series, np.ndarray]:
-    """Bin values by their quantiles, keeping equal values in one bin.
-
-    Returns
-    -------
-    bins : Series of int
-        Bin index per value, ``0 .. len(edges) - 2``.
-    edges : ndarray
-        Unique quantile edges (fewer bins than asked when values repeat a lot).
-    """
-    edges = np.unique(np.quantile(values.to_numpy(dtype=float), np.linspace(0, 1, n_bins + 1)))
-    bins = np.searchsorted(edges[1:-1], values.to_numpy(dtype=float), side="right")
-    return pd.Series(bins, index=values.index, dtype=int), edges
-
-
-def _allocate(n: int, fractions: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """Split ``n`` into integer parts proportional to ``fractions`` (largest remainder, random ties)."""
-    exact = np.asarray(fractions, dtype=float) * n
-    counts = np.floor(exact).astype(int)
-    remainder = exact - counts
-    order = np.lexsort((rng.random(len(counts)), -remainder))
-    counts[order[: n - counts.sum()]] += 1
-    return counts
-
-
-def _units(strata: pd.Series, groups: pd.Series | None) -> pd.DataFrame:
-    """Sampling units: a study, or a whole group of flagged duplicates (stratum of its first member)."""
-    unit = strata.index.to_series() if groups is None else groups.reindex(strata.index).fillna(strata.index.to_series())
-    return pd.DataFrame({"unit": unit.astype(str), "stratum": strata}).sort_index()
-
-
-def stratified_split(
-    strata: pd.Series, fractions: Sequence[float], seed: int, groups: pd.Series | None = None
-) -> pd.Series:
-    """Seeded train/val/test split, proportional within each stratum.
-
-    Parameters
-    ----------
-    strata : Series
-        Stratum label per study (index: study id).
-    fractions : sequence of 3 floats
-        Train, validation and test fractions.
-    seed : int
-    groups : Series, optional
-        Group id per study (``<NA>`` for none): studies of one group land in one split.
-
-    Returns
-    -------
-    Series of str (``train``/``val``/``test``), indexed like ``strata``.
-    """
-    rng = np.random.default_rng(seed)
-    units = _units(strata, groups)
-    first = units.drop_duplicates("unit")
-    assignment: dict[str, str] = {}
-    for _, members in first.groupby("stratum", sort=True):
-        order = rng.permutation(members["unit"].to_numpy())
-        counts = _allocate(len(order), fractions, rng)
-        labels = np.repeat(np.array(SPLITS), counts)
-        assignment.update(zip(order, labels))
-    return units["unit"].map(assignment).reindex(strata.index).rename("split")
-
-
-def stratified_subset(strata: pd.Series, size: int, seed: int, groups: pd.Series | None = None) -> pd.Index:
-    """Seeded subset of about ``size`` studies, proportional to the strata.
-
-    Duplicate groups are drawn whole, so the subset may exceed ``size`` by the
-    size of a group. Returns the chosen study ids.
-    """
-    units = _units(strata, groups)
-    first = units.drop_duplicates("unit")
-    if size >= len(first):
-        return strata.index
-    rng = np.random.default_rng(seed)
-    sizes = first.groupby("stratum", sort=True).size()
-    quota = _allocate(size, (sizes / sizes.sum()).to_numpy(), rng)
-    chosen: list[str] = []
-    for (_, members), take in zip(first.groupby("stratum", sort=True), quota):
-        chosen.extend(rng.choice(members["unit"].to_numpy(), size=min(take, len(members)), replace=False))
-    return units.index[units["unit"].isin(chosen)]
 
 
 # ---------------------------------------------------------------------- the whole

@@ -28,8 +28,8 @@ from sematlas.core.grid import Grid
 from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
-from sematlas.data.curation import SPLITS
 from sematlas.data.render import PeakRenderer
+from sematlas.data.splits import SPLITS
 
 
 @dataclass(frozen=True)

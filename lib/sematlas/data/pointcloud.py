@@ -22,8 +22,8 @@ from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
-from sematlas.data.curation import SPLITS
 from sematlas.data.pointcloud_cache import PointCloudCache, load_or_build_cache
+from sematlas.data.splits import SPLITS
 
 
 @dataclass(frozen=True)

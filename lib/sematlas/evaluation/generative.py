@@ -1,6 +1,6 @@
 """Distribution-level quality of generated maps: precision, recall and Fréchet distance.
 
-Per-study correlations (:mod:`sematlas.evaluation.reconstruction`) say whether a model can
+Per-study correlations (:mod:`sematlas.evaluation.metrics`) say whether a model can
 reproduce a given map; they cannot say whether its *samples* look like real
 studies (precision) or cover the variety of real studies (recall). Both are
 measured here in one fixed feature space, the first principal components of the
@@ -13,8 +13,9 @@ training maps, so every model and baseline is judged by the same ruler.
   inside the generated manifold.
 - Fréchet distance between Gaussians fitted to the two sets (Heusel et al., 2017):
   ``FD = ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2))``.
-- The linear baseline is probabilistic PCA (Tipping & Bishop, 1999) with as many
-  components as the model has latent dimensions.
+- The linear baseline is probabilistic PCA (Tipping & Bishop, 1999;
+  :class:`sematlas.evaluation.baselines.ProbabilisticPCA`) with as many components
+  as the model has latent dimensions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import linalg
+
+from sematlas.evaluation.baselines import PCABaseline, ProbabilisticPCA
 
 if TYPE_CHECKING:
     from sematlas.models import VolumetricVAE
@@ -104,44 +107,6 @@ def gaussian_frechet_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_g: np.ndar
     return float(((mu_r - mu_g) ** 2).sum() + np.trace(cov_r + cov_g - 2.0 * root))
 
 
-class ProbabilisticPCA:
-    """Probabilistic PCA (Tipping & Bishop, 1999): the linear generative baseline.
-
-    ``x = mu + W z + sigma * eps`` with ``z ~ N(0, I_q)``, ``eps ~ N(0, I)``,
-    ``W = U_q (Lambda_q - sigma^2 I)^(1/2)`` and ``sigma^2`` the mean discarded variance.
-
-    Parameters
-    ----------
-    n_components : int
-        ``q``, equal to the model's latent size.
-    seed : int
-        For the randomized SVD.
-    """
-
-    def __init__(self, n_components: int, seed: int = 0) -> None:
-        self.n_components = n_components
-        self.seed = seed
-
-    def fit(self, maps: np.ndarray) -> ProbabilisticPCA:
-        """Fit on training maps ``(n_train, n_voxels)``."""
-        from sklearn.decomposition import PCA
-
-        q = min(self.n_components, maps.shape[0] - 1, maps.shape[1])
-        pca = PCA(n_components=q, svd_solver="randomized", random_state=self.seed).fit(maps)
-        self.mean_ = pca.mean_
-        self.noise_variance_ = float(pca.noise_variance_)
-        scale = np.sqrt(np.maximum(pca.explained_variance_ - self.noise_variance_, 0.0))
-        self.loadings_ = pca.components_.T * scale[None, :]  # W, (n_voxels, q)
-        return self
-
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` maps ``(n, n_voxels)`` drawn from the fitted model."""
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((n, self.loadings_.shape[1]))
-        noise = rng.standard_normal((n, self.loadings_.shape[0])) * np.sqrt(self.noise_variance_)
-        return self.mean_[None, :] + z @ self.loadings_.T + noise
-
-
 @torch.no_grad()
 def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) -> torch.Tensor:
     """One map per study of ``split``, decoded from a prior sample with that study's metadata.
@@ -203,8 +168,6 @@ def generative_quality(
     DataFrame
         One row per method: ``method``, ``precision``, ``recall``, ``frechet_distance``, ``n``.
     """
-    from sematlas.evaluation.reconstruction import PCABaseline
-
     space = PCABaseline(n_features, seed).fit(train)
     real_features = space.transform(real)
     rows = []

@@ -212,7 +212,7 @@ def grouped_probe(
 
 def summarise_probe(name: str, probe: Mapping[str, Any], analyses: pd.DataFrame) -> dict[str, Any]:
     """One results row: balanced accuracy on all analyses, on studies new to Neurosynth, and on overlapping ones."""
-    from sematlas.evaluation.reconstruction import balanced_accuracy
+    from sematlas.evaluation.metrics import balanced_accuracy
 
     labels, predictions = analyses["label"].to_numpy(), probe["predictions"]
     row: dict[str, Any] = {
@@ -258,7 +258,7 @@ def run_probe(
     analyses : DataFrame
         The probed analyses with overlap flags and every feature set's out-of-fold prediction.
     """
-    from sematlas.evaluation.reconstruction import PCABaseline
+    from sematlas.evaluation.baselines import PCABaseline
 
     seed, evaluation = int(params["seed"]), params["evaluation"]
     analyses, peaks = probe_analyses(params["curation"])

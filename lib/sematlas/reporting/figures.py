@@ -32,15 +32,17 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import GridSpec
 from matplotlib.patches import Patch
 
-from sematlas.analysis.clustering import TOPIC_KEYS_FILE, plot_cluster_profiles
-from sematlas.analysis.forecasting import plot_frechet
-from sematlas.analysis.hierarchy import PASS, plot_hierarchy
+from sematlas.analysis.clustering import TOPIC_KEYS_FILE
+from sematlas.analysis.hierarchy import PASS
 from sematlas.core.io import atomic_path, read_json, write_json
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.pointcloud import plot_metric_comparison
 from sematlas.pipeline.registry import writer_of
+from sematlas.reporting.clustering import plot_cluster_profiles
+from sematlas.reporting.forecasting import plot_frechet
+from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.reporting.plotting import BASELINES, plot_generative_quality
+from sematlas.reporting.pointcloud import plot_metric_comparison
 
 #: Colours shared by every figure: a model, a baseline, a second (weaker) baseline, a reference line.
 MODEL = "tab:blue"

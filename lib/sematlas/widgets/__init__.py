@@ -12,8 +12,10 @@ a demo notebook with Voila (see :mod:`sematlas.widgets.serve`).
 """
 
 from sematlas.widgets.common import REDRAW_BUDGET_MS, StudyCatalogue, measure_latency
-from sematlas.widgets.demos import ConfidenceExplorer, CounterfactualMachine, LatentSlider
+from sematlas.widgets.confidence import ConfidenceExplorer
+from sematlas.widgets.counterfactual import CounterfactualMachine
 from sematlas.widgets.discovery import DiscoveryPlatform
+from sematlas.widgets.slider import LatentSlider
 
 __all__ = [
     "REDRAW_BUDGET_MS",

@@ -208,7 +208,7 @@ class DiscoveryPlatform:
 
     # ------------------------------------------------------------------ hierarchy
     def _hierarchy_panel(self) -> w.Widget:
-        from sematlas.analysis.hierarchy import plot_hierarchy
+        from sematlas.reporting.hierarchy import plot_hierarchy
 
         path = self.results / "hierarchical" / "results.json"
         summary = read_json(path) if path.is_file() else {}

@@ -1,0 +1,161 @@
+"""The metric definitions everyone uses to compare brain maps and labels.
+
+- Reconstruction: voxel-wise Pearson r (:func:`masked_pearson`) and 3-D SSIM
+  (:func:`ssim3d`) between a map and its prediction inside the brain mask, plus MSE
+  and PSNR (:func:`map_metrics`); per study, then summarised by median and mean
+  (:func:`summarise`).
+- Classification: balanced accuracy (:func:`balanced_accuracy`), the mean recall over
+  classes, so chance is ``1 / n_classes`` whatever the class sizes.
+
+Maps are compared on one channel, the widest kernel (12 mm FWHM by default): that
+is the channel of the reference figures in the design card. Functions take maps
+flattened to the brain mask, ``(n_studies, n_voxels)``, except SSIM, which needs
+the volume.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+
+def masked_pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pearson r of each row pair.
+
+    Parameters
+    ----------
+    prediction, target : Tensor, shape (n_studies, n_voxels)
+
+    Returns
+    -------
+    Tensor, shape (n_studies,)
+        NaN where either row is constant (r is undefined there).
+    """
+    p = prediction.double() - prediction.double().mean(dim=1, keepdim=True)
+    t = target.double() - target.double().mean(dim=1, keepdim=True)
+    denominator = p.norm(dim=1) * t.norm(dim=1)
+    r = (p * t).sum(dim=1) / denominator
+    return torch.where(denominator > 0, r, torch.full_like(r, float("nan"))).float()
+
+
+def _gaussian_window(sigma: float, truncate: float = 3.5) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    window = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (window / window.sum()).float()
+
+
+def _blur(volume: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of ``(n, 1, D, H, W)`` with zero padding."""
+    pad = len(window) // 2
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = len(window)
+        padding = [0, 0, 0]
+        padding[axis] = pad
+        volume = F.conv3d(volume, window.view(shape), padding=tuple(padding))
+    return volume
+
+
+def ssim3d(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5
+) -> torch.Tensor:
+    """Structural similarity (Wang et al., 2004) in 3-D, averaged inside the mask.
+
+    Local means, variances and covariance use a Gaussian window (sigma in voxels)
+    as in the original paper; ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``.
+
+    Parameters
+    ----------
+    prediction, target : Tensor, shape (n_studies, D, H, W)
+    mask : Tensor of bool, shape (D, H, W)
+
+    Returns
+    -------
+    Tensor, shape (n_studies,)
+    """
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    window = _gaussian_window(sigma)
+    x, y = prediction.float().unsqueeze(1), target.float().unsqueeze(1)
+    mu_x, mu_y = _blur(x, window), _blur(y, window)
+    var_x = _blur(x * x, window) - mu_x**2
+    var_y = _blur(y * y, window) - mu_y**2
+    cov = _blur(x * y, window) - mu_x * mu_y
+    # SSIM = (2 mu_x mu_y + C1)(2 cov + C2) / ((mu_x^2 + mu_y^2 + C1)(var_x + var_y + C2))
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map[:, 0][:, mask].mean(dim=1)
+
+
+def unmask(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scatter ``(n, n_voxels)`` rows back into ``(n, D, H, W)`` volumes (zeros outside)."""
+    volume = flat.new_zeros((flat.shape[0], *mask.shape))
+    volume[:, mask] = flat
+    return volume
+
+
+def map_metrics(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, data_range: float = 1.0, chunk_size: int = 64
+) -> pd.DataFrame:
+    """Per-study metrics of predicted maps.
+
+    Parameters
+    ----------
+    prediction, target : Tensor, shape (n_studies, n_voxels)
+        Maps flattened to ``mask``.
+    mask : Tensor of bool, shape (D, H, W)
+    chunk_size : int
+        Studies per SSIM pass: SSIM holds about a dozen full volumes per study, so
+        thousands at once would not fit in memory.
+
+    Returns
+    -------
+    DataFrame with columns ``pearson_r``, ``ssim``, ``mse``, ``psnr`` (one row per study).
+    """
+    mse = ((prediction.double() - target.double()) ** 2).mean(dim=1)
+    psnr = 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+    return pd.DataFrame(
+        {
+            "pearson_r": masked_pearson(prediction, target).numpy(),
+            "ssim": torch.cat(
+                [
+                    ssim3d(unmask(prediction[rows], mask), unmask(target[rows], mask), mask, data_range)
+                    for rows in torch.arange(len(target)).split(chunk_size)
+                ]
+            ).numpy(),
+            "mse": mse.numpy(),
+            "psnr": psnr.numpy(),
+        }
+    )
+
+
+def summarise(per_study: pd.DataFrame) -> dict[str, float]:
+    """Median and mean of every metric column: ``{"pearson_r_median": ..., "pearson_r_mean": ...}``."""
+    summary = {}
+    for column in per_study.columns:
+        values = per_study[column].dropna()
+        summary[f"{column}_median"] = float(values.median())
+        summary[f"{column}_mean"] = float(values.mean())
+    summary["n_studies"] = len(per_study)
+    return summary
+
+
+def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in ``labels`` (chance = 1 / n_classes).
+
+    Parameters
+    ----------
+    labels, predictions : ndarray of int, shape (n,)
+
+    Returns
+    -------
+    float
+        NaN when ``labels`` is empty.
+    """
+    classes = np.unique(labels)
+    if not len(classes):
+        return math.nan
+    return float(np.mean([(predictions[labels == c] == c).mean() for c in classes]))
