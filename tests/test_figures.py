@@ -271,8 +271,14 @@ def test_plot_pointcloud_draws_each_study_against_its_baseline_and_the_medians()
     fig = figures.plot_pointcloud(results, per_study)
     assert len(fig.axes) == 4
     recon_medians, generation_medians, recon_studies, generation_studies = fig.axes
-    assert _bar_groups(recon_medians) == [[5.0, 0.5, 4.0], [6.0, 1.0, 7.0]]  # Chamfer, EMD: model, floor, retrieval
-    assert _bar_groups(generation_medians) == [[8.0, 7.5], [9.0, 9.5]]
+    # Chamfer, then EMD bars of the methods in alphabetical order: model, retrieval, noise floor / category pool, model
+    assert _bar_groups(recon_medians) == [[5.0, 4.0, 0.5], [6.0, 7.0, 1.0]]
+    assert [t.get_text() for t in recon_medians.get_yticklabels()] == [
+        "model",
+        "nearest training study",
+        "resample noise floor",
+    ]
+    assert _bar_groups(generation_medians) == [[7.5, 8.0], [9.5, 9.0]]
     (points,) = _scatter(recon_studies)
     assert points.tolist() == [[2.0, 1.0], [2.0, 2.0], [2.0, 3.0], [2.0, 4.0]]  # (baseline, model) per study
     (points,) = _scatter(generation_studies)

@@ -437,3 +437,35 @@ def test_evaluate_trained_run_saves_what_the_evaluation_computed(untrained_cbvae
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "latents.parquet"), latents)
     pd.testing.assert_frame_equal(evaluation.latents, latents)
     assert evaluation.model.variant == "cbvae" and evaluation.points == {}
+
+
+def test_evaluate_trained_run_of_the_point_cloud_saves_its_results(processed, tmp_path):
+    import shutil
+
+    from sematlas.data.pointcloud import make_datamodule
+    from sematlas.evaluation.pointcloud import evaluate_pointcloud, pointcloud_latents
+    from sematlas.evaluation.results import PointCloudResults
+    from sematlas.inference.pointcloud import PointCloudModel
+    from sematlas.training.pointcloud import run_params, train_pointcloud
+
+    params = override_params(PARAMS, {"pointcloud": {"max_epochs": 1, "batch_size": 8}})
+    paths = ProfilePaths("ci", tmp_path)
+    shutil.copytree(processed, paths.processed)
+    run = train_pointcloud(params, paths)
+    datamodule = make_datamodule(run_params(params), paths)
+    evaluation = evaluate_trained_run(run, datamodule, params, paths)
+
+    saved = PointCloudResults.load(paths.results / "pointcloud" / "test_results.json")
+    assert saved == evaluation.results and saved.profile == "ci"
+    assert saved.training.best_val_chamfer == float(run.metrics["val/chamfer"].min())
+    model = PointCloudModel.load(run.best_checkpoint)
+    peaks = pd.read_parquet(paths.processed / "peaks.parquet", columns=["id", "x", "y", "z"])
+    expected = evaluate_pointcloud(model, datamodule, peaks, params.evaluation.n_prior_samples, int(params.seed))
+    assert {key: value for key, value in saved.to_dict().items() if key in expected.results} == json.loads(
+        json.dumps(expected.results)
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(paths.results / "pointcloud" / "per_study.parquet"), expected.per_study
+    )
+    pd.testing.assert_frame_equal(evaluation.latents, pointcloud_latents(model, datamodule))
+    assert evaluation.points.keys() == expected.points.keys()

@@ -101,7 +101,11 @@ def figure_inputs(paths: ProfilePaths, params: Params) -> dict[str, Inputs]:
 
 
 def _sources(inputs: Inputs) -> list[Source[Any]]:
-    return [s for value in inputs.values() for s in (value.values() if isinstance(value, Mapping) else [value])]
+    """A figure's files in order: its single files, then each variant's files together."""
+    single = [value for value in inputs.values() if not isinstance(value, Mapping)]
+    per_name = [value for value in inputs.values() if isinstance(value, Mapping)]
+    names = dict.fromkeys(name for value in per_name for name in value)
+    return single + [value[name] for name in names for value in per_name if name in value]
 
 
 def _require(needed: Mapping[str, Sequence[tuple[Path, str]]], paths: ProfilePaths) -> None:

@@ -212,7 +212,11 @@ def plot_pointcloud(results: PointCloudResults, per_study: pd.DataFrame) -> Figu
         Four axes: per-study Chamfer of the model against the nearest training study (reconstruction)
         and against the category pool (conditional generation), then the two median panels.
     """
-    fig = plot_metric_comparison(results.to_dict())
+    # Methods in alphabetical order within each task, as the manuscript figure has always listed them.
+    summaries = results.to_dict()
+    fig = plot_metric_comparison(
+        {task: dict(sorted(summaries[task].items())) for task in ("reconstruction", "conditional_generation")}
+    )
     total, top, _ = grow(fig, top=3.9)
     grid = band(fig, total, top, 1.0, 1, 2, pad=0.75, wspace=0.3)
     panels = (
