@@ -321,6 +321,7 @@ def evaluate_run(
     per_study : DataFrame
         One row per held-out study: every method's Pearson r and SSIM.
     """
+    # Imported here: the criteria import analysis.hierarchy, which imports this module.
     from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
     from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
 
@@ -425,7 +426,7 @@ def results_table(results: Mapping[str, VolumetricResults]) -> pd.DataFrame:
         ``task``, ``method``, ``variant`` (empty for a baseline), ``label``, then every
         field of :class:`~sematlas.evaluation.results.MapMetrics`.
     """
-    from sematlas.evaluation.results import metric_blocks
+    from sematlas.evaluation.results import metric_blocks  # here: it imports the criteria (see evaluate_run)
 
     rows: list[dict[str, Any]] = []
     for variant, result in results.items():
