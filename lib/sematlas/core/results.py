@@ -88,7 +88,7 @@ class StageResults(ResultSection):
 
     @classmethod
     def path(cls, paths: ProfilePaths, **names: str) -> Path:
-        """Where the file of this class lies for a profile, e.g. ``path(paths, variant="cbvae")``."""
+        """Where the file of this class lies for a profile, e.g. ``path(paths, variant=variant)``."""
         return paths.results / cls.LOCATION.format(**names)
 
     def location(self, paths: ProfilePaths) -> Path:

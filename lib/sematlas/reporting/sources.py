@@ -52,7 +52,7 @@ class Source(Generic[_T]):
 
 
 def results_file(cls: type[_R], stage: str | None = None, **names: str) -> Source[_R]:
-    """A results file, read as its class, e.g. ``results_file(VolumetricResults, variant="cbvae")``.
+    """A results file, read as its class, e.g. ``results_file(VolumetricResults, variant=variant)``.
 
     ``stage`` overrides the class's writer (stage 05 writes ``hvae``'s volumetric results).
     """
