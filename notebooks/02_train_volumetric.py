@@ -44,8 +44,9 @@ from IPython.display import Image, display
 
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.reconstruction import evaluate_run, latents_table, results_table, save_results
-from sematlas.inference.atlas import AtlasModel
+from sematlas.evaluation.criteria import sprint_criterion
+from sematlas.evaluation.reconstruction import results_table
+from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.reporting.plotting import plot_map_rows, plot_method_comparison, plot_training_curves
 from sematlas.training.run import make_datamodule, train_variant
 
@@ -109,23 +110,15 @@ for variant, run in runs.items():
 # training maps and against the training mean map; conditional generation from
 # metadata alone (the average decoded map over prior samples) against ridge
 # regression from the same metadata vector. Metrics inside the brain mask on the
-# widest-kernel channel: voxel-wise Pearson r, SSIM, MSE, PSNR.
+# widest-kernel channel: voxel-wise Pearson r, SSIM, MSE, PSNR. `evaluate_trained_run`
+# (the same routine as stages 03 and 05) loads each best checkpoint, evaluates it, adds
+# the training summary and writes `test_results.json`, `per_study.parquet` and
+# `latents.parquet` to `data/results/<profile>/<variant>/`.
 
 # %%
-atlases, results = {}, {}
-for variant, run in runs.items():
-    atlases[variant] = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
-    result, per_study = evaluate_run(
-        atlases[variant].module.model, datamodule, variant, params["evaluation"], int(params["seed"])
-    )
-    result["training"] = {
-        **run.timing,
-        "best_val_loss": float(run.metrics["val/loss"].min()),
-        "best_val_recon": float(run.metrics["val/recon"].min()),
-    }
-    results[variant] = result
-    latents = latents_table(atlases[variant].module.model, datamodule)
-    save_results(result, per_study, latents, paths.results / variant)
+evaluations = {variant: evaluate_trained_run(run, datamodule, params, paths) for variant, run in runs.items()}
+atlases = {variant: evaluation.model for variant, evaluation in evaluations.items()}
+results = {variant: evaluation.results for variant, evaluation in evaluations.items()}
 table = results_table(results)
 table.pivot_table(index="label", values=["pearson_r_median", "ssim_median", "mse_median"]).round(4)
 
@@ -139,38 +132,17 @@ fig.savefig(paths.figures / "volumetric_vs_linear_baselines.png", dpi=120)
 # Reported as measured, whatever the answer.
 
 # %%
-summary = pd.DataFrame(
-    {
-        v: {
-            "model r (median)": r["reconstruction"]["model"]["pearson_r_median"],
-            "PCA r (median)": r["reconstruction"]["pca"]["pearson_r_median"],
-            "studies where model beats PCA": r["reconstruction"]["model_beats_pca_fraction"],
-            "generation r (median)": r["conditional_generation"]["model"]["pearson_r_median"],
-            "ridge r (median)": r["conditional_generation"]["ridge"]["pearson_r_median"],
-            "year head balanced accuracy": (r["year_debiasing"] or {}).get("balanced_accuracy", np.nan),
-            "active units": r["active_units"],
-            "z_dim": r["z_dim"],
-        }
-        for v, r in results.items()
-    }
-).T
-summary
+pd.DataFrame({variant: r.headline() for variant, r in results.items()}).T
 
 # %% [markdown]
-# Sprint criterion of the research plan: the validation loss of `cbvae` lower than
-# `baseline`'s on the same data (the losses share the reconstruction and KL terms;
-# `cbvae` adds its imputation and adversarial terms, so reconstruction is compared too).
+# Sprint criterion of the research plan (`sematlas.evaluation.criteria.sprint_criterion`):
+# the validation loss of `cbvae` lower than `baseline`'s on the same data (the losses
+# share the reconstruction and KL terms; `cbvae` adds its imputation and adversarial
+# terms, so reconstruction is compared too).
 
 # %%
-if {"baseline", "cbvae"} <= set(results):
-    criterion = {
-        k: {v: results[v]["training"][k] for v in ("baseline", "cbvae")} for k in ("best_val_loss", "best_val_recon")
-    }
-    for key, values in criterion.items():
-        verdict = "PASS" if values["cbvae"] < values["baseline"] else "FAIL"
-        print(f"{key}: cbvae {values['cbvae']:.1f} vs baseline {values['baseline']:.1f} -> {verdict}")
-else:
-    print("needs both baseline and cbvae in model.variants")
+criterion = sprint_criterion(results)
+criterion if len(criterion) else "needs both baseline and cbvae in model.variants"
 
 # %% [markdown]
 # ## Reconstructions
@@ -198,7 +170,7 @@ n_dims, span = params["evaluation"]["traversal_dims"], params["evaluation"]["tra
 steps = np.linspace(-span, span, 5)
 one = {key: value[:1] for key, value in test_batch["meta"].items()}
 for variant, atlas in atlases.items():
-    mu = torch.as_tensor(pd.read_parquet(paths.results / variant / "latents.parquet").filter(like="z_").to_numpy())
+    mu = torch.as_tensor(evaluations[variant].latents.filter(like="z_").to_numpy())
     order = torch.argsort(mu.var(0), descending=True)[:n_dims]
     base = atlas.encode(test_batch["image"][:1], one)
     rows = {f"z{dim}": [m[-1].numpy() for m in atlas.traverse(base, one, dim, steps)] for dim in order.tolist()}

@@ -47,9 +47,8 @@ import torch
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import cache_path, make_datamodule
-from sematlas.evaluation.pointcloud import evaluate_pointcloud, pointcloud_latents, results_frame
-from sematlas.evaluation.reconstruction import save_results
-from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.evaluation.pointcloud import results_frame
+from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.reporting.plotting import plot_training_curves
 from sematlas.reporting.pointcloud import plot_glass_brain_points, plot_metric_comparison, view_points_3d
 from sematlas.training.pointcloud import run_params, train_pointcloud
@@ -125,24 +124,19 @@ fig.savefig(paths.figures / "pointcloud_training_curves.png", dpi=120)
 # - **conditional generation** from metadata alone (prior samples decoded with the study's
 #   metadata) against the **category pool**: points drawn from the pooled training peaks of
 #   the study's task category.
+#
+# `evaluate_trained_run` (the same routine as stages 02 and 05) loads the best checkpoint,
+# evaluates it, adds the training summary and writes `test_results.json`,
+# `per_study.parquet` and `latents.parquet` to `data/results/<profile>/pointcloud/`.
 
 # %%
-model = PointCloudModel.load(run.best_checkpoint)
-evaluation = evaluate_pointcloud(model, datamodule, peaks, params["evaluation"]["n_prior_samples"], int(params["seed"]))
-results = {
-    **evaluation.results,
-    "profile": profile,
-    "training": {
-        **run.timing,
-        "best_val_loss": float(run.metrics["val/loss"].min()),
-        "best_val_chamfer": float(run.metrics["val/chamfer"].min()),
-    },
-}
-save_results(results, evaluation.per_study, pointcloud_latents(model, datamodule), paths.results / "pointcloud")
-results_frame(results).round(2)
+evaluation = evaluate_trained_run(run, datamodule, params, paths)
+model, results = evaluation.model, evaluation.results
+summaries = results.to_dict()
+results_frame(summaries).round(2)
 
 # %%
-fig = plot_metric_comparison(results)
+fig = plot_metric_comparison(summaries)
 fig.savefig(paths.figures / "pointcloud_vs_baselines.png", dpi=120)
 
 # %% [markdown]
@@ -152,20 +146,7 @@ fig.savefig(paths.figures / "pointcloud_vs_baselines.png", dpi=120)
 # reconstruction: it searches the training set with the very metric it is scored on.
 
 # %%
-recon, generation = results["reconstruction"], results["conditional_generation"]
-pd.Series(
-    {
-        "reconstruction Chamfer, model (median mm)": recon["model"]["chamfer_mm_median"],
-        "reconstruction Chamfer, nearest training study (median mm)": recon["nearest_training_study"][
-            "chamfer_mm_median"
-        ],
-        "reconstruction Chamfer, resample noise floor (median mm)": recon["resample_noise_floor"]["chamfer_mm_median"],
-        "test studies where the model beats retrieval": recon["model_beats_nearest_training_fraction"],
-        "generation Chamfer, model (median mm)": generation["model"]["chamfer_mm_median"],
-        "generation Chamfer, category pool (median mm)": generation["category_pool"]["chamfer_mm_median"],
-        "test studies where generation beats the category pool": generation["model_beats_category_pool_fraction"],
-    }
-).round(3)
+pd.Series(results.headline()).round(3)
 
 # %% [markdown]
 # ## Reconstructions

@@ -49,9 +49,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.core.io import write_json
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.criteria import ensemble_verdicts
+from sematlas.evaluation.results import EnsembleMethodResults, EnsembleResults
 from sematlas.evaluation.uncertainty import CALIBRATION_LEVELS, evaluate_ensemble, ood_peak_lists, render_peak_lists
 from sematlas.inference.ensemble import AtlasEnsemble, write_uncertainty_maps
 from sematlas.reporting.plotting import plot_map_rows
@@ -162,55 +163,30 @@ fig.savefig(paths.figures / "ensemble_ood_examples.png", dpi=120)
 # reported before and after.
 
 # %%
-results, details = {}, {}
+method_results, details = {}, {}
 for method, (ensemble, single) in ensembles.items():
-    results[method], details[method] = evaluate_ensemble(
+    summary, details[method] = evaluate_ensemble(
         ensemble, single, datamodule, ood_images, settings["temperature_threshold"], n_eval=n_eval
     )
-    results[method]["train_seconds"] = train_seconds[method]
-table = pd.DataFrame(
-    {
-        method: {
-            "passes": r["n_passes"],
-            "ECE val": r["ece_val"],
-            "ECE test before": r["ece_test_before"],
-            "temperature": r["temperature"],
-            "applied": r["temperature_applied"],
-            "ECE test after": r["ece_test_after"],
-            **{f"AUROC {kind}": auroc for kind, auroc in r["ood_auroc"].items()},
-            **{f"AUROC NLL {kind}": auroc for kind, auroc in r["ood_auroc_predictive_nll"].items()},
-            "recon r ensemble": r["recon_median_r_ensemble"],
-            "recon r single": r["recon_median_r_single"],
-            "train s": r["train_seconds"],
-        }
-        for method, r in results.items()
-    }
-).T
-table.round(3)
+    method_results[method] = EnsembleMethodResults.from_evaluation(summary, train_seconds[method])
+results = EnsembleResults(
+    profile=profile,
+    methods=method_results,
+    n_test=n_test,
+    n_ood_per_kind=n_ood,
+    calibration_levels=CALIBRATION_LEVELS,
+    settings=settings,
+)
+results.table().round(3)
+
+# %% [markdown]
+# Written to `data/results/<profile>/ensemble/test_results.json`, and judged against the
+# goals of `sematlas.evaluation.criteria` (`ECE_GOAL`, `OOD_AUROC_GOAL`): the test ECE
+# after temperature scaling, and the OOD AUROC of both scores for every kind.
 
 # %%
-goals = {"ece_below": 0.15, "ood_auroc_above": 0.85}
-write_json(
-    {
-        "profile": profile,
-        "methods": results,
-        "goals": goals,
-        "n_test": n_test,
-        "n_ood_per_kind": n_ood,
-        "calibration_levels": CALIBRATION_LEVELS,
-        "settings": settings,
-    },
-    results_dir / "test_results.json",
-)
-for method, r in results.items():
-    ece = r["ece_test_after"]
-    verdict = "meets" if ece < goals["ece_below"] else "MISSES"
-    for score, aurocs in (("disagreement", r["ood_auroc"]), ("predictive NLL", r["ood_auroc_predictive_nll"])):
-        listed = ", ".join(
-            f"{k} {v:.2f} ({'meets' if v > goals['ood_auroc_above'] else 'MISSES'})" for k, v in aurocs.items()
-        )
-        print(f"{method}: OOD AUROC of the {score}: {listed}")
-    print(f"{method}: test ECE {ece:.3f} ({verdict} the goal < {goals['ece_below']})")
+print(f"wrote {results.save(results.location(paths)).relative_to(paths.root)}")
+ensemble_verdicts(results).round(3)
 
 # %% [markdown]
 # ### Reliability diagram
@@ -222,8 +198,8 @@ for method, r in results.items():
 curves = {}
 for method, detail in details.items():
     curves[f"{method}, before"] = detail["coverage_before"]
-    if results[method]["temperature_applied"]:
-        curves[f"{method}, T = {results[method]['temperature']:.2f}"] = detail["coverage_after"]
+    if results.methods[method].temperature_applied:
+        curves[f"{method}, T = {results.methods[method].temperature:.2f}"] = detail["coverage_after"]
 fig = plot_reliability(curves)
 fig.savefig(paths.figures / "ensemble_reliability.png", dpi=120)
 

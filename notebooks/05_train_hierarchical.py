@@ -60,13 +60,13 @@ from sematlas.analysis.hierarchy import (
     level_correlation,
     level_kls,
     linear_probe,
-    stage_gate,
 )
-from sematlas.core.io import read_json, write_json
+from sematlas.analysis.results import HierarchicalResults, Hierarchy
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.reconstruction import evaluate_run, latents_table, save_results
-from sematlas.inference.atlas import AtlasModel
+from sematlas.evaluation.criteria import stage_gate
+from sematlas.evaluation.results import VolumetricResults
+from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.reporting.plotting import plot_map_rows, plot_training_curves
 from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
@@ -76,7 +76,6 @@ params = load_params(profile)
 settings = params["hierarchical"]
 paths = ProfilePaths.for_profile(profile)
 paths.figures.mkdir(parents=True, exist_ok=True)
-seed = int(params["seed"])
 z_dim, top_dim = params["model"]["z_dim"], settings["top_dim"]
 datamodule = make_datamodule(params, paths)
 print(
@@ -90,14 +89,14 @@ print(
 # The flat comparator: stage 02's `cbvae` held-out results, at the same total latent size.
 
 # %%
-reference_file = paths.results / "cbvae" / "test_results.json"
-reference = read_json(reference_file)
-reference_r = reference["reconstruction"]["model"]["pearson_r_median"]
+reference_file = VolumetricResults.path(paths, variant="cbvae")
+reference = VolumetricResults.load(reference_file)
+reference_r = reference.reconstruction.model.pearson_r_median
 print(
-    f"loaded {reference_file.relative_to(paths.root)}: cbvae z_dim {reference['z_dim']}, "
-    f"{reference['n_studies']} test studies, median reconstruction r {reference_r:.4f}"
+    f"loaded {reference_file.relative_to(paths.root)}: cbvae z_dim {reference.z_dim}, "
+    f"{reference.n_studies} test studies, median reconstruction r {reference_r:.4f}"
 )
-assert reference["z_dim"] == z_dim, "the gate compares the H-VAE with cbvae at the same total latent size"
+assert reference.z_dim == z_dim, "the gate compares the H-VAE with cbvae at the same total latent size"
 
 # %% [markdown]
 # ## Train
@@ -119,27 +118,19 @@ fig.savefig(paths.figures / "hierarchical_training_curves.png", dpi=120)
 # %% [markdown]
 # ## Evaluate on the held-out test split
 #
-# The same evaluation as stage 02 (`evaluate_run`: reconstruction against PCA with
+# The same evaluation as stage 02 (`evaluate_trained_run`: reconstruction against PCA with
 # k = z_dim and the mean map, generation from prior samples), written to
 # `data/results/<profile>/hvae/` beside the other variants.
 
 # %%
-atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
+evaluation = evaluate_trained_run(run, datamodule, params, paths)
+atlas, result, latents = evaluation.model, evaluation.results, evaluation.latents
 model = atlas.module.model
-result, per_study = evaluate_run(model, datamodule, "hvae", params["evaluation"], seed)
-result["training"] = {
-    **run.timing,
-    "best_val_loss": float(run.metrics["val/loss"].min()),
-    "best_val_recon": float(run.metrics["val/recon"].min()),
-}
-latents = latents_table(model, datamodule)
-save_results(result, per_study, latents, paths.results / "hvae")
+recon = result.reconstruction
 pd.DataFrame(
-    {
-        method: {"median r": result["reconstruction"][method]["pearson_r_median"]}
-        for method in ("model", "pca", "mean_map")
-    }
-).T.assign(**{"cbvae median r": reference_r})
+    {"median r": [recon.model.pearson_r_median, recon.pca.pearson_r_median, recon.mean_map.pearson_r_median]},
+    index=["model", "pca", "mean_map"],
+).assign(**{"cbvae median r": reference_r})
 
 # %% [markdown]
 # ## Are both levels used? Does the top level know the task?
@@ -170,7 +161,7 @@ pd.DataFrame(probes).T
 # %%
 gate = stage_gate(
     kl,
-    recon_r=result["reconstruction"]["model"]["pearson_r_median"],
+    recon_r=result.reconstruction.model.pearson_r_median,
     reference_recon_r=reference_r,
     probe_accuracy=probes["top"]["balanced_accuracy"],
     chance=probes["top"]["chance"],
@@ -213,28 +204,17 @@ fig.savefig(paths.figures / "hierarchical_top_traversals.png", dpi=120, bbox_inc
 # ## Results
 
 # %%
-figures = ["hierarchical_training_curves.png", "hierarchical_structure.png", "hierarchical_top_traversals.png"]
-summary = {
-    "profile": profile,
-    "variant": "hvae",
-    "z_dim": z_dim,
-    "top_dim": top_dim,
-    "lower_dim": z_dim - top_dim,
-    "gate": gate,
-    "kl_per_level": kl,
-    "active_units": active,
-    "reconstruction": {
-        "hvae_pearson_r_median": result["reconstruction"]["model"]["pearson_r_median"],
-        "cbvae_pearson_r_median": reference_r,
-        "reference": str(reference_file.relative_to(paths.root)),
-    },
-    "probe": {"method": "logistic regression, train split -> test split, balanced accuracy", **probes},
-    "hierarchy": {
-        "top_lower_abs_correlation": np.nan_to_num(correlation).round(4).tolist(),
-        "category_profile": profile_table.round(4).to_dict(orient="index"),
-    },
-    "training": result["training"],
-    "figures": [f"{paths.figures.relative_to(paths.root)}/{name}" for name in figures],
-}
-target = write_json(summary, paths.results / "hierarchical" / "results.json")
-print(f"wrote {target.relative_to(paths.root)}: stage gate {gate['result']}")
+summary = HierarchicalResults.from_analysis(
+    paths=paths,
+    evaluation=result,
+    reference=reference,
+    top_dim=top_dim,
+    gate=gate,
+    kl=kl,
+    active_units=active,
+    probes=probes,
+    hierarchy=Hierarchy.from_tables(correlation, profile_table),
+    figures=["hierarchical_training_curves.png", "hierarchical_structure.png", "hierarchical_top_traversals.png"],
+)
+target = summary.save(summary.location(paths))
+print(f"wrote {target.relative_to(paths.root)}: stage gate {summary.gate.result}")

@@ -58,14 +58,14 @@ import torch
 
 from sematlas.analysis.cca import (
     STEP_SD,
-    VIEWS,
     LatentCCA,
     canonical_correlations,
     neutral_metadata,
     paired_latents,
     write_maps,
 )
-from sematlas.core.io import write_json, write_parquet
+from sematlas.analysis.results import CCAResults, DecodedVariates, LatentDims
+from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.metrics import masked_pearson
@@ -209,24 +209,19 @@ fig.savefig(paths.figures / "cca_decoded_points.png", dpi=120, bbox_inches="tigh
 # ## Results file
 
 # %%
-results = {
-    "profile": profile,
-    "variant": variant,
-    "split": "test",
-    "n_studies": len(x),
-    "dims": dict(zip(VIEWS, (x.shape[1], y.shape[1]))),
-    "n_components_requested": section["n_components"],
-    "n_components": cca.n_components_,
-    "n_permutations": cca.n_permutations,
-    "seed": cca.seed,
-    "permutation_test": "stepwise shuffled pairing (Winkler et al., 2020); p per component, p_fwe running maximum",
-    "standardisation": "each view standardised on the held-out studies",
-    "sklearn_vs_exact_max_abs_diff": agreement,
-    "fit_seconds": fit_seconds,
-    "components": cca.results(),
-    "decoded": {"n_variates": n_decoded, "steps_sd": steps, "metadata": metadata, "changes": changes},
-}
-print(f"wrote {write_json(results, out / 'results.json').relative_to(paths.root)}")
+results = CCAResults.from_fit(
+    cca,
+    profile=profile,
+    variant=variant,
+    split="test",
+    dims=LatentDims(volumetric=x.shape[1], pointcloud=y.shape[1]),
+    n_studies=len(x),
+    n_components_requested=section["n_components"],
+    sklearn_vs_exact_max_abs_diff=agreement,
+    fit_seconds=fit_seconds,
+    decoded=DecodedVariates(n_variates=n_decoded, steps_sd=steps, metadata=metadata, changes=changes),
+)
+print(f"wrote {results.save(results.location(paths)).relative_to(paths.root)}")
 
 # %% [markdown]
 # ## Closing note
@@ -235,14 +230,14 @@ print(f"wrote {write_json(results, out / 'results.json').relative_to(paths.root)
 
 # %%
 print(
-    f"{results['n_studies']} held-out studies, {variant} ({x.shape[1]}-d) vs point cloud ({y.shape[1]}-d), "
+    f"{results.n_studies} held-out studies, {variant} ({x.shape[1]}-d) vs point cloud ({y.shape[1]}-d), "
     f"{cca.n_permutations} shuffled pairings per component:"
 )
-for record in results["components"]:
-    verdict = "shared" if record["p_fwe"] < 0.05 else "not distinguishable from chance"
+for record in results.components:
+    verdict = "shared" if record.p_fwe < 0.05 else "not distinguishable from chance"
     print(
-        f"  component {record['component']}: r = {record['r']:.3f}, p = {record['p']:.3f} "
-        f"(p_fwe = {record['p_fwe']:.3f}; null 95th percentile {record['null_q95']:.3f}) -> {verdict}"
+        f"  component {record.component}: r = {record.r:.3f}, p = {record.p:.3f} "
+        f"(p_fwe = {record.p_fwe:.3f}; null 95th percentile {record.null_q95:.3f}) -> {verdict}"
     )
 
 # %% [markdown]

@@ -61,7 +61,8 @@ from sematlas.analysis.clustering import (
     topic_names,
     write_centroid_maps,
 )
-from sematlas.core.io import write_json, write_parquet
+from sematlas.analysis.results import ClusteringResults
+from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
@@ -179,25 +180,17 @@ fig.savefig(paths.figures / "clustering_centroids.png", dpi=120, bbox_inches="ti
 # ## Results file
 
 # %%
-results = {
-    **summary,
-    "profile": profile,
-    "variant": variant,
-    "z_dim": int(z.shape[1]),
-    "seed": int(params["seed"]),
-    "params": dict(section),
-    "standardised": True,
-    "embedding": "t-SNE of the standardised latents",
-    "noise_handling": {
-        "ari": "noise (-1) is one more label, over all studies a subsample shares with the full data",
-        "ari_clustered": "only studies that both fits assign to a cluster",
-    },
-    "decode_metadata": "each cluster's most common task category and median year",
-    "clusters": clusters[["cluster", "name", "size", "decode_task", "decode_year"]].to_dict(orient="records"),
-    "centroid_maps": [str(path.relative_to(paths.root)) for path in written],
-}
-write_json(results, out / "results.json")
-print(f"profile {profile}, '{variant}' latents: {describe(results)}")
+results = ClusteringResults.from_fit(
+    clustering,
+    paths=paths,
+    settings=section,
+    seed=int(params["seed"]),
+    z_dim=int(z.shape[1]),
+    clusters=clusters,
+    centroid_maps=written,
+)
+print(f"wrote {results.save(results.location(paths)).relative_to(paths.root)}")
+print(f"profile {profile}, '{variant}' latents: {describe(summary)}")
 
 # %% [markdown]
 # ## Reading the result

@@ -54,7 +54,8 @@ import torch
 
 from sematlas.analysis import forecasting
 from sematlas.analysis.clustering import TOPIC_KEYS_FILE, latent_columns, load_inputs, topic_names
-from sematlas.core.io import write_json, write_parquet
+from sematlas.analysis.results import ForecastingResults
+from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
@@ -211,25 +212,18 @@ pd.DataFrame(
 # ## Results file and closing note
 
 # %%
-results = {
-    "profile": profile,
-    "variant": section["variant"],
-    "cutoff_year": cutoff,
-    "window": window,
-    "min_studies": min_studies,
-    "note": forecasting.NOTE,
-    "n_studies_per_year": {int(y): int(n) for y, n in zip(series.years, series.n)},
-    "dropped_years": dropped,
-    "held_out_years_not_scored": unscored,
-    "gru_train_nll": train_nll,
-    "frechet_by_year": {
-        int(year): {method: float(wide.loc[year, method]) for method in forecasting.METHODS} for year in wide.index
-    },
-    "frechet_mean": {method: float(wide[method].mean()) for method in forecasting.METHODS},
-    "drift": {"task": task, "years": years, "n_samples": section["drift_samples"]},
-}
-write_json(results, out_dir / "results.json")
-means = results["frechet_mean"]
+results = ForecastingResults.from_forecasts(
+    profile=profile,
+    settings=section,
+    series=series,
+    frechet=wide,
+    methods=forecasting.METHODS,
+    not_scored=unscored,
+    gru_train_nll=train_nll,
+    note=forecasting.NOTE,
+)
+print(f"wrote {results.save(results.location(paths)).relative_to(paths.root)}")
+means = results.frechet_mean
 print(
     f"Held-out years {wide.index.min()}-{wide.index.max()} (cutoff {cutoff}); mean Fréchet distance: "
     f"GRU {means['gru']:.3f}, persistence {means['persistence']:.3f}, linear trend {means['linear_trend']:.3f}. "

@@ -50,12 +50,13 @@ profile = "quick"
 import pandas as pd
 
 from sematlas.analysis.ablation import ablation_summary, ablation_table, load_ablation, run_ablation
-from sematlas.core.io import write_json, write_parquet
+from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.generative import evaluate_generation
 from sematlas.evaluation.probe import run_probe
 from sematlas.evaluation.reconstruction import training_sample
+from sematlas.evaluation.results import AblationSummary, EvaluationResults, GenerativeQuality, ZeroShotProbe
 from sematlas.inference.atlas import AtlasModel
 from sematlas.reporting.plotting import plot_ablations, plot_generative_quality, plot_probe
 from sematlas.training.run import make_datamodule
@@ -159,25 +160,13 @@ ablation_results.set_index("ablation")[[c for c in ablation_results if c.endswit
 # Everything above, as one JSON next to the other stages' results.
 
 # %%
-results = {
-    "profile": profile,
-    "generative_quality": {
-        "feature_space": f"PCA-{params['evaluation']['prd_features']} of training maps (widest kernel)",
-        "k": params["evaluation"]["prd_k"],
-        "methods": generation.set_index("method").to_dict(orient="index"),
-    },
-    "zero_shot_probe": {
-        "task": "n-back (1) vs flanker (0), NeuroStore 2026-07 studyset",
-        "chance": 0.5,
-        "n_analyses": len(analyses),
-        "n_studies": int(analyses["neurostore_study_id"].nunique()),
-        "n_in_neurosynth": int(analyses["in_neurosynth"].sum()),
-        "n_in_training": int(analyses["in_training"].sum()),
-        "features": probe.set_index("features").to_dict(orient="index"),
-    },
-    "ablations": ablation_summary(locked, ablation_results),
-}
-write_json(results, out_dir / "evaluation_results.json")
+results = EvaluationResults(
+    profile=profile,
+    generative_quality=GenerativeQuality.from_table(generation, params["evaluation"]),
+    zero_shot_probe=ZeroShotProbe.from_tables(probe, analyses),
+    ablations=AblationSummary(**ablation_summary(locked, ablation_results)),
+)
+print(f"wrote {results.save(results.location(paths)).relative_to(paths.root)}")
 pd.DataFrame(
     {
         "model beats PPCA on precision": {

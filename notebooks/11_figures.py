@@ -30,7 +30,9 @@
 # baseline, the figure shows it.
 #
 # Inputs: `data/processed/<profile>/` (stage 01) and `data/results/<profile>/`
-# (stages 01-09). Output: `figures/<profile>/manuscript/`.
+# (stages 01-09): `load_results` reads each results file as the typed object of the
+# stage that wrote it (`sematlas.evaluation.results`, `sematlas.analysis.results`), and
+# names the stage to run when a file is missing. Output: `figures/<profile>/manuscript/`.
 
 # %% tags=["parameters"]
 profile = "quick"

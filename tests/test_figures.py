@@ -1,7 +1,8 @@
-"""The manuscript figures (stage 11) on small hand-made results: panels, bars, lines, files, errors."""
+"""The manuscript figures (stage 11) on small results objects: what each panel draws equals its inputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +13,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.container import BarContainer
 from matplotlib.patches import Rectangle
+from results_examples import (
+    EXAMPLES,
+    PARAMS,
+    cca,
+    clustering,
+    ensemble,
+    evaluation,
+    forecasting,
+    hierarchical,
+    pointcloud,
+    volumetric,
+)
 
-from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.reporting import figures
 
@@ -32,9 +45,23 @@ def _bars(ax) -> list[Rectangle]:
     return [patch for container in ax.containers if isinstance(container, BarContainer) for patch in container]
 
 
+def _bar_groups(ax) -> list[list[float]]:
+    """Each bar container's lengths: heights of vertical bars, widths of horizontal ones."""
+    groups = []
+    for container in ax.containers:
+        if isinstance(container, BarContainer):
+            horizontal = container.orientation == "horizontal"
+            groups.append([p.get_width() if horizontal else p.get_height() for p in container])
+    return groups
+
+
 def _lines_at(ax, value: float, vertical: bool) -> list:
     index = 0 if vertical else 1
-    return [line for line in ax.lines if np.allclose(line.get_data()[index], value)]
+    return [line for line in ax.lines if len(line.get_data()[index]) and np.allclose(line.get_data()[index], value)]
+
+
+def _scatter(ax) -> list[np.ndarray]:
+    return [c.get_offsets().data for c in ax.collections if isinstance(c, PathCollection)]
 
 
 def test_save_figure_writes_png_and_svg(tmp_path):
@@ -47,11 +74,23 @@ def test_save_figure_writes_png_and_svg(tmp_path):
     assert sorted(p.name for p in (tmp_path / "manuscript").iterdir()) == ["fig0_test.png", "fig0_test.svg"]
 
 
+def test_write_index_lists_titles_and_sources(tmp_path):
+    source = tmp_path / "data" / "results" / "ci" / "cca" / "results.json"
+    path = figures.write_index(tmp_path / "figures", {"fig7_cca": [source]}, tmp_path)
+    index = json.loads(path.read_text())
+    assert index["fig7_cca"] == {
+        "title": figures.TITLES["fig7_cca"],
+        "png": "fig7_cca.png",
+        "svg": "fig7_cca.svg",
+        "sources": ["data/results/ci/cca/results.json"],
+    }
+
+
+# ------------------------------------------------------------------------ loading
 def test_load_results_names_the_missing_file_and_its_stage(tmp_path):
-    params = load_params("ci", ROOT)
     paths = ProfilePaths(profile="ci", root=tmp_path)
     with pytest.raises(FileNotFoundError) as error:
-        figures.load_results(paths, params)
+        figures.load_results(paths, PARAMS)
     message = str(error.value)
     assert "figure fig1_data needs data/processed/ci/studies.parquet, written by stage 01 curation" in message
     assert "figure fig2_reconstruction needs data/results/ci/cbvae/per_study.parquet, written by stage 02" in message
@@ -59,38 +98,103 @@ def test_load_results_names_the_missing_file_and_its_stage(tmp_path):
     assert "figure fig9_forecasting needs data/results/ci/forecasting/results.json, written by stage 08" in message
     assert "hvae" not in message  # the H-VAE joins figure 2 only once stage 05 wrote its results
     (tmp_path / "data" / "results" / "ci" / "hvae").mkdir(parents=True)
-    assert "hvae" in figures.volumetric_variants(paths, params)
+    assert figures.volumetric_variants(paths, PARAMS) == [*PARAMS.model.variants, "hvae"]
+    with pytest.raises(FileNotFoundError, match="needs data/results/ci/hvae/test_results.json, written by stage 05"):
+        figures.load_results(paths, PARAMS)
 
 
-def test_write_index_lists_titles_and_sources(tmp_path):
-    source = tmp_path / "data" / "results" / "ci" / "cca" / "results.json"
-    path = figures.write_index(tmp_path / "figures", {"fig7_cca": [source]}, tmp_path)
-    index = pd.read_json(path, typ="series")
-    assert index["fig7_cca"]["sources"] == ["data/results/ci/cca/results.json"]
-    assert index["fig7_cca"]["title"] == figures.TITLES["fig7_cca"]
-    assert index["fig7_cca"]["png"] == "fig7_cca.png"
+def _write_profile(paths: ProfilePaths) -> dict:
+    """Every file the figures read, small; returns the results objects written."""
+    studies = pd.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "task_category": ["motor", "pain", "motor"],
+            "year": [2000, 2001, 2002],
+            "in_subset": True,
+            "topic_000": [0.1, 0.2, 0.3],
+        }
+    )
+    paths.processed.mkdir(parents=True)
+    studies.to_parquet(paths.processed / "studies.parquet")
+    (paths.processed / "manifest.json").write_text(json.dumps({"profile": "ci"}))
+    table = pd.DataFrame({"a": [1.0]})
+    objects = {v: volumetric(v) for v in PARAMS.model.variants}
+    for variant, results in objects.items():
+        results.save(results.location(paths))
+        table.to_parquet(paths.results / variant / "per_study.parquet")
+    for name in ("pointcloud", "ensemble", "hierarchical", "cca", "clustering", "forecasting", "evaluation"):
+        objects[name] = EXAMPLES[name]()
+        objects[name].save(objects[name].location(paths))
+    for relative in (
+        "evaluation/generative_quality.parquet",
+        "evaluation/ablations.parquet",
+        "pointcloud/per_study.parquet",
+        "forecasting/frechet_by_year.parquet",
+        "clustering/clusters.parquet",
+    ):
+        table.to_parquet(paths.results / relative)
+    pd.DataFrame({"id": ["1", "3"], "cluster": [0, 1]}).to_parquet(paths.results / "clustering" / "assignments.parquet")
+    for centroid in objects["clustering"].centroid_maps:
+        (paths.root / centroid).write_bytes(b"")
+    (paths.raw / "neurosynth").mkdir(parents=True)
+    (paths.raw / "neurosynth" / "data-neurosynth_version-7_vocab-LDA50_keys.tsv").write_text("")
+    return objects
 
 
-def test_plot_corpus_has_a_bar_per_category_for_corpus_and_subset():
+def test_load_results_reads_each_file_as_its_results_object_and_lists_it_once(tmp_path):
+    paths = ProfilePaths(profile="ci", root=tmp_path)
+    written = _write_profile(paths)
+    loaded = figures.load_results(paths, PARAMS)
+    assert loaded["fig2_reconstruction"]["test_results"] == {v: written[v] for v in PARAMS.model.variants}
+    assert loaded["fig3_generation"]["probe"] == written["evaluation"].zero_shot_probe
+    assert loaded["fig4_pointcloud"]["results"] == written["pointcloud"]
+    assert loaded["fig5_uncertainty"]["results"] == written["ensemble"]
+    assert loaded["fig6_hierarchy"]["results"] == written["hierarchical"]
+    assert loaded["fig7_cca"]["results"] == written["cca"]
+    assert loaded["fig9_forecasting"]["results"] == written["forecasting"]
+    members = loaded["fig8_clusters"]["members"]
+    assert members[["id", "cluster", "topic_000"]].to_dict(orient="list") == {
+        "id": ["1", "3"],
+        "cluster": [0, 1],
+        "topic_000": [0.1, 0.3],
+    }
+    assert loaded["fig8_clusters"]["centroids"] == [tmp_path / p for p in written["clustering"].centroid_maps]
+    sources = {name: [str(p.relative_to(tmp_path)) for p in files] for name, files in loaded["sources"].items()}
+    assert list(sources) == list(figures.TITLES)
+    assert sources["fig1_data"] == ["data/processed/ci/studies.parquet", "data/processed/ci/manifest.json"]
+    assert sources["fig3_generation"] == [
+        "data/results/ci/evaluation/generative_quality.parquet",
+        "data/results/ci/evaluation/evaluation_results.json",
+    ]
+    assert sources["fig8_clusters"][-2:] == written["clustering"].centroid_maps
+    assert len(sources["fig2_reconstruction"]) == 2 * len(PARAMS.model.variants)
+
+
+# ------------------------------------------------------------------------ figures 1-5
+def test_plot_corpus_draws_each_categorys_and_years_share_for_corpus_and_subset():
     categories = ["motor", "language", "other"]
     studies = pd.DataFrame(
         {
-            "task_category": categories * 4,
-            "year": [2000, 2001, 2002] * 4,
-            "in_subset": [True, False, True] * 4,
+            "task_category": ["motor"] * 6 + ["language"] * 4 + ["other"] * 2,
+            "year": [2000, 2001, 2002, 2000] * 3,
+            "in_subset": [True, False] * 6,
         }
     )
     manifest = {
         "profile": "ci",
         "task_categories": categories,
-        "report": {"subset_splits": {"train": 4, "val": 2, "test": 2}},
+        "report": {"subset_splits": {"train": 4, "val": 1, "test": 1}},
     }
     fig = figures.plot_corpus(studies, manifest)
     left, right = fig.axes
-    assert len(_bars(left)) == 2 * len(categories)
+    corpus, subset = _bar_groups(left)
+    assert corpus == pytest.approx([100 * 2 / 12, 100 * 4 / 12, 100 * 6 / 12])  # other, language, motor (reversed)
+    assert subset == pytest.approx([100 * 1 / 6, 100 * 2 / 6, 100 * 3 / 6])
     assert [t.get_text() for t in left.get_yticklabels()] == categories[::-1]
-    assert len(_bars(right)) == 3  # one bar per year
-    assert "12 studies" in fig.get_suptitle() and "subset of 8" in fig.get_suptitle()
+    (years,) = _bar_groups(right)
+    assert years == pytest.approx([100 * 6 / 12, 100 * 3 / 12, 100 * 3 / 12])
+    assert right.lines[0].get_ydata() == pytest.approx([100 * 3 / 6, 0.0, 100 * 3 / 6])
+    assert "12 studies" in fig.get_suptitle() and "subset of 6" in fig.get_suptitle()
 
 
 def _per_study(rng: np.random.Generator, n: int = 6) -> pd.DataFrame:
@@ -103,39 +207,29 @@ def _per_study(rng: np.random.Generator, n: int = 6) -> pd.DataFrame:
     )
 
 
-def test_plot_reconstruction_has_three_boxes_per_variant_and_says_who_beats_pca():
+def test_plot_reconstruction_draws_every_study_of_every_method_and_who_beats_pca():
     rng = np.random.default_rng(0)
     variants = ["baseline", "cbvae"]
-    results = {v: {"n_studies": 6, "z_dim": 8, "reconstruction": {"model_beats_pca_fraction": 0.25}} for v in variants}
-    fig = figures.plot_reconstruction({v: _per_study(rng) for v in variants}, results)
+    per_study = {v: _per_study(rng) for v in variants}
+    reconstruction = {**volumetric().reconstruction.to_dict(), "model_beats_pca_fraction": 0.75}
+    results = {"baseline": volumetric("baseline"), "cbvae": volumetric("cbvae", reconstruction=reconstruction)}
+    fig = figures.plot_reconstruction(per_study, results)
     top, bottom = fig.axes
-    for ax in (top, bottom):
+    for ax, metric in ((top, "pearson_r"), (bottom, "ssim")):
         assert len(ax.patches) == 3 * len(variants)  # boxes: model, PCA, mean map
+        drawn = _scatter(ax)
+        expected = [
+            per_study[v][f"reconstruction_{m}_{metric}"] for v in variants for m in ("model", "pca", "mean_map")
+        ]
+        assert len(drawn) == len(expected)
+        for points, values in zip(drawn, expected):
+            assert points[:, 1] == pytest.approx(values.to_numpy())
     assert [t.get_text() for t in bottom.get_xticklabels()] == variants
-    assert sum("25%" in t.get_text() for t in top.texts) == len(variants)
-    assert "6 test studies" in fig.get_suptitle()
+    assert [t.get_text() for t in top.texts] == ["beats PCA on\n25% of studies", "beats PCA on\n75% of studies"]
+    assert "6 test studies (z = 8)" in fig.get_suptitle()
 
 
-def _probe(features: list[str]) -> dict:
-    return {
-        "chance": 0.5,
-        "task": "n-back vs flanker",
-        "n_analyses": 20,
-        "n_studies": 10,
-        "n_in_neurosynth": 12,
-        "features": {
-            f: {
-                "balanced_accuracy": 0.6,
-                "fold_sd": 0.05,
-                "balanced_accuracy_neurosynth_studies": 0.55,
-                "balanced_accuracy_new_studies": None,
-            }
-            for f in features
-        },
-    }
-
-
-def test_plot_generation_adds_the_probe_with_a_chance_line():
+def test_plot_generation_draws_the_probe_accuracies_against_chance():
     quality = pd.DataFrame(
         {
             "method": ["cbvae", "ppca", "training_maps"],
@@ -145,126 +239,112 @@ def test_plot_generation_adds_the_probe_with_a_chance_line():
             "n": [24, 24, 24],
         }
     )
-    features = ["cbvae", "pca", "raw_voxels"]
-    fig = figures.plot_generation(quality, _probe(features))
+    probe = evaluation().zero_shot_probe
+    fig = figures.plot_generation(quality, probe)
     assert len(fig.axes) == 3
-    probe = fig.axes[2]
-    assert len(_bars(probe)) == 3 * len(features)  # all analyses, Neurosynth studies, new studies
-    assert len(_lines_at(probe, 0.5, vertical=True)) == 1
-    assert [t.get_text() for t in probe.get_yticklabels()] == features
-    colours = {matplotlib.colors.to_hex(p.get_facecolor()[:3]) for p in _bars(probe)}
-    assert colours == {matplotlib.colors.to_hex(figures.MODEL), matplotlib.colors.to_hex(figures.BASELINE)}
+    scatter, frechet, drawn = fig.axes
+    assert [tuple(p[0]) for p in _scatter(scatter)] == [(0.4, 0.5), (0.9, 0.2), (0.8, 0.7)]  # (recall, precision)
+    assert _bar_groups(frechet) == [[1.0, 3.0, 4.0]]
+    features = list(probe.features)
+    assert [t.get_text() for t in drawn.get_yticklabels()] == features
+    accuracy, neurosynth, new = _bar_groups(drawn)
+    assert accuracy == [probe.features[f]["balanced_accuracy"] for f in features]
+    assert neurosynth == pytest.approx([probe.features[f]["balanced_accuracy_neurosynth_studies"] for f in features])
+    assert np.isnan(new[0]) and new[1:] == [0.5, 0.6]  # a group without analyses draws no bar
+    assert len(_lines_at(drawn, probe.chance, vertical=True)) == 1
+    first = next(c for c in drawn.containers if isinstance(c, BarContainer))
+    colours = [matplotlib.colors.to_hex(p.get_facecolor()[:3]) for p in first]
+    assert colours == [matplotlib.colors.to_hex(c) for c in (figures.MODEL, figures.BASELINE, figures.BASELINE)]
+    assert "n-back vs flanker: 20 analyses of 10 studies" in drawn.get_title()
 
 
-def test_plot_pointcloud_adds_per_study_panels():
-    summary = {"chamfer_mm_mean": 5.0, "chamfer_mm_median": 5.0, "emd_mm_mean": 6.0, "emd_mm_median": 6.0}
-    results = {
-        "n_test": 4,
-        "n_points": 30,
-        "n_train": 10,
-        "reconstruction": {
-            "model": summary,
-            "nearest_training_study": summary,
-            "resample_noise_floor": summary,
-            "model_beats_nearest_training_fraction": 0.25,
-        },
-        "conditional_generation": {
-            "model": summary,
-            "category_pool": summary,
-            "model_beats_category_pool_fraction": 0.5,
-        },
-    }
-    columns = [
-        "reconstruction_model_chamfer_mm",
-        "reconstruction_nearest_training_study_chamfer_mm",
-        "conditional_generation_model_chamfer_mm",
-        "conditional_generation_category_pool_chamfer_mm",
-    ]
-    per_study = pd.DataFrame({c: [1.0, 2.0, 3.0, 4.0] for c in columns})
+def test_plot_pointcloud_draws_each_study_against_its_baseline_and_the_medians():
+    results = pointcloud()
+    per_study = pd.DataFrame(
+        {
+            "reconstruction_model_chamfer_mm": [1.0, 2.0, 3.0, 4.0],
+            "reconstruction_nearest_training_study_chamfer_mm": [2.0, 2.0, 2.0, 2.0],
+            "conditional_generation_model_chamfer_mm": [5.0, 6.0, 7.0, 8.0],
+            "conditional_generation_category_pool_chamfer_mm": [8.0, 7.0, 6.0, 5.0],
+        }
+    )
     fig = figures.plot_pointcloud(results, per_study)
     assert len(fig.axes) == 4
-    assert "25%" in fig.axes[2].get_title() and "50%" in fig.axes[3].get_title()
-    assert "4 held-out studies" in fig.get_suptitle()
+    recon_medians, generation_medians, recon_studies, generation_studies = fig.axes
+    # Chamfer, then EMD bars of the methods in alphabetical order: model, retrieval, noise floor / category pool, model
+    assert _bar_groups(recon_medians) == [[5.0, 4.0, 0.5], [6.0, 7.0, 1.0]]
+    assert [t.get_text() for t in recon_medians.get_yticklabels()] == [
+        "model",
+        "nearest training study",
+        "resample noise floor",
+    ]
+    assert _bar_groups(generation_medians) == [[7.5, 8.0], [9.5, 9.0]]
+    (points,) = _scatter(recon_studies)
+    assert points.tolist() == [[2.0, 1.0], [2.0, 2.0], [2.0, 3.0], [2.0, 4.0]]  # (baseline, model) per study
+    (points,) = _scatter(generation_studies)
+    assert points[:, 0].tolist() == [8.0, 7.0, 6.0, 5.0] and points[:, 1].tolist() == [5.0, 6.0, 7.0, 8.0]
+    assert "25%" in recon_studies.get_title() and "50%" in generation_studies.get_title()
+    assert "4 held-out studies (30 points each, trained on 10)" in fig.get_suptitle()
 
 
-def test_plot_uncertainty_draws_goals():
-    methods = {
-        m: {"ece_test_before": 0.2, "ece_test_after": 0.1, "temperature": 0.8, "ood_auroc": {"uniform": 0.7, "wm": 0.9}}
-        for m in ("snapshot", "mc_dropout")
-    }
-    results = {
-        "methods": methods,
-        "goals": {"ece_below": 0.15, "ood_auroc_above": 0.85},
-        "n_test": 8,
-        "n_ood_per_kind": 8,
-    }
+def test_plot_uncertainty_draws_ece_and_auroc_of_every_method_against_the_goals():
+    results = ensemble()
     left, right = figures.plot_uncertainty(results).axes
-    assert len(_bars(left)) == 2 * 2 and len(_bars(right)) == 2 * 2
+    before, after = _bar_groups(left)
+    assert before == [0.2, 0.25] and after == [0.1, 0.16]
+    assert [t.get_text() for t in left.get_xticklabels()] == ["snapshot\n(T = 0.80)", "mc dropout\n(T = 0.80)"]
+    assert _bar_groups(right) == [
+        [0.7, 0.9, 0.8],
+        pytest.approx([0.3, 0.1, 0.2]),
+        [0.6, 0.95, 0.75],
+        pytest.approx([0.4, 0.05, 0.25]),
+    ]  # per method: disagreement, then predictive NLL, one bar per OOD kind
+    assert [t.get_text() for t in right.get_xticklabels()] == ["uniform", "white matter", "nimare synthetic"]
     assert len(_lines_at(left, 0.15, vertical=False)) == 1
     assert len(_lines_at(right, 0.85, vertical=False)) == 1 and len(_lines_at(right, 0.5, vertical=False)) == 1
+    assert right.get_title() == "OOD detection (8 maps per kind)"
 
 
-def test_plot_gate_has_a_panel_per_criterion_with_its_threshold():
-    criteria = {
-        "kl_top_active": {"value": 0.2, "threshold": 0.5, "pass": False, "rule": "kl_top > min"},
-        "reconstruction": {"value": 0.3, "threshold": 0.25, "pass": True, "rule": "r >= cbvae r - margin"},
-    }
-    results = {
-        "gate": {"criteria": criteria, "passed": 1, "result": "FAIL"},
-        "hierarchy": {
-            "top_lower_abs_correlation": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]],
-            "category_profile": {"motor": {"top_00": 0.1, "top_01": -0.2}, "pain": {"top_00": 0.3, "top_01": 0.0}},
-        },
-        "kl_per_level": {"n_studies": 24},
-        "top_dim": 2,
-        "lower_dim": 3,
-    }
+# ------------------------------------------------------------------------ figures 6-9
+def test_plot_gate_draws_each_criterion_against_its_threshold():
+    results = hierarchical()
     fig = figures.plot_gate(results)
     gate = [ax for ax in fig.axes if ax.get_title().endswith(("PASS", "FAIL"))]
-    assert [ax.get_title() for ax in gate] == ["kl top active: FAIL", "reconstruction: PASS"]
-    for ax, criterion in zip(gate, criteria.values()):
+    assert [ax.get_title() for ax in gate] == ["kl top active: FAIL", "reconstruction: PASS", "top level probe: PASS"]
+    for ax, criterion in zip(gate, results.gate.criteria.values()):
+        assert _bar_groups(ax) == [[criterion["value"]]]
         assert len(_lines_at(ax, criterion["threshold"], vertical=True)) == 1
-    assert "FAIL (1 of 2 criteria" in fig.get_suptitle()
+        assert criterion["rule"] in ax.get_xlabel().replace("\n", " ")
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert heatmaps[0].images[0].get_array().tolist() == results.hierarchy.top_lower_abs_correlation
+    assert "FAIL (2 of 3 criteria; top 2 + lower 3 units, 24 test studies)" in fig.get_suptitle()
 
 
-def test_plot_cca_has_a_bar_and_a_null_line_per_component():
-    results = {
-        "components": [
-            {"component": 1, "r": 0.8, "null_q95": 0.6, "p": 0.01, "p_fwe": 0.01},
-            {"component": 2, "r": 0.4, "null_q95": 0.5, "p": 0.4, "p_fwe": 0.4},
-        ],
-        "variant": "cbvae",
-        "dims": {"volumetric": 8, "pointcloud": 4},
-        "n_studies": 24,
-        "split": "test",
-        "n_permutations": 100,
-    }
+def test_plot_cca_draws_each_correlation_and_its_null():
+    results = cca()
     (ax,) = figures.plot_cca(results).axes
-    assert len(_bars(ax)) == 2
-    assert len(ax.collections[0].get_segments()) == 2
-    assert sum(t.get_text().startswith("p=") for t in ax.texts) == 2
+    assert _bar_groups(ax) == [[0.8, 0.4]]
+    (null,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert [segment[0, 1] for segment in null.get_segments()] == [0.6, 0.5]
+    assert [t.get_text() for t in ax.texts] == ["p=0.010\np_FWE=0.010", "p=0.400\np_FWE=0.400"]
+    assert "cbvae (8 units) vs point-cloud (4 units)" in ax.get_title() and "100 shuffled" in ax.get_title()
 
 
-def test_plot_clusters_has_a_bar_per_cluster_and_one_for_noise():
+def test_plot_clusters_draws_each_clusters_size_and_the_noise():
+    summary = clustering()
     clusters = pd.DataFrame({"cluster": [0, 1], "name": ["C0: motor", "C1: pain"], "size": [5, 7]})
-    summary = {
-        "n_studies": 40,
-        "noise_fraction": 0.7,
-        "variant": "cbvae",
-        "params": {"top_topics": 1},
-        "ari_mean": 0.5,
-        "ari_sd": 0.1,
-    }
     lift = pd.DataFrame({"motor cortex": [2.0, 0.5], "pain": [0.5, 3.0]}, index=[0, 1])
     shares = pd.DataFrame({"motor": [1.0, 0.0], "pain": [0.0, 1.0]}, index=[0, 1])
     fig = figures.plot_clusters(clusters, summary, lift, shares)
     sizes = fig.axes[-1]
-    assert len(_bars(sizes)) == len(clusters) + 1
+    assert _bar_groups(sizes) == [[5, 7, 28]]  # 70% of 40 studies are noise
     assert [t.get_text() for t in sizes.get_yticklabels()] == ["C0: motor", "C1: pain", "noise (unclustered)"]
-    assert "70% noise" in sizes.get_title()
+    assert "2 clusters, 70% noise; bootstrap ARI 0.50 ± 0.10" in sizes.get_title()
+    undefined = clustering(ari_mean=None, ari_sd=None)
+    assert "bootstrap ARI undefined" in figures.plot_clusters(clusters, undefined, lift, shares).axes[-1].get_title()
 
 
-def test_plot_forecasting_notes_where_neurosynth_stops():
+def test_plot_forecasting_draws_each_methods_distance_per_year_and_notes_where_neurosynth_stops():
     table = pd.DataFrame(
         {
             "year": [2017, 2017, 2018, 2018],
@@ -274,13 +354,10 @@ def test_plot_forecasting_notes_where_neurosynth_stops():
             "mean_term": [0.1, 0.1, 0.2, 0.1],
         }
     )
-    results = {
-        "cutoff_year": 2016,
-        "variant": "cbvae",
-        "frechet_mean": {"gru": 0.35, "persistence": 0.25},
-        "note": "Neurosynth v7 stops in 2018.",
-    }
-    fig = figures.plot_forecasting(table, results)
-    assert len(fig.axes) == 2
-    assert any("stops in 2018" in t.get_text() for t in fig.texts)
+    fig = figures.plot_forecasting(table, forecasting())
+    frechet, mean_term = fig.axes
+    assert [line.get_ydata().tolist() for line in frechet.lines] == [[0.3, 0.4], [0.2, 0.3]]
+    assert [line.get_ydata().tolist() for line in mean_term.lines] == [[0.1, 0.2], [0.1, 0.1]]
+    (note,) = [t.get_text() for t in fig.texts if "stops in 2018" in t.get_text()]
+    assert note.startswith("Mean over held-out years: gru 0.35, persistence 0.25, linear_trend 0.3.")
     assert "after 2016" in fig.get_suptitle()

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from results_examples import EXAMPLES, PARAMS, cca, clustering, evaluation, volumetric
 
 from sematlas.core.paths import ProfilePaths
-from sematlas.pipeline.stages import STAGES
+from sematlas.core.results import ResultsError
+from sematlas.pipeline.registry import STAGES
 from sematlas.reporting.manuscript import (
     VARIABLES,
     ablation_table,
@@ -39,6 +41,27 @@ def prose(text: str) -> str:
     return text
 
 
+MANIFEST = {
+    "profile": "ci",
+    "n_studies": 13867,
+    "n_peaks": 452396,
+    "parameters": {"render": {"voxel_size": 4}, "data": {"neurosynth_version": "7"}},
+    "report": {
+        "deduplication": {"peaks_in": 507891, "studies_flagged_duplicate": 83},
+        "splits": {"train": 9709, "val": 2080, "test": 2078},
+        "subset_size": 160,
+        "subset_splits": {"train": 112, "test": 24},
+        "sample_size_matched": 195,
+        "year_bin_edges": [1997.0, 2005.0, 2018.0],
+    },
+}
+
+
+def _write_manifest(paths: ProfilePaths) -> None:
+    paths.processed.mkdir(parents=True)
+    (paths.processed / "manifest.json").write_text(json.dumps(MANIFEST))
+
+
 def test_every_number_in_the_manuscript_is_a_variable_a_stage_writes() -> None:
     text = INDEX.read_text()
     names = used_variables(text)
@@ -46,56 +69,60 @@ def test_every_number_in_the_manuscript_is_a_variable_a_stage_writes() -> None:
     assert sorted(set(names) - set(VARIABLES)) == []
     typed = sorted({m.group() for m in re.finditer(r"[^\s]*\d[^\s]*", prose(text))})
     assert typed == [], f"numbers typed into index.qmd instead of read from results: {typed}"
-    stages = {stage.number for stage in STAGES}
-    assert {variable.stage for variable in VARIABLES.values()} <= stages
-    # A variable's file is written by the stage named for it.
-    folders = {"02": "cbvae", "03": "pointcloud", "04": "ensemble", "05": "hierarchical", "06": "cca"}
-    folders |= {"07": "clustering", "08": "forecasting", "09": "evaluation"}
-    for name, variable in VARIABLES.items():
-        if variable.source.startswith("results/") and variable.stage in folders:
-            assert variable.source.split("/")[1] in (folders[variable.stage], "baseline", "tcvae_sbd"), name
+    # Every file a variable reads is an output the stage registry knows the writer of.
+    paths = ProfilePaths("ci", ROOT)
+    writers = {variable.source.writer(paths).number for variable in VARIABLES.values()}
+    assert writers <= {stage.number for stage in STAGES} and "02" in writers
+
+
+def test_every_variable_reads_its_results_object(tmp_path: Path) -> None:
+    paths = ProfilePaths("ci", tmp_path)
+    _write_manifest(paths)
+    for variant in PARAMS.model.variants:
+        results = volumetric(variant)
+        results.save(results.location(paths))
+    for name in ("pointcloud", "ensemble", "hierarchical", "cca", "clustering", "forecasting", "evaluation"):
+        results = EXAMPLES[name]()
+        results.save(results.location(paths))
+    values = collect_variables(paths)
+    assert [name for name, value in values.items() if value.startswith("[stage")] == []
+    assert (
+        values["cbvae_recon_r"] == "0.410" and values["pca_recon_r"] == "0.520" and values["cbvae_beats_pca"] == "25%"
+    )
+    assert values["year_balanced_accuracy"] == "0.130" and values["cbvae_epochs"] == "2"
+    assert values["points_floor_chamfer"] == "1.5"  # the noise floor's mean, not its median
+    assert values["ece_mc_after"] == "0.160" and values["ood_white_matter"] == "0.90" and values["ood_goal"] == "0.85"
+    assert (
+        values["hvae_gate"] == "FAIL" and values["hvae_recon_threshold"] == "0.250" and values["hvae_probe"] == "0.200"
+    )
+    assert values["cca_r2"] == "0.400" and values["cluster_noise"] == "70%" and values["frechet_trend"] == "0.30"
+    assert (
+        values["prd_cbvae_recall"] == "0.40"
+        and values["probe_raw"] == "0.70"
+        and values["ablation_locked_r"] == "0.465"
+    )
 
 
 def test_variables_come_from_results_files_and_missing_stages_say_so(tmp_path: Path) -> None:
     paths = ProfilePaths("ci", tmp_path)
-    paths.processed.mkdir(parents=True)
-    manifest = {
-        "profile": "ci",
-        "n_studies": 13867,
-        "n_peaks": 452396,
-        "parameters": {"render": {"voxel_size": 4}, "data": {"neurosynth_version": "7"}},
-        "report": {
-            "deduplication": {"peaks_in": 507891, "studies_flagged_duplicate": 83},
-            "splits": {"train": 9709, "val": 2080, "test": 2078},
-            "subset_size": 160,
-            "subset_splits": {"train": 112, "test": 24},
-            "sample_size_matched": 195,
-            "year_bin_edges": [1997.0, 2005.0, 2018.0],
-        },
-    }
-    (paths.processed / "manifest.json").write_text(json.dumps(manifest))
-    (paths.results / "cca").mkdir(parents=True)
-    (paths.results / "cca" / "results.json").write_text(
-        json.dumps({"n_studies": 150, "n_permutations": 1000, "components": [{"r": 0.61234, "p": 0.001}]})
-    )
-    with pytest.raises(KeyError, match=r"'cca_r2'.*results\.json has no 'components\.1\.r'"):
+    _write_manifest(paths)
+    one_component = cca(components=cca().components[:1])
+    one_component.save(one_component.location(paths))
+    with pytest.raises(KeyError, match=r"'cca_r2': .*cca/results\.json has no such value"):
         collect_variables(paths)
-    (paths.results / "cca" / "results.json").write_text(
-        json.dumps(
-            {
-                "n_studies": 150,
-                "n_permutations": 1000,
-                "components": [{"r": 0.61234, "p": 0.001}, {"r": 0.2, "p": None}],
-            }
-        )
-    )
+    cca(n_permutations=1000).save(one_component.location(paths))
+    undefined = clustering(ari_mean=None)
+    undefined.save(undefined.location(paths))
     values = collect_variables(paths)
     assert values["n_studies"] == "13,867" and values["voxel_size"] == "4"
     assert values["last_year"] == "2018" and values["neurosynth_version"] == "7"
-    assert values["cca_r1"] == "0.612" and values["cca_permutations"] == "1,000" and values["cca_p2"] == "n/a"
-    assert values["cbvae_recon_r"] == "[stage 02 not run]"
+    assert values["cca_r1"] == "0.800" and values["cca_permutations"] == "1,000" and values["cluster_ari"] == "n/a"
+    assert values["cbvae_recon_r"] == "[stage 02 not run]" and values["hvae_gate"] == "[stage 05 not run]"
     written = yaml.safe_load(write_variables(paths, tmp_path).read_text())
     assert written == values
+    (paths.results / "clustering" / "results.json").write_text(json.dumps({**undefined.to_dict(), "colour": 1}))
+    with pytest.raises(ResultsError, match=r"clustering/results\.json: unknown key 'colour'"):
+        collect_variables(paths)
 
 
 def test_quarto_syntax_becomes_pandoc_markdown() -> None:
@@ -114,10 +141,8 @@ def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "manuscript", tmp_path / "manuscript", ignore=shutil.ignore_patterns("_output", "figures"))
     shutil.copytree(ROOT / "params", tmp_path / "params")
     paths = ProfilePaths("ci", tmp_path)
-    (paths.results / "clustering").mkdir(parents=True)
-    (paths.results / "clustering" / "results.json").write_text(
-        json.dumps({"n_clusters": 7, "noise_fraction": 0.25, "ari_mean": 0.81, "ari_sd": 0.05, "n_studies": 1000})
-    )
+    clusters = clustering(n_clusters=7, noise_fraction=0.25, ari_mean=0.81, ari_sd=0.05, n_studies=1000)
+    clusters.save(clusters.location(paths))
     (paths.figures / "manuscript").mkdir(parents=True)
     (paths.figures / "manuscript" / "fig8_clusters.png").write_bytes(
         bytes.fromhex(
@@ -137,28 +162,8 @@ def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
 def test_ablation_table_is_generated_from_stage_09_and_included(tmp_path: Path) -> None:
     paths = ProfilePaths("ci", tmp_path)
     assert ablation_table(paths).startswith("[stage 09 not run]")
-    row = {
-        "change": "model.z_dim: 32 -> 16",
-        "criterion": "reconstruction_r falls by more than 0.01",
-        "locked": 0.4651,
-        "ablated": 0.4012,
-        "verdict": "PASS",
-        "beats_pca": 0.62,
-    }
-    (paths.results / "evaluation").mkdir(parents=True)
-    (paths.results / "evaluation" / "evaluation_results.json").write_text(
-        json.dumps(
-            {
-                "ablations": {
-                    "ablations": {"z_dim_16": row, "beta_1": {**row, "change": "training.beta: 0.1 -> 1.0"}},
-                    "order": ["z_dim_16", "beta_1"],
-                    "n_ablations": 2,
-                    "n_pass": 2,
-                    "max_epochs": 12,
-                }
-            }
-        )
-    )
+    results = evaluation()
+    results.save(results.location(paths))
     table = ablation_table(paths)
     assert "| `z_dim_16` | `model.z_dim: 32 -> 16` | reconstruction\\_r falls by more than 0.01 |" in table
     assert "| 0.465 | 0.401 | **PASS** | 62% |" in table

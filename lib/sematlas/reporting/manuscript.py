@@ -1,12 +1,13 @@
-"""The manuscript's numbers, written from the stages' results files, and its rendering.
+"""The manuscript's numbers, read from the stages' results objects, and its rendering.
 
 Every number in ``manuscript/index.qmd`` is a Quarto variable, ``{{< var name >}}``.
-:data:`VARIABLES` says where each comes from: a results file a stage writes, a key
-path inside it and a format. :func:`write_variables` writes them to
-``manuscript/_variables.yml``; a file a stage has not written yet shows as
-``[stage NN not run]`` in the text, never as a stale or typed-in number. Tables
-too long for variables are generated the same way (:data:`TABLES`) and pulled in
-with Quarto's ``{{< include _name.md >}}``.
+:data:`VARIABLES` says where each comes from: a results file (a
+:class:`~sematlas.reporting.sources.Source`, mostly a results class), the value read
+from the loaded object (``lambda r: r.reconstruction.model.pearson_r_median``) and a
+format. :func:`write_variables` writes them to ``manuscript/_variables.yml``; a file
+a stage has not written yet shows as ``[stage NN not run]`` in the text, never as a
+stale or typed-in number. Tables too long for variables are generated the same way
+(:data:`TABLES`) and pulled in with Quarto's ``{{< include _name.md >}}``.
 
 ``python -m sematlas.reporting.manuscript render PROFILE`` (the last step of ``./run_all.sh``)
 writes the variables, copies ``figures/<profile>/manuscript/`` into
@@ -21,153 +22,170 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 
+from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.io import atomic_path
 from sematlas.core.paths import ProfilePaths
-from sematlas.pipeline.registry import writer
+from sematlas.evaluation.results import (
+    EnsembleResults,
+    EvaluationResults,
+    PointCloudResults,
+    VolumetricResults,
+    YearDebiasing,
+)
+from sematlas.models.registry import MAIN_VARIANT
+from sematlas.reporting.sources import MANIFEST, Source, results_file
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
-class Variable:
+class Variable(Generic[_T]):
     """Where one manuscript number comes from.
 
     Parameters
     ----------
-    source : str
-        ``processed/<file>`` or ``results/<file>``, relative to the profile's folders.
-    key : str
-        Dotted path inside the JSON file (list items by index, e.g. ``components.0.r``).
+    source : Source
+        The file, which says the stage that writes it.
+    value : callable
+        Reads the number from the loaded file (``None`` shows as ``n/a``).
     fmt : str
         A format spec, e.g. ``".3f"``, ``",d"``, ``".0%"``; ``""`` for text.
     """
 
-    source: str
-    key: str
+    source: Source[_T]
+    value: Callable[[_T], Any]
     fmt: str = ".3f"
 
-    @property
-    def stage(self) -> str:
-        """The number of the stage that writes the file, e.g. ``"02"`` (asked of the stage registry)."""
-        return writer(self.source).number
+
+def _v(source: Source[_T], value: Callable[[_T], Any], fmt: str = ".3f") -> Variable[Any]:
+    # A function, not the class: its source's type is inferred first, so each reader is type-checked.
+    return Variable(source, value, fmt)
 
 
-def _v(source: str, key: str, fmt: str = ".3f") -> Variable:
-    return Variable(source, key, fmt)
-
-
-_CURATION = "processed/manifest.json"
-_CBVAE = "results/cbvae/test_results.json"
-_BASELINE = "results/baseline/test_results.json"
-_TCVAE = "results/tcvae_sbd/test_results.json"
-_POINTS = "results/pointcloud/test_results.json"
-_ENSEMBLE = "results/ensemble/test_results.json"
-_HVAE = "results/hierarchical/results.json"
-_CCA = "results/cca/results.json"
-_CLUSTERS = "results/clustering/results.json"
-_FORECAST = "results/forecasting/results.json"
-_EVAL = "results/evaluation/evaluation_results.json"
+_CBVAE = results_file(VolumetricResults, variant=MAIN_VARIANT)
+_BASELINE = results_file(VolumetricResults, variant="baseline")
+_TCVAE = results_file(VolumetricResults, variant="tcvae_sbd")
+_POINTS = results_file(PointCloudResults)
+_ENSEMBLE = results_file(EnsembleResults)
+_HVAE = results_file(HierarchicalResults)
+_CCA = results_file(CCAResults)
+_CLUSTERS = results_file(ClusteringResults)
+_FORECAST = results_file(ForecastingResults)
+_EVAL = results_file(EvaluationResults)
 
 #: Every number the manuscript may use, by variable name.
-VARIABLES: dict[str, Variable] = {
-    "profile": _v(_CURATION, "profile", ""),
-    "neurosynth_version": _v(_CURATION, "parameters.data.neurosynth_version", ""),
-    "last_year": _v(_CURATION, "report.year_bin_edges.-1", ".0f"),
-    "n_studies": _v(_CURATION, "n_studies", ",d"),
-    "n_peaks": _v(_CURATION, "n_peaks", ",d"),
-    "n_peaks_raw": _v(_CURATION, "report.deduplication.peaks_in", ",d"),
-    "n_duplicate_studies": _v(_CURATION, "report.deduplication.studies_flagged_duplicate", ",d"),
-    "n_train": _v(_CURATION, "report.splits.train", ",d"),
-    "n_val": _v(_CURATION, "report.splits.val", ",d"),
-    "n_test": _v(_CURATION, "report.splits.test", ",d"),
-    "subset_size": _v(_CURATION, "report.subset_size", ",d"),
-    "subset_train": _v(_CURATION, "report.subset_splits.train", ",d"),
-    "subset_test": _v(_CURATION, "report.subset_splits.test", ",d"),
-    "n_sample_size_matched": _v(_CURATION, "report.sample_size_matched", ",d"),
-    "voxel_size": _v(_CURATION, "parameters.render.voxel_size", "d"),
-    "z_dim": _v(_CBVAE, "z_dim", "d"),
-    "cbvae_epochs": _v(_CBVAE, "training.epochs", "d"),
-    "cbvae_recon_r": _v(_CBVAE, "reconstruction.model.pearson_r_median"),
-    "cbvae_recon_ssim": _v(_CBVAE, "reconstruction.model.ssim_median"),
-    "pca_recon_r": _v(_CBVAE, "reconstruction.pca.pearson_r_median"),
-    "mean_map_recon_r": _v(_CBVAE, "reconstruction.mean_map.pearson_r_median"),
-    "cbvae_beats_pca": _v(_CBVAE, "reconstruction.model_beats_pca_fraction", ".0%"),
-    "baseline_recon_r": _v(_BASELINE, "reconstruction.model.pearson_r_median"),
-    "tcvae_recon_r": _v(_TCVAE, "reconstruction.model.pearson_r_median"),
-    "tcvae_active_units": _v(_TCVAE, "active_units", "d"),
-    "cbvae_active_units": _v(_CBVAE, "active_units", "d"),
-    "cbvae_generation_r": _v(_CBVAE, "conditional_generation.model.pearson_r_median"),
-    "ridge_generation_r": _v(_CBVAE, "conditional_generation.ridge.pearson_r_median"),
-    "year_balanced_accuracy": _v(_CBVAE, "year_debiasing.balanced_accuracy"),
-    "year_chance": _v(_CBVAE, "year_debiasing.chance"),
-    "points_recon_chamfer": _v(_POINTS, "reconstruction.model.chamfer_mm_median", ".1f"),
-    "points_recon_emd": _v(_POINTS, "reconstruction.model.emd_mm_median", ".1f"),
-    "points_nearest_chamfer": _v(_POINTS, "reconstruction.nearest_training_study.chamfer_mm_median", ".1f"),
-    "points_nearest_emd": _v(_POINTS, "reconstruction.nearest_training_study.emd_mm_median", ".1f"),
-    "points_floor_chamfer": _v(_POINTS, "reconstruction.resample_noise_floor.chamfer_mm_mean", ".1f"),
-    "points_beats_nearest": _v(_POINTS, "reconstruction.model_beats_nearest_training_fraction", ".0%"),
-    "points_generation_chamfer": _v(_POINTS, "conditional_generation.model.chamfer_mm_median", ".1f"),
-    "points_pool_chamfer": _v(_POINTS, "conditional_generation.category_pool.chamfer_mm_median", ".1f"),
-    "ece_snapshot_before": _v(_ENSEMBLE, "methods.snapshot.ece_test_before"),
-    "ece_snapshot_after": _v(_ENSEMBLE, "methods.snapshot.ece_test_after"),
-    "ece_mc_before": _v(_ENSEMBLE, "methods.mc_dropout.ece_test_before"),
-    "ece_mc_after": _v(_ENSEMBLE, "methods.mc_dropout.ece_test_after"),
-    "ece_goal": _v(_ENSEMBLE, "goals.ece_below", ".2f"),
-    "ood_goal": _v(_ENSEMBLE, "goals.ood_auroc_above", ".2f"),
-    "ood_uniform": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.uniform", ".2f"),
-    "ood_white_matter": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.white_matter", ".2f"),
-    "ood_synthetic": _v(_ENSEMBLE, "methods.snapshot.ood_auroc.nimare_synthetic", ".2f"),
-    "ood_nll_uniform": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.uniform", ".2f"),
-    "ood_nll_white_matter": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.white_matter", ".2f"),
-    "ood_nll_synthetic": _v(_ENSEMBLE, "methods.snapshot.ood_auroc_predictive_nll.nimare_synthetic", ".2f"),
-    "hvae_gate": _v(_HVAE, "gate.result", ""),
-    "hvae_kl_top": _v(_HVAE, "kl_per_level.kl_top", ".2f"),
-    "hvae_kl_lower": _v(_HVAE, "kl_per_level.kl_lower", ".2f"),
-    "hvae_kl_threshold": _v(_HVAE, "gate.criteria.kl_top_active.threshold", ".2f"),
-    "hvae_recon_r": _v(_HVAE, "gate.criteria.reconstruction.value"),
-    "hvae_recon_threshold": _v(_HVAE, "gate.criteria.reconstruction.threshold"),
-    "hvae_probe": _v(_HVAE, "gate.criteria.top_level_probe.value"),
-    "hvae_probe_threshold": _v(_HVAE, "gate.criteria.top_level_probe.threshold"),
-    "cca_n_studies": _v(_CCA, "n_studies", ",d"),
-    "cca_permutations": _v(_CCA, "n_permutations", ",d"),
-    "cca_r1": _v(_CCA, "components.0.r"),
-    "cca_p1": _v(_CCA, "components.0.p"),
-    "cca_r2": _v(_CCA, "components.1.r"),
-    "cca_p2": _v(_CCA, "components.1.p"),
-    "n_clusters": _v(_CLUSTERS, "n_clusters", "d"),
-    "cluster_noise": _v(_CLUSTERS, "noise_fraction", ".0%"),
-    "cluster_ari": _v(_CLUSTERS, "ari_mean", ".2f"),
-    "cluster_ari_sd": _v(_CLUSTERS, "ari_sd", ".2f"),
-    "cluster_studies": _v(_CLUSTERS, "n_studies", ",d"),
-    "forecast_cutoff": _v(_FORECAST, "cutoff_year", "d"),
-    "frechet_gru": _v(_FORECAST, "frechet_mean.gru", ".2f"),
-    "frechet_persistence": _v(_FORECAST, "frechet_mean.persistence", ".2f"),
-    "frechet_trend": _v(_FORECAST, "frechet_mean.linear_trend", ".2f"),
-    "prd_cbvae_precision": _v(_EVAL, "generative_quality.methods.cbvae.precision", ".2f"),
-    "prd_cbvae_recall": _v(_EVAL, "generative_quality.methods.cbvae.recall", ".2f"),
-    "prd_ppca_precision": _v(_EVAL, "generative_quality.methods.ppca.precision", ".2f"),
-    "prd_ppca_recall": _v(_EVAL, "generative_quality.methods.ppca.recall", ".2f"),
-    "probe_n_analyses": _v(_EVAL, "zero_shot_probe.n_analyses", ",d"),
-    "probe_n_in_neurosynth": _v(_EVAL, "zero_shot_probe.n_in_neurosynth", ",d"),
-    "probe_cbvae": _v(_EVAL, "zero_shot_probe.features.cbvae.balanced_accuracy", ".2f"),
-    "probe_pca": _v(_EVAL, "zero_shot_probe.features.pca.balanced_accuracy", ".2f"),
-    "probe_raw": _v(_EVAL, "zero_shot_probe.features.raw_voxels.balanced_accuracy", ".2f"),
-    "ablation_n": _v(_EVAL, "ablations.n_ablations", "d"),
-    "ablation_n_pass": _v(_EVAL, "ablations.n_pass", "d"),
-    "ablation_epochs": _v(_EVAL, "ablations.max_epochs", "d"),
-    "ablation_locked_r": _v(_EVAL, "ablations.locked.reconstruction_r"),
-    "ablation_locked_beats_pca": _v(_EVAL, "ablations.locked.beats_pca", ".0%"),
+VARIABLES: dict[str, Variable[Any]] = {
+    "profile": _v(MANIFEST, lambda m: m["profile"], ""),
+    "neurosynth_version": _v(MANIFEST, lambda m: m["parameters"]["data"]["neurosynth_version"], ""),
+    "last_year": _v(MANIFEST, lambda m: m["report"]["year_bin_edges"][-1], ".0f"),
+    "n_studies": _v(MANIFEST, lambda m: m["n_studies"], ",d"),
+    "n_peaks": _v(MANIFEST, lambda m: m["n_peaks"], ",d"),
+    "n_peaks_raw": _v(MANIFEST, lambda m: m["report"]["deduplication"]["peaks_in"], ",d"),
+    "n_duplicate_studies": _v(MANIFEST, lambda m: m["report"]["deduplication"]["studies_flagged_duplicate"], ",d"),
+    "n_train": _v(MANIFEST, lambda m: m["report"]["splits"]["train"], ",d"),
+    "n_val": _v(MANIFEST, lambda m: m["report"]["splits"]["val"], ",d"),
+    "n_test": _v(MANIFEST, lambda m: m["report"]["splits"]["test"], ",d"),
+    "subset_size": _v(MANIFEST, lambda m: m["report"]["subset_size"], ",d"),
+    "subset_train": _v(MANIFEST, lambda m: m["report"]["subset_splits"]["train"], ",d"),
+    "subset_test": _v(MANIFEST, lambda m: m["report"]["subset_splits"]["test"], ",d"),
+    "n_sample_size_matched": _v(MANIFEST, lambda m: m["report"]["sample_size_matched"], ",d"),
+    "voxel_size": _v(MANIFEST, lambda m: m["parameters"]["render"]["voxel_size"], "d"),
+    "z_dim": _v(_CBVAE, lambda r: r.z_dim, "d"),
+    "cbvae_epochs": _v(_CBVAE, lambda r: r.training.epochs, "d"),
+    "cbvae_recon_r": _v(_CBVAE, lambda r: r.reconstruction.model.pearson_r_median),
+    "cbvae_recon_ssim": _v(_CBVAE, lambda r: r.reconstruction.model.ssim_median),
+    "pca_recon_r": _v(_CBVAE, lambda r: r.reconstruction.pca.pearson_r_median),
+    "mean_map_recon_r": _v(_CBVAE, lambda r: r.reconstruction.mean_map.pearson_r_median),
+    "cbvae_beats_pca": _v(_CBVAE, lambda r: r.reconstruction.model_beats_pca_fraction, ".0%"),
+    "baseline_recon_r": _v(_BASELINE, lambda r: r.reconstruction.model.pearson_r_median),
+    "tcvae_recon_r": _v(_TCVAE, lambda r: r.reconstruction.model.pearson_r_median),
+    "tcvae_active_units": _v(_TCVAE, lambda r: r.active_units, "d"),
+    "cbvae_active_units": _v(_CBVAE, lambda r: r.active_units, "d"),
+    "cbvae_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.model.pearson_r_median),
+    "ridge_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.ridge.pearson_r_median),
+    "year_balanced_accuracy": _v(_CBVAE, lambda r: _year(r).balanced_accuracy),
+    "year_chance": _v(_CBVAE, lambda r: _year(r).chance),
+    "points_recon_chamfer": _v(_POINTS, lambda r: r.reconstruction.model.chamfer_mm_median, ".1f"),
+    "points_recon_emd": _v(_POINTS, lambda r: r.reconstruction.model.emd_mm_median, ".1f"),
+    "points_nearest_chamfer": _v(_POINTS, lambda r: r.reconstruction.nearest_training_study.chamfer_mm_median, ".1f"),
+    "points_nearest_emd": _v(_POINTS, lambda r: r.reconstruction.nearest_training_study.emd_mm_median, ".1f"),
+    "points_floor_chamfer": _v(_POINTS, lambda r: r.reconstruction.resample_noise_floor.chamfer_mm_mean, ".1f"),
+    "points_beats_nearest": _v(_POINTS, lambda r: r.reconstruction.model_beats_nearest_training_fraction, ".0%"),
+    "points_generation_chamfer": _v(_POINTS, lambda r: r.conditional_generation.model.chamfer_mm_median, ".1f"),
+    "points_pool_chamfer": _v(_POINTS, lambda r: r.conditional_generation.category_pool.chamfer_mm_median, ".1f"),
+    "ece_snapshot_before": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ece_test_before),
+    "ece_snapshot_after": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ece_test_after),
+    "ece_mc_before": _v(_ENSEMBLE, lambda r: r.methods["mc_dropout"].ece_test_before),
+    "ece_mc_after": _v(_ENSEMBLE, lambda r: r.methods["mc_dropout"].ece_test_after),
+    "ece_goal": _v(_ENSEMBLE, lambda r: r.goals.ece_below, ".2f"),
+    "ood_goal": _v(_ENSEMBLE, lambda r: r.goals.ood_auroc_above, ".2f"),
+    "ood_uniform": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc["uniform"], ".2f"),
+    "ood_white_matter": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc["white_matter"], ".2f"),
+    "ood_synthetic": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc["nimare_synthetic"], ".2f"),
+    "ood_nll_uniform": _v(_ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc_predictive_nll["uniform"], ".2f"),
+    "ood_nll_white_matter": _v(
+        _ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc_predictive_nll["white_matter"], ".2f"
+    ),
+    "ood_nll_synthetic": _v(
+        _ENSEMBLE, lambda r: r.methods["snapshot"].ood_auroc_predictive_nll["nimare_synthetic"], ".2f"
+    ),
+    "hvae_gate": _v(_HVAE, lambda r: r.gate.result, ""),
+    "hvae_kl_top": _v(_HVAE, lambda r: r.kl_per_level.kl_top, ".2f"),
+    "hvae_kl_lower": _v(_HVAE, lambda r: r.kl_per_level.kl_lower, ".2f"),
+    "hvae_kl_threshold": _v(_HVAE, lambda r: r.gate.criteria["kl_top_active"]["threshold"], ".2f"),
+    "hvae_recon_r": _v(_HVAE, lambda r: r.gate.criteria["reconstruction"]["value"]),
+    "hvae_recon_threshold": _v(_HVAE, lambda r: r.gate.criteria["reconstruction"]["threshold"]),
+    "hvae_probe": _v(_HVAE, lambda r: r.gate.criteria["top_level_probe"]["value"]),
+    "hvae_probe_threshold": _v(_HVAE, lambda r: r.gate.criteria["top_level_probe"]["threshold"]),
+    "cca_n_studies": _v(_CCA, lambda r: r.n_studies, ",d"),
+    "cca_permutations": _v(_CCA, lambda r: r.n_permutations, ",d"),
+    "cca_r1": _v(_CCA, lambda r: r.components[0].r),
+    "cca_p1": _v(_CCA, lambda r: r.components[0].p),
+    "cca_r2": _v(_CCA, lambda r: r.components[1].r),
+    "cca_p2": _v(_CCA, lambda r: r.components[1].p),
+    "n_clusters": _v(_CLUSTERS, lambda r: r.n_clusters, "d"),
+    "cluster_noise": _v(_CLUSTERS, lambda r: r.noise_fraction, ".0%"),
+    "cluster_ari": _v(_CLUSTERS, lambda r: r.ari_mean, ".2f"),
+    "cluster_ari_sd": _v(_CLUSTERS, lambda r: r.ari_sd, ".2f"),
+    "cluster_studies": _v(_CLUSTERS, lambda r: r.n_studies, ",d"),
+    "forecast_cutoff": _v(_FORECAST, lambda r: r.cutoff_year, "d"),
+    "frechet_gru": _v(_FORECAST, lambda r: r.frechet_mean["gru"], ".2f"),
+    "frechet_persistence": _v(_FORECAST, lambda r: r.frechet_mean["persistence"], ".2f"),
+    "frechet_trend": _v(_FORECAST, lambda r: r.frechet_mean["linear_trend"], ".2f"),
+    "prd_cbvae_precision": _v(_EVAL, lambda r: r.generative_quality.methods[MAIN_VARIANT]["precision"], ".2f"),
+    "prd_cbvae_recall": _v(_EVAL, lambda r: r.generative_quality.methods[MAIN_VARIANT]["recall"], ".2f"),
+    "prd_ppca_precision": _v(_EVAL, lambda r: r.generative_quality.methods["ppca"]["precision"], ".2f"),
+    "prd_ppca_recall": _v(_EVAL, lambda r: r.generative_quality.methods["ppca"]["recall"], ".2f"),
+    "probe_n_analyses": _v(_EVAL, lambda r: r.zero_shot_probe.n_analyses, ",d"),
+    "probe_n_in_neurosynth": _v(_EVAL, lambda r: r.zero_shot_probe.n_in_neurosynth, ",d"),
+    "probe_cbvae": _v(_EVAL, lambda r: r.zero_shot_probe.features[MAIN_VARIANT]["balanced_accuracy"], ".2f"),
+    "probe_pca": _v(_EVAL, lambda r: r.zero_shot_probe.features["pca"]["balanced_accuracy"], ".2f"),
+    "probe_raw": _v(_EVAL, lambda r: r.zero_shot_probe.features["raw_voxels"]["balanced_accuracy"], ".2f"),
+    "ablation_n": _v(_EVAL, lambda r: r.ablations.n_ablations, "d"),
+    "ablation_n_pass": _v(_EVAL, lambda r: r.ablations.n_pass, "d"),
+    "ablation_epochs": _v(_EVAL, lambda r: r.ablations.max_epochs, "d"),
+    "ablation_locked_r": _v(_EVAL, lambda r: r.ablations.locked["reconstruction_r"]),
+    "ablation_locked_beats_pca": _v(_EVAL, lambda r: r.ablations.locked["beats_pca"], ".0%"),
 }
+
+
+def _year(results: VolumetricResults) -> YearDebiasing:
+    """The year adversary's results; a model without a year head has none to quote."""
+    if results.year_debiasing is None:
+        raise KeyError("year_debiasing")
+    return results.year_debiasing
+
 
 _VAR = re.compile(r"\{\{<\s*var\s+([A-Za-z0-9_.-]+)\s*>\}\}")
 _INCLUDE = re.compile(r"\{\{<\s*include\s+([A-Za-z0-9_.-]+)\s*>\}\}")
@@ -175,21 +193,21 @@ _INCLUDE = re.compile(r"\{\{<\s*include\s+([A-Za-z0-9_.-]+)\s*>\}\}")
 
 def ablation_table(paths: ProfilePaths) -> str:
     """The ablation protocol of stage 09 as a Markdown pipe table with a caption (``@tbl-ablations``)."""
-    path = paths.results / "evaluation" / "evaluation_results.json"
+    path = _EVAL.locate(paths)
     caption = (
         ": The ablation protocol. Each row changes one parameter of the locked conditional model; the "
         "criterion was declared before the run; values are the criterion's metric on held-out studies; "
         "the last column is the per-study win rate against PCA. {#tbl-ablations}"
     )
     if not path.is_file():
-        return f"[stage {writer('results/evaluation').number} not run]\n\n{caption}\n"
-    ablations = json.loads(path.read_text())["ablations"]
+        return f"[stage {_EVAL.writer(paths).number} not run]\n\n{caption}\n"
+    ablations = _EVAL.read(path).ablations
     lines = [
         "| ablation | change | criterion | locked | ablated | verdict | beats PCA |",
         "|:--|:--|:--|--:|--:|:--|--:|",
     ]
-    for name in ablations["order"]:
-        row = ablations["ablations"][name]
+    for name in ablations.order:
+        row = ablations.ablations[name]
         cells = [
             f"`{name}`",
             f"`{row['change']}`",
@@ -225,12 +243,6 @@ def expand_includes(text: str, folder: Path) -> str:
     return _INCLUDE.sub(lambda m: (folder / m.group(1)).read_text(), text)
 
 
-def _lookup(payload: Any, key: str) -> Any:
-    for part in key.split("."):
-        payload = payload[int(part)] if isinstance(payload, list) else payload[part]
-    return payload
-
-
 def collect_variables(paths: ProfilePaths) -> dict[str, str]:
     """Every variable of :data:`VARIABLES`, formatted, from the profile's results files.
 
@@ -245,25 +257,26 @@ def collect_variables(paths: ProfilePaths) -> dict[str, str]:
 
     Raises
     ------
+    ResultsError
+        A file that exists but does not load as its results class (naming the file and the key).
     KeyError
-        A file that exists but lacks the key (naming the file and the key): the
-        variable table and the stage disagree, which must not pass silently.
+        A file that loads but lacks what a variable reads (naming the variable and the file), e.g. a
+        second canonical component the manuscript quotes: the variable table and the stage disagree,
+        which must not pass silently.
     """
-    roots = {"processed": paths.processed, "results": paths.results}
-    cache: dict[str, Any] = {}
+    loaded: dict[Path, Any] = {}
     values = {}
     for name, variable in VARIABLES.items():
-        kind, relative = variable.source.split("/", 1)
-        path = roots[kind] / relative
+        path = variable.source.locate(paths)
         if not path.is_file():
-            values[name] = f"[stage {variable.stage} not run]"
+            values[name] = f"[stage {variable.source.writer(paths).number} not run]"
             continue
-        if variable.source not in cache:
-            cache[variable.source] = json.loads(path.read_text())
+        if path not in loaded:
+            loaded[path] = variable.source.read(path)
         try:
-            value = _lookup(cache[variable.source], variable.key)
+            value = variable.value(loaded[path])
         except (KeyError, IndexError) as error:
-            raise KeyError(f"manuscript variable {name!r}: {path} has no {variable.key!r}") from error
+            raise KeyError(f"manuscript variable {name!r}: {path} has no such value ({error!r})") from error
         values[name] = "n/a" if value is None else format(value, variable.fmt)
     return values
 
