@@ -116,7 +116,7 @@ atlases, results = {}, {}
 for variant, run in runs.items():
     atlases[variant] = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
     result, per_study = evaluate_run(
-        atlases[variant].module.model, datamodule, variant, params["evaluation"], int(params["seed"])
+        atlases[variant].network, datamodule, variant, params["evaluation"], int(params["seed"])
     )
     result["training"] = {
         **run.timing,
@@ -124,7 +124,7 @@ for variant, run in runs.items():
         "best_val_recon": float(run.metrics["val/recon"].min()),
     }
     results[variant] = result
-    latents = latents_table(atlases[variant].module.model, datamodule)
+    latents = latents_table(atlases[variant].network, datamodule)
     save_results(result, per_study, latents, paths.results / variant)
 table = results_table(results)
 table.pivot_table(index="label", values=["pearson_r_median", "ssim_median", "mse_median"]).round(4)
@@ -182,7 +182,7 @@ test_batch = datamodule.render_rows("test", list(range(4)))
 rows = {"input": [v[-1, :d, :h, :w].numpy() for v in test_batch["image"]]}
 with torch.no_grad():
     for variant, atlas in atlases.items():
-        x_hat = atlas.module.model(test_batch["image"], test_batch["meta"])["x_hat"]
+        x_hat = atlas.network(test_batch["image"], test_batch["meta"])["x_hat"]
         rows[variant] = [atlas.to_native(v)[-1].numpy() for v in x_hat]
 fig = plot_map_rows(rows, column_titles=[f"study {i}" for i in test_batch["id"]])
 fig.savefig(paths.figures / "volumetric_reconstructions.png", dpi=120)

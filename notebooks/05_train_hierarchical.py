@@ -35,7 +35,7 @@
 #   learnt through the bottleneck and the conditional prior only. At generation the
 #   decoder sees only the latent code.
 #
-# Objective (`sematlas.models.losses.hvae_loss`): reconstruction + `top_beta` x KL_top +
+# Objective (`sematlas.models.hvae.HierarchicalVAE.loss`): reconstruction + `top_beta` x KL_top +
 # `beta` x KL_lower. The model is unconditional: giving the decoder the task category
 # would make it free, and the gate asks the top level to carry it.
 #
@@ -125,7 +125,7 @@ fig.savefig(paths.figures / "hierarchical_training_curves.png", dpi=120)
 
 # %%
 atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
-model = atlas.module.model
+model = atlas.network
 result, per_study = evaluate_run(model, datamodule, "hvae", params["evaluation"], seed)
 result["training"] = {
     **run.timing,

@@ -32,7 +32,7 @@ import torch
 from matplotlib.figure import Figure
 
 from sematlas.evaluation.reconstruction import balanced_accuracy
-from sematlas.models.losses import hierarchical_kl
+from sematlas.models.hvae import hierarchical_kl
 
 if TYPE_CHECKING:
     from sematlas.models import HierarchicalVAE

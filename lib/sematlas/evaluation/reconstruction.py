@@ -363,7 +363,7 @@ def evaluate_run(
     results["reconstruction"]["model_beats_pca_fraction"] = float(
         (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean()
     )
-    results["conditional_generation"]["uses_metadata"] = variant == "cbvae"
+    results["conditional_generation"]["uses_metadata"] = model.is_conditional
     results["active_units"] = int((out["mu"].var(0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
     if "year_pred" in out:
         accuracy = balanced_accuracy(out["meta"]["year_bin"].numpy(), out["year_pred"].numpy())

@@ -30,8 +30,8 @@ import torch
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from sematlas.core.grid import Grid
-from sematlas.data.datamodule import NeurosynthDataModule, pad_to
+from sematlas.core.grid import Grid, pad_to
+from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.reconstruction import masked_pearson
 from sematlas.training.ensemble import AtlasEnsemble
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sematlas.core.params import PROFILES, load_params
 from sematlas.core.paths import ProfilePaths, project_root
+from sematlas.models.registry import check_variants
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stage in STAGES:
             print(stage.stem)
         return 0
+    check_variants(load_params(args.profile))
     try:
         timings = run(args.profile, only=args.only, start=args.start, force=args.force)
     except StageFailed as error:

@@ -25,6 +25,7 @@ from sematlas.core.metadata import YEAR_RANGE
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.inference.pointcloud import PointCloudModel
+from sematlas.models.registry import MAIN_VARIANT
 from sematlas.training.ensemble import AtlasEnsemble, EnsemblePrediction
 from sematlas.widgets.common import (
     ConditioningControls,
@@ -210,7 +211,7 @@ class LatentSlider(_Demo):
         )
 
     @classmethod
-    def from_profile(cls, profile: str, variant: str = "cbvae", top_k: int | None = 8) -> LatentSlider:
+    def from_profile(cls, profile: str, variant: str = MAIN_VARIANT, top_k: int | None = 8) -> LatentSlider:
         """The demo on the profile's trained ``variant``, sliders ordered by the variance of its study latents."""
         atlas, checkpoint = load_atlas(profile, variant)
         latents_path = ProfilePaths.for_profile(profile).results / variant / "latents.parquet"
@@ -374,7 +375,7 @@ class CounterfactualMachine(_Demo):
         )
 
     @classmethod
-    def from_profile(cls, profile: str, variant: str = "cbvae") -> CounterfactualMachine:
+    def from_profile(cls, profile: str, variant: str = MAIN_VARIANT) -> CounterfactualMachine:
         """The demo on the profile's trained conditional model."""
         atlas, checkpoint = load_atlas(profile, variant)
         return cls(atlas, StudyCatalogue.from_profile(profile), checkpoint=checkpoint)
