@@ -10,9 +10,8 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
-
 from tiny_models import COND_DIM, tiny_config, tiny_training
+from torch.utils.data import DataLoader, Dataset
 
 from sematlas.models import VARIANTS
 from sematlas.training.callbacks import GRLLambdaRamp, KLController, dann_lambda
@@ -75,7 +74,8 @@ def fit(
     ``config`` changes the model's fields, ``training`` the training section's.
     """
     pl.seed_everything(seed, verbose=False)
-    module = AtlasModule(tiny_config(variant, **(config or {})), tiny_training(**training), brain_mask(), dataset_size=8)
+    model_config = tiny_config(variant, **(config or {}))
+    module = AtlasModule(model_config, tiny_training(**training), brain_mask(), dataset_size=8)
     recorder = StepLosses()
     trainer = pl.Trainer(
         max_epochs=max_epochs,
@@ -176,7 +176,8 @@ def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
     tc.beta_multiplier.fill_(4.0)
     assert tc.loss_weights(None)["beta_tc"] == 6.0 and not tc.uses_beta
     # The H-VAE's two levels follow beta's schedule, each a fraction of its own maximum.
-    h = AtlasModule(tiny_config("hvae", top_beta=1.0), tiny_training(beta=2.0, beta_schedule="linear", beta_warmup_epochs=4))
+    linear = tiny_training(beta=2.0, beta_schedule="linear", beta_warmup_epochs=4)
+    h = AtlasModule(tiny_config("hvae", top_beta=1.0), linear)
     assert h.loss_weights(0.0) == {"beta": 0.0, "top_beta": 0.0}
     assert h.loss_weights(1.0) == {"beta": 0.5, "top_beta": 0.25}
     assert h.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0} and h.uses_beta

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_models import COND_DIM, tiny_config
 
 from sematlas.models import (

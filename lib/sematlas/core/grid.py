@@ -129,7 +129,7 @@ def pad_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 def crop_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The low corner ``(..., D, H, W)`` of ``(..., G, G, G)`` maps: the native grid of ``shape`` (undoes :func:`pad_to`)."""
+    """The native grid ``(..., D, H, W)`` of ``shape`` at the low corner of padded maps (undoes :func:`pad_to`)."""
     d, h, w = shape
     return volume[..., :d, :h, :w]
 

@@ -113,9 +113,7 @@ class VolumetricVAE(nn.Module):
         """
         raise NotImplementedError
 
-    def generate(
-        self, meta: Mapping[str, Tensor] | None, n: int, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def generate(self, meta: Mapping[str, Tensor] | None, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Maps decoded from ``n`` prior samples ``z ~ N(0, I)`` per study of ``meta``.
 
         Sample ``k`` draws one ``(B, z_dim)`` block from ``generator`` (on the

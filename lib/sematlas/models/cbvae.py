@@ -22,12 +22,13 @@ conditioned on the same filled ``m``, so generation from metadata alone needs
 only ``cond`` and, where known, the sparse fields.
 
 The objective is :meth:`ConditionalBetaVAE.loss`. Three choices of
-:class:`~sematlas.models.config.CBVAEConfig` exist for the ablation protocol (``params/ablations/``), each removing one component:
-``conditioning="concat"`` replaces FiLM by concatenation (``m`` appended to the
-encoder's flattened features and to ``z``), ``decoder="sbd"`` swaps the
-transposed-convolution decoder for a FiLM-conditioned Spatial Broadcast
-Decoder, and ``imputation=False`` drops the imputation head (a missing sparse
-field takes its training mean).
+:class:`~sematlas.models.config.CBVAEConfig` exist for the ablation protocol
+(``params/ablations/``), each removing one component: ``conditioning="concat"``
+replaces FiLM by concatenation (``m`` appended to the encoder's flattened
+features and to ``z``), ``decoder="sbd"`` swaps the transposed-convolution
+decoder for a FiLM-conditioned Spatial Broadcast Decoder, and
+``imputation=False`` drops the imputation head (a missing sparse field takes its
+training mean).
 """
 
 from __future__ import annotations

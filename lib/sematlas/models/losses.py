@@ -21,7 +21,6 @@ import math
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -333,5 +332,3 @@ def sinkhorn_divergence(
         a, b, weights_a, weights_b = _weighted_sets(a, b, weights_a, weights_b)
         loss = SamplesLoss("sinkhorn", p=p, blur=blur, scaling=scaling, debias=True, backend="tensorized")
         return loss(weights_a, a, weights_b, b)
-
-

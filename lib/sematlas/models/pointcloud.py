@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sematlas.models.losses import check_finite, chamfer_distance, gaussian_kl, no_autocast, sinkhorn_divergence
+from sematlas.models.losses import chamfer_distance, check_finite, gaussian_kl, no_autocast, sinkhorn_divergence
 from sematlas.models.pointnet import PointNetEncoder, shared_mlp
 
 

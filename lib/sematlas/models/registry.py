@@ -111,7 +111,7 @@ def config_from_dict(values: Mapping[str, Any]) -> ModelConfig:
         No or an unregistered ``variant``, unknown keys, or a bad value.
     """
     if "variant" not in values:
-        raise ValueError(f"a model config mapping names its variant (one of {tuple(MODELS)}), got keys {sorted(values)}")
+        raise ValueError(f"a model config names its variant (one of {tuple(MODELS)}), got keys {sorted(values)}")
     return model_entry(str(values["variant"])).config.from_dict(values)
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sematlas.models.base import KLSchedule
 from sematlas.models.baseline import ResNetEncoder, UnconditionalVAE
 from sematlas.models.blocks import (
     FiLMGenerator,
@@ -28,7 +29,6 @@ from sematlas.models.blocks import (
     run_block,
     run_upsampling,
 )
-from sematlas.models.base import KLSchedule
 from sematlas.models.config import SBDConfig, TCVAEConfig
 from sematlas.models.losses import (
     check_finite,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -267,7 +267,8 @@ class AtlasModule(pl.LightningModule):
         """The fraction of its maximum a KL weight on ``schedule`` has at ``epoch``."""
         t = self.settings
         if schedule == "beta":
-            return beta_at(epoch, t.beta_schedule, 1.0, t.beta_warmup_epochs, t.beta_cycle_epochs, t.beta_cycle_ratio)
+            shape = cast(BetaSchedule, t.beta_schedule)  # validated in __init__
+            return beta_at(epoch, shape, 1.0, t.beta_warmup_epochs, t.beta_cycle_epochs, t.beta_cycle_ratio)
         return beta_tc_at(epoch, 1.0, t.beta_tc_annealing_epochs)
 
     def loss_weights(self, epoch: float | None) -> dict[str, float]:
