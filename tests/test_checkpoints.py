@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_project
 
-from sematlas.core.params import load_params, override_params
+from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import VARIANTS
@@ -17,18 +17,8 @@ from sematlas.training.run import make_datamodule, train_variant
 
 
 @pytest.fixture(scope="module")
-def project(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, ProfilePaths]:
-    params = override_params(
-        load_params("ci"),
-        {
-            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
-            "hierarchical": {"top_dim": 2},
-            "training": {"batch_size": 8, "max_epochs": 1},
-        },
-    )
-    paths = ProfilePaths("ci", tmp_path_factory.mktemp("project"))
-    shutil.copytree(processed, paths.processed)
-    return params, paths
+def project(processed: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, ProfilePaths]:
+    return tiny_project(processed, tmp_path_factory.mktemp("project"), {"hierarchical": {"top_dim": 2}})
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

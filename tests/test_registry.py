@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_project
 from torch import Tensor, nn
 
-from sematlas.core.params import ParameterError, TrainingParams, load_params, override_params
+from sematlas.core.params import ParameterError, Params, TrainingParams, load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.reconstruction import evaluate_run
 from sematlas.inference.atlas import AtlasModel
@@ -109,19 +109,9 @@ def toy() -> Iterator[None]:
 
 
 @pytest.fixture
-def project(processed: Path, tmp_path: Path) -> tuple[Any, ProfilePaths]:
-    """The tiny training data of tests/test_train.py: ci parameters shrunk, the NiMARE sample."""
-    params = override_params(
-        load_params("ci"),
-        {
-            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
-            "training": {"batch_size": 8, "max_epochs": 1},
-            "evaluation": {"n_prior_samples": 1},
-        },
-    )
-    paths = ProfilePaths("ci", tmp_path)
-    shutil.copytree(processed, paths.processed)
-    return params, paths
+def project(processed: Path, tmp_path: Path) -> tuple[Params, ProfilePaths]:
+    """The tiny training data of tests/test_train.py."""
+    return tiny_project(processed, tmp_path)
 
 
 # ---- the toy through the whole library -------------------------------------------------------------

@@ -10,28 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_project
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.params import load_params, override_params
+from sematlas.core.params import Params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.training.run import fingerprint, make_datamodule, train_variant
 
 
 @pytest.fixture
-def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
+def tiny(processed: Path, tmp_path: Path) -> tuple[Params, ProfilePaths]:
     """ci parameters shrunk further, and a project whose processed folder is the NiMARE sample."""
-    params = override_params(
-        load_params("ci"),
-        {
-            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
-            "training": {"batch_size": 8, "max_epochs": 1},
-            "evaluation": {"n_prior_samples": 1},
-        },
-    )
-    paths = ProfilePaths("ci", tmp_path)
-    shutil.copytree(processed, paths.processed)
-    return params, paths
+    return tiny_project(processed, tmp_path)
 
 
 def test_a_run_writes_its_files_and_a_rerun_reuses_it(tiny):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +12,8 @@ import pandas as pd
 import torch
 
 from sematlas.core.metadata import MetadataEncoder
-from sematlas.core.params import TrainingParams, load_params
+from sematlas.core.params import Params, TrainingParams, load_params, override_params
+from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models import ModelConfig, build_model, config_from_dict
 
@@ -71,3 +74,21 @@ def tiny_atlas(variant: str, seed: int, aleatoric: bool = False) -> AtlasModel:
     network = build_model(tiny_config(variant, **sizes, **({"aleatoric": True} if aleatoric else {})))
     payload = {"variant": variant, "voxel_size": 4, "profile": "test", "fwhms": [6.0, 12.0]}
     return AtlasModel(network, encoder, payload)
+
+
+#: The ``ci`` parameters shrunk further for training tests: the smallest models, one epoch, one prior sample.
+_TINY_RUN: dict[str, Any] = {
+    "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
+    "training": {"batch_size": 8, "max_epochs": 1},
+    "evaluation": {"n_prior_samples": 1},
+}
+
+
+def tiny_project(processed: Path, root: Path, changes: dict[str, Any] | None = None) -> tuple[Params, ProfilePaths]:
+    """Tiny ``ci`` parameters (``changes`` on top) and a project under ``root`` holding ``processed``."""
+    params = override_params(load_params("ci"), _TINY_RUN)
+    if changes:
+        params = override_params(params, changes)
+    paths = ProfilePaths("ci", root)
+    shutil.copytree(processed, paths.processed)
+    return params, paths

@@ -350,12 +350,15 @@ class ConditionalBetaVAE(VolumetricVAE):
         """
         x, meta = batch["image"], batch["meta"]
         with no_autocast(x.device):
+            # recon = (1 / B) sum_{i, c, v in mask} NLL (aleatoric: learned variance, Kendall & Gal 2017)
+            #         or squared error (fixed variance 1/2)
             if "x_logvar" in out:
                 recon = gaussian_nll_sum(x, out["x_hat"], out["x_logvar"], mask)
             else:
                 recon = masked_mse_sum(out["x_hat"], x, mask)
             kl = gaussian_kl(out["mu"], out["logvar"]).mean()
             if "imputed_mu" in out:
+                # KL_imputed = (1 / B) sum_{i, f missing} KL(N(mu_if, s_if^2) || N(0, 1))   (Nazabal et al. 2020)
                 missing = ~meta["sparse_mask"].bool()
                 kl_imputed_entries = gaussian_kl_per_dim(out["imputed_mu"], out["imputed_logvar"])
                 imputation_kl = torch.where(missing, kl_imputed_entries, 0.0).sum() / max(x.shape[0], 1)
@@ -365,6 +368,7 @@ class ConditionalBetaVAE(VolumetricVAE):
             else:
                 # A model without the imputation head (CBVAEConfig.imputation off) has neither term.
                 imputation_kl = nll = kl.new_zeros(())
+            # CE of the year head, which sits behind the gradient reversal layer (Ganin et al. 2016)
             year_ce = F.cross_entropy(out["year_logits"].float(), meta["year_bin"].long())
             loss = (
                 recon
