@@ -76,7 +76,7 @@ def main() -> None:
         def step(module: AtlasModule = module, optimiser: torch.optim.Optimizer = optimiser) -> None:
             optimiser.zero_grad()
             out = module.model(batch["image"], batch["meta"])
-            loss = module.compute_loss(out, batch["image"], batch["meta"], module.loss_weights(1.0))["loss"]
+            loss = module.compute_loss(out, batch, module.loss_weights(1.0))["loss"]
             loss.backward()
             optimiser.step()
 

@@ -154,7 +154,7 @@ test_batch = datamodule.render_rows("test", list(range(4)))
 rows = {"input": [v[-1, :d, :h, :w].numpy() for v in test_batch["image"]]}
 with torch.no_grad():
     for variant, atlas in atlases.items():
-        x_hat = atlas.module.model(test_batch["image"], test_batch["meta"])["x_hat"]
+        x_hat = atlas.network(test_batch["image"], test_batch["meta"])["x_hat"]
         rows[variant] = [atlas.to_native(v)[-1].numpy() for v in x_hat]
 fig = plot_map_rows(rows, column_titles=[f"study {i}" for i in test_batch["id"]])
 fig.savefig(paths.figures / "volumetric_reconstructions.png", dpi=120)

@@ -35,7 +35,7 @@
 #   learnt through the bottleneck and the conditional prior only. At generation the
 #   decoder sees only the latent code.
 #
-# Objective (`sematlas.models.losses.hvae_loss`): reconstruction + `top_beta` x KL_top +
+# Objective (`sematlas.models.hvae.HierarchicalVAE.loss`): reconstruction + `top_beta` x KL_top +
 # `beta` x KL_lower. The model is unconditional: giving the decoder the task category
 # would make it free, and the gate asks the top level to carry it.
 #
@@ -60,16 +60,16 @@ from sematlas.analysis.hierarchy import (
     level_correlation,
     level_kls,
     linear_probe,
+    stage_gate,
 )
 from sematlas.analysis.results import HierarchicalResults, Hierarchy
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.criteria import stage_gate
 from sematlas.evaluation.results import VolumetricResults
 from sematlas.evaluation.trained_run import evaluate_trained_run
+from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
 from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.reporting.plotting import plot_map_rows, plot_training_curves
-from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
 from sematlas.training.run import make_datamodule, train_variant
 
 params = load_params(profile)
@@ -125,7 +125,7 @@ fig.savefig(paths.figures / "hierarchical_training_curves.png", dpi=120)
 # %%
 evaluation = evaluate_trained_run(run, datamodule, params, paths)
 atlas, result, latents = evaluation.model, evaluation.results, evaluation.latents
-model = atlas.module.model
+model = atlas.network
 recon = result.reconstruction
 pd.DataFrame(
     {"median r": [recon.model.pearson_r_median, recon.pca.pearson_r_median, recon.mean_map.pearson_r_median]},

@@ -83,7 +83,7 @@ train_maps = training_sample(datamodule, params["evaluation"]["pca_max_train"], 
 
 # %%
 generation = evaluate_generation(
-    {v: a.module.model for v, a in atlases.items()},
+    {v: a.network for v, a in atlases.items()},
     datamodule,
     train_maps,
     params["evaluation"],

@@ -71,13 +71,11 @@ def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
 def untrained_cbvae(processed):
     """A tiny, untrained cbvae network and the set-up DataModule of the NiMARE sample (batches of 4)."""
     from sematlas.data.datamodule import NeurosynthDataModule
-    from sematlas.models import ModelConfig
-    from sematlas.training.module import AtlasModule
+    from sematlas.models import CBVAEConfig, build_model
 
     datamodule = NeurosynthDataModule(processed, batch_size=4)
     datamodule.setup()
-    config = ModelConfig(
-        variant="cbvae",
+    config = CBVAEConfig(
         z_dim=3,
         base_channels=4,
         growth_rate=4,
@@ -85,4 +83,4 @@ def untrained_cbvae(processed):
         cond_dim=datamodule.encoder.cond_dim,
         n_year_bins=datamodule.encoder.n_year_bins,
     )
-    return AtlasModule(config, mask=datamodule.brain_mask()).model, datamodule
+    return build_model(config), datamodule

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
+from tiny_models import tiny_training
 from torch.distributions import Normal, kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -26,8 +27,9 @@ from sematlas.analysis.hierarchy import (
 from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
-from sematlas.models import HierarchicalVAE, ModelConfig, build_model
-from sematlas.models.losses import gaussian_kl, hierarchical_kl, hvae_loss
+from sematlas.models import HierarchicalVAE, HVAEConfig, build_model, config_from_dict
+from sematlas.models.hvae import hierarchical_kl
+from sematlas.models.losses import gaussian_kl
 from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.training.module import AtlasModule
 from sematlas.training.run import train_variant
@@ -35,10 +37,12 @@ from sematlas.training.run import train_variant
 TOP, Z = 2, 6
 
 
-def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(
-        **({"variant": "hvae", "z_dim": Z, "top_dim": TOP, "base_channels": 4, "hidden_dim": 8} | overrides)
-    )
+def tiny(**overrides) -> HVAEConfig:
+    return HVAEConfig(**({"z_dim": Z, "top_dim": TOP, "base_channels": 4, "hidden_dim": 8} | overrides))
+
+
+def hvae_loss(model: HierarchicalVAE, out: dict, x: torch.Tensor, top_beta: float, beta: float) -> dict:
+    return model.loss(out, {"image": x}, {"top_beta": top_beta, "beta": beta})
 
 
 def images(n: int = 2, seed: int = 0) -> torch.Tensor:
@@ -48,17 +52,21 @@ def images(n: int = 2, seed: int = 0) -> torch.Tensor:
 # ---- config and shapes -----------------------------------------------------------------------------
 
 
-def test_top_dim_is_validated_and_old_configs_load() -> None:
+def test_top_dim_is_validated_and_only_the_hvae_has_levels() -> None:
     with pytest.raises(ValueError, match="top_dim"):
         tiny(top_dim=0)
     with pytest.raises(ValueError, match="top_dim"):
         tiny(top_dim=Z)
-    with pytest.raises(ValueError, match="hvae"):
-        ModelConfig(variant="cbvae", top_dim=2)
+    with pytest.raises(ValueError, match=r"unknown model config keys \['top_dim'\] for 'cbvae'"):
+        config_from_dict({"variant": "cbvae", "top_dim": 2})
     assert tiny().lower_dim == Z - TOP
-    # A config saved before top_dim existed has no such key.
-    old = {key: value for key, value in ModelConfig(variant="cbvae").to_dict().items() if key != "top_dim"}
-    assert ModelConfig.from_dict(old).top_dim == 0
+
+
+def test_the_levels_come_from_the_hierarchical_section() -> None:
+    params = override_params(load_params("ci"), {"hierarchical": {"top_dim": 3, "top_beta": 0.25}})
+    config = HVAEConfig.from_params(params, in_channels=2, grid_size=64, cond_dim=5, n_sparse=1, n_year_bins=10)
+    assert (config.top_dim, config.top_beta, config.z_dim) == (3, 0.25, params.model.z_dim)
+    assert build_model(config).loss_weights(params.training) == {"beta": params.training.beta, "top_beta": 0.25}
 
 
 def test_shapes_and_per_level_kl() -> None:
@@ -141,16 +149,19 @@ def test_hvae_loss_terms() -> None:
     model = build_model(tiny())
     x = images()
     out = model(x)
-    terms = hvae_loss(out, x, top_beta=0.3, beta=0.7)
+    terms = hvae_loss(model, out, x, top_beta=0.3, beta=0.7)
     assert set(terms) == {"loss", "recon", "kl_top", "kl_lower", "kl"}
     assert all(math.isfinite(float(v.detach())) for v in terms.values())
     assert float(terms["kl_top"]) >= 0 and float(terms["kl_lower"]) >= 0
     torch.testing.assert_close(terms["kl"], terms["kl_top"] + terms["kl_lower"])
     torch.testing.assert_close(terms["loss"], terms["recon"] + 0.3 * terms["kl_top"] + 0.7 * terms["kl_lower"])
+    # Both levels' weighted KL is the KL part of the objective.
+    weighted = 0.3 * terms["kl_top"] + 0.7 * terms["kl_lower"]
+    torch.testing.assert_close(model.kl_share(terms, {}), weighted / (terms["recon"] + weighted))
     terms["loss"].backward()
     broken = {**out, "kl_top": torch.full((2,), float("nan"))}
     with pytest.raises(ValueError, match="kl_top"):
-        hvae_loss(broken, x, top_beta=0.3, beta=0.7)
+        hvae_loss(model, broken, x, top_beta=0.3, beta=0.7)
 
 
 # ---- training --------------------------------------------------------------------------------------
@@ -159,7 +170,7 @@ def test_hvae_loss_terms() -> None:
 @pytest.mark.slow
 def test_one_lightning_step_logs_both_levels() -> None:
     pl.seed_everything(0, verbose=False)
-    module = AtlasModule(tiny(), top_beta=0.5, beta=0.1)
+    module = AtlasModule(tiny(top_beta=0.5), tiny_training(beta=0.1))
     n = 2
     meta = {"cond": torch.zeros(n, 1), "sparse": torch.zeros(n, 1), "sparse_mask": torch.zeros(n, 1, dtype=bool)}
     data = TensorDataset(images(n), *meta.values())
@@ -183,7 +194,7 @@ def test_one_lightning_step_logs_both_levels() -> None:
     metrics = trainer.callback_metrics
     for key in ("train/kl_top", "train/kl_lower", "train/kl_share", "top_beta", "val/kl_top", "val/active_units"):
         assert key in metrics, key
-    assert module.loss_weights(None) == {"beta": 0.1, "top_beta": 0.5, "beta_tc": 6.0}
+    assert module.loss_weights(None) == {"beta": 0.1, "top_beta": 0.5}
     assert all(math.isfinite(float(v)) for v in metrics.values())
 
 
@@ -202,7 +213,7 @@ def test_train_variant_and_atlas_model_round_trip(processed: Path, tmp_path: Pat
     run = train_variant(params, "hvae", paths)
     atlas = AtlasModel.load(run.best_checkpoint)
     assert atlas.variant == "hvae" and not atlas.is_conditional and atlas.z_dim == 4
-    assert atlas.module.config.top_dim == 1 and atlas.module.hparams.top_beta == 0.25
+    assert atlas.config.top_dim == 1 and atlas.config.top_beta == 0.25
     maps = atlas.generate({"task": atlas.encoder.categories[0]})
     assert maps.shape == (1, 2, *atlas.grid.shape)
     assert atlas.encode(maps).shape == (1, 4)

@@ -10,13 +10,12 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import COND_DIM, tiny_config, tiny_training
 from torch.utils.data import DataLoader, Dataset
 
-from sematlas.models import VARIANTS, ModelConfig
+from sematlas.models import VARIANTS
 from sematlas.training.callbacks import GRLLambdaRamp, KLController, dann_lambda
 from sematlas.training.module import AtlasModule, balanced_accuracy, beta_at, beta_tc_at, lr_at
-
-COND_DIM = 5
 
 
 class TinyMaps(Dataset):
@@ -54,19 +53,6 @@ class StepLosses(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def tiny_config(variant: str) -> ModelConfig:
-    return ModelConfig(
-        variant=variant,
-        base_channels=4,
-        z_dim=8,
-        cond_dim=COND_DIM,
-        growth_rate=4,
-        hidden_dim=16,
-        sbd_channels=2,
-        top_dim=2 if variant == "hvae" else 0,
-    )
-
-
 def brain_mask() -> torch.Tensor:
     """A box standing in for the brain, on the native 46 x 55 x 46 grid."""
     mask = torch.zeros(46, 55, 46, dtype=torch.bool)
@@ -80,11 +66,16 @@ def fit(
     max_epochs: int = 2,
     callbacks: list[pl.Callback] | None = None,
     validate: bool = True,
-    **module_kwargs: Any,
+    config: dict[str, Any] | None = None,
+    **training: Any,
 ) -> tuple[AtlasModule, pl.Trainer, list[float]]:
-    """Fit a tiny module on CPU, deterministically; returns it, its trainer and the step losses."""
+    """Fit a tiny module on CPU, deterministically; returns it, its trainer and the step losses.
+
+    ``config`` changes the model's fields, ``training`` the training section's.
+    """
     pl.seed_everything(seed, verbose=False)
-    module = AtlasModule(tiny_config(variant), brain_mask(), dataset_size=8, **module_kwargs)
+    model_config = tiny_config(variant, **(config or {}))
+    module = AtlasModule(model_config, tiny_training(**training), brain_mask(), dataset_size=8)
     recorder = StepLosses()
     trainer = pl.Trainer(
         max_epochs=max_epochs,
@@ -128,7 +119,7 @@ def test_cosine_restart_lr_starts_every_cycle_at_its_maximum() -> None:
     with pytest.raises(ValueError, match="lr schedule"):
         lr_at(0.0, "step", 1e-3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="lr_schedule"):
-        AtlasModule(tiny_config("cbvae"), lr_schedule="step")  # type: ignore[arg-type]
+        AtlasModule(tiny_config("cbvae"), tiny_training(), lr_schedule="step")  # type: ignore[arg-type]
 
 
 def test_beta_tc_warm_up() -> None:
@@ -154,32 +145,47 @@ def test_balanced_accuracy() -> None:
 
 
 def test_module_pads_a_native_mask_and_validates() -> None:
-    module = AtlasModule(tiny_config("baseline"), brain_mask())
+    module = AtlasModule(tiny_config("baseline"), tiny_training(), brain_mask())
     assert module.mask.shape == (64, 64, 64) and module.mask.dtype == torch.bool
     assert int(module.mask.sum()) == int(brain_mask().sum())
     assert not module.mask[46:].any() and not module.mask[:, 55:].any()
-    assert bool(AtlasModule(tiny_config("baseline")).mask.all())
-    with pytest.raises(ValueError, match="dataset_size"):
-        AtlasModule(tiny_config("tcvae_sbd"))
+    assert bool(AtlasModule(tiny_config("baseline"), tiny_training()).mask.all())
+    with pytest.raises(ValueError, match="tcvae_sbd needs dataset_size"):
+        AtlasModule(tiny_config("tcvae_sbd"), tiny_training())
     with pytest.raises(ValueError, match="beta_schedule"):
-        AtlasModule(tiny_config("baseline"), beta_schedule="sawtooth")  # type: ignore[arg-type]
+        AtlasModule(tiny_config("baseline"), tiny_training(beta_schedule="sawtooth"))
+
+
+def test_module_takes_plain_data_and_saves_it() -> None:
+    config, training = tiny_config("hvae", top_beta=0.5), tiny_training(beta=0.1)
+    module = AtlasModule(config.to_dict(), training.to_dict(), dataset_size=3, lr_schedule="cosine_restarts")
+    assert module.config == config and module.settings == training
+    assert module.hparams["config"] == config.to_dict() and module.hparams["training"] == training.to_dict()
+    assert (module.hparams["dataset_size"], module.hparams["lr_schedule"]) == (3, "cosine_restarts")
 
 
 def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
-    module = AtlasModule(
-        tiny_config("tcvae_sbd"),
+    # The TCVAE's weight ramps on its own schedule, not scaled by the KL controller's multiplier.
+    tc = AtlasModule(
+        tiny_config("tcvae_sbd", alpha=0.5),
+        tiny_training(beta_tc_target=6.0, beta_tc_annealing_epochs=2),
         dataset_size=10,
-        beta=2.0,
-        beta_schedule="linear",
-        beta_warmup_epochs=4,
-        beta_tc_target=6.0,
-        beta_tc_annealing_epochs=2,
     )
-    assert module.loss_weights(0.0) == {"beta": 0.0, "top_beta": 0.0, "beta_tc": 0.0}
-    assert module.loss_weights(1.0) == {"beta": 0.5, "top_beta": 0.25, "beta_tc": 3.0}
-    assert module.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0, "beta_tc": 6.0}
-    module.beta_multiplier.fill_(4.0)
-    assert module.loss_weights(1.0)["beta"] == 2.0
+    assert tc.loss_weights(0.0) == {"beta_tc": 0.0, "alpha": 0.5, "gamma": 1.0}
+    assert tc.loss_weights(1.0)["beta_tc"] == 3.0
+    tc.beta_multiplier.fill_(4.0)
+    assert tc.loss_weights(None)["beta_tc"] == 6.0 and not tc.uses_beta
+    # The H-VAE's two levels follow beta's schedule, each a fraction of its own maximum.
+    linear = tiny_training(beta=2.0, beta_schedule="linear", beta_warmup_epochs=4)
+    h = AtlasModule(tiny_config("hvae", top_beta=1.0), linear)
+    assert h.loss_weights(0.0) == {"beta": 0.0, "top_beta": 0.0}
+    assert h.loss_weights(1.0) == {"beta": 0.5, "top_beta": 0.25}
+    assert h.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0} and h.uses_beta
+    h.beta_multiplier.fill_(4.0)
+    assert h.loss_weights(1.0) == {"beta": 2.0, "top_beta": 1.0}
+    # The cbvae's term weights come with its KL weight, unscheduled.
+    cb = AtlasModule(tiny_config("cbvae"), tiny_training(beta=0.5, imputation_weight=2.0, year_weight=0.1))
+    assert cb.loss_weights(3.0) == {"beta": 0.5, "imputation_weight": 2.0, "year_weight": 0.1}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -258,7 +264,7 @@ def test_checkpoint_rebuilds_the_module(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
     restored = AtlasModule.load_from_checkpoint(path)
-    assert restored.config == module.config
+    assert restored.config == module.config and restored.settings == module.settings
     assert restored.hparams.config == module.config.to_dict()
     torch.testing.assert_close(restored.mask, module.mask)
     batch = next(iter(DataLoader(TinyMaps(2, seed=3), batch_size=2)))

@@ -1,4 +1,4 @@
-"""Objectives: beta-TCVAE estimator against a loop-wise reference, reductions, masking, NaN handling."""
+"""Objectives: beta-TCVAE estimator against a loop-wise reference, each model's loss, reductions, masking, NaN."""
 
 from __future__ import annotations
 
@@ -7,17 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_config
 
-from sematlas.models.losses import (
-    beta_tcvae_loss,
-    cbvae_loss,
-    gaussian_kl,
-    gaussian_nll_observed,
-    masked_mse_sum,
-    vae_loss,
-)
+from sematlas.models import build_model
+from sematlas.models.losses import gaussian_kl, gaussian_nll_observed, masked_mse_sum
+from sematlas.models.tcvae import beta_tcvae_sums
 
-TC_KEYS = {"loss", "recon", "mi", "tc", "dwkl", "beta_tc"}
+TC_KEYS = {"loss", "recon", "mi", "tc", "dwkl"}
 
 
 def tc_inputs(m: int = 4, d: int = 128, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -60,25 +56,24 @@ def reference_beta_tcvae(inp: dict[str, torch.Tensor], n: int, beta_tc: float, a
     for i in range(m):
         recon += float((((inp["x_hat"][i].double() - inp["x"][i].double()) ** 2) * keep).sum())
     loss = recon + alpha * mi + beta_tc * tc + gamma * dwkl
-    return {"loss": loss, "recon": recon, "mi": mi, "tc": tc, "dwkl": dwkl, "beta_tc": beta_tc}
+    return {"loss": loss, "recon": recon, "mi": mi, "tc": tc, "dwkl": dwkl}
 
 
 # ---- beta-TCVAE --------------------------------------------------------------------------------------
 
 
 def test_beta_tcvae_keys_and_finite_values() -> None:
-    out = beta_tcvae_loss(**tc_inputs(m=4, d=128), dataset_size=1000, beta_tc=6.0)
+    out = beta_tcvae_sums(**tc_inputs(m=4, d=128), dataset_size=1000, beta_tc=6.0)
     assert set(out) == TC_KEYS
     for name, value in out.items():
         assert value.dtype == torch.float32 and value.ndim == 0, name
         assert math.isfinite(float(value)), name
-    assert float(out["beta_tc"]) == 6.0
 
 
 @pytest.mark.parametrize(("alpha", "beta_tc", "gamma"), [(1.0, 6.0, 1.0), (0.5, 2.0, 3.0)])
 def test_beta_tcvae_matches_loop_reference(alpha: float, beta_tc: float, gamma: float) -> None:
     inp = tc_inputs(m=4, d=128)
-    out = beta_tcvae_loss(**inp, dataset_size=1000, beta_tc=beta_tc, alpha=alpha, gamma=gamma)
+    out = beta_tcvae_sums(**inp, dataset_size=1000, beta_tc=beta_tc, alpha=alpha, gamma=gamma)
     ref = reference_beta_tcvae(inp, 1000, beta_tc, alpha, gamma)
     for name in TC_KEYS:
         assert float(out[name]) == pytest.approx(ref[name], rel=1e-4, abs=2e-3), name
@@ -87,7 +82,7 @@ def test_beta_tcvae_matches_loop_reference(alpha: float, beta_tc: float, gamma: 
 def test_beta_tcvae_decomposition_sums_to_the_kl_estimate() -> None:
     # With unit weights, MI + TC + DWKL = sum_i [log q(z_i|x_i) - log p(z_i)].
     inp = tc_inputs(m=5, d=16)
-    out = beta_tcvae_loss(**inp, dataset_size=300, beta_tc=1.0)
+    out = beta_tcvae_sums(**inp, dataset_size=300, beta_tc=1.0)
     normal = torch.distributions.Normal
     log_qz_x = normal(inp["mu"], torch.exp(0.5 * inp["logvar"])).log_prob(inp["z"]).sum()
     log_pz = normal(0.0, 1.0).log_prob(inp["z"]).sum()
@@ -101,11 +96,10 @@ def test_beta_tcvae_terms_are_sums_over_the_batch() -> None:
     # gains log 2, log(NM) too), so every batch SUM doubles; a mean would not.
     inp = tc_inputs(m=4, d=32)
     doubled = {k: (v if k == "mask" else torch.cat([v, v])) for k, v in inp.items()}
-    once = beta_tcvae_loss(**inp, dataset_size=1000, beta_tc=6.0)
-    twice = beta_tcvae_loss(**doubled, dataset_size=1000, beta_tc=6.0)
-    for name in ("loss", "recon", "mi", "tc", "dwkl"):
+    once = beta_tcvae_sums(**inp, dataset_size=1000, beta_tc=6.0)
+    twice = beta_tcvae_sums(**doubled, dataset_size=1000, beta_tc=6.0)
+    for name in TC_KEYS:
         assert float(twice[name]) == pytest.approx(2 * float(once[name]), rel=1e-5, abs=1e-3), name
-    assert float(twice["beta_tc"]) == float(once["beta_tc"])
 
 
 @pytest.mark.parametrize(("field", "term"), [("x", "recon"), ("z", "mi"), ("logvar", "mi")])
@@ -114,15 +108,15 @@ def test_beta_tcvae_raises_on_nan_naming_the_term(field: str, term: str) -> None
     inp[field] = inp[field].clone()
     inp[field].view(-1)[0] = float("nan")
     with pytest.raises(ValueError, match=f"'{term}'"):
-        beta_tcvae_loss(**inp, dataset_size=1000, beta_tc=6.0)
+        beta_tcvae_sums(**inp, dataset_size=1000, beta_tc=6.0)
 
 
 def test_beta_tcvae_runs_in_float32_under_autocast() -> None:
     inp = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in tc_inputs().items()}
     as_float = {k: (v.float() if v.is_floating_point() else v) for k, v in inp.items()}
-    reference = beta_tcvae_loss(**as_float, dataset_size=1000, beta_tc=6.0)
+    reference = beta_tcvae_sums(**as_float, dataset_size=1000, beta_tc=6.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = beta_tcvae_loss(**inp, dataset_size=1000, beta_tc=6.0)
+        out = beta_tcvae_sums(**inp, dataset_size=1000, beta_tc=6.0)
     for name in TC_KEYS:
         assert out[name].dtype == torch.float32
         torch.testing.assert_close(out[name], reference[name])
@@ -130,7 +124,25 @@ def test_beta_tcvae_runs_in_float32_under_autocast() -> None:
 
 def test_beta_tcvae_rejects_bad_dataset_size() -> None:
     with pytest.raises(ValueError, match="dataset_size"):
-        beta_tcvae_loss(**tc_inputs(), dataset_size=0, beta_tc=1.0)
+        beta_tcvae_sums(**tc_inputs(), dataset_size=0, beta_tc=1.0)
+
+
+def test_tcvae_loss_is_the_estimator_per_study_with_the_analytic_kl() -> None:
+    model = build_model(tiny_config("tcvae_sbd", z_dim=16))
+    inp = tc_inputs(m=4, d=16)
+    inp["x_hat"], inp["x"] = torch.rand(4, 2, 6, 6, 6), torch.rand(4, 2, 6, 6, 6)
+    out = {"x_hat": inp["x_hat"], "z": inp["z"], "mu": inp["mu"], "logvar": inp["logvar"]}
+    weights = {"beta_tc": 6.0, "alpha": 0.5, "gamma": 2.0}
+    terms = model.loss(out, {"image": inp["x"]}, weights, mask=inp["mask"], dataset_size=1000)
+    sums = beta_tcvae_sums(**inp, dataset_size=1000, beta_tc=6.0, alpha=0.5, gamma=2.0)
+    assert set(terms) == TC_KEYS | {"kl"}
+    for name in TC_KEYS:
+        torch.testing.assert_close(terms[name], sums[name] / 4, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(terms["kl"], gaussian_kl(inp["mu"], inp["logvar"]).mean())
+    # Every term but the reconstruction is part of the KL.
+    torch.testing.assert_close(model.weighted_kl(terms, weights), terms["loss"] - terms["recon"])
+    with pytest.raises(ValueError, match="tcvae_sbd needs dataset_size"):
+        model.loss(out, {"image": inp["x"]}, weights)
 
 
 # ---- shared terms ----------------------------------------------------------------------------------
@@ -175,18 +187,23 @@ def test_gaussian_nll_ignores_missing_entries() -> None:
     assert float(gaussian_nll_observed(value, mu, logvar, torch.zeros_like(observed)).detach()) == 0.0
 
 
-def test_vae_loss_terms() -> None:
+def test_baseline_loss_terms() -> None:
+    model = build_model(tiny_config("baseline", z_dim=5))
     x, x_hat = torch.rand(2, 2, 4, 4, 4), torch.rand(2, 2, 4, 4, 4)
     mu, logvar = torch.randn(2, 5), torch.randn(2, 5)
-    out = vae_loss(x_hat, x, mu, logvar, beta=0.3)
+    out = model.loss({"x_hat": x_hat, "mu": mu, "logvar": logvar}, {"image": x}, {"beta": 0.3})
     assert set(out) == {"loss", "recon", "kl"}
+    torch.testing.assert_close(out["recon"], masked_mse_sum(x_hat, x))
     torch.testing.assert_close(out["kl"], gaussian_kl(mu, logvar).mean())
     torch.testing.assert_close(out["loss"], out["recon"] + 0.3 * out["kl"])
+    torch.testing.assert_close(model.kl_share(out, {"beta": 0.3}), 0.3 * out["kl"] / out["loss"])
     with pytest.raises(ValueError, match="'kl'"):
-        vae_loss(x_hat, x, mu, torch.full_like(logvar, float("inf")), beta=0.3)
+        broken = {"x_hat": x_hat, "mu": mu, "logvar": torch.full_like(logvar, float("inf"))}
+        model.loss(broken, {"image": x}, {"beta": 0.3})
 
 
 def test_cbvae_loss_terms() -> None:
+    model = build_model(tiny_config("cbvae", z_dim=5))
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 2, 4, 4, 4, generator=g)
     out = {
@@ -202,7 +219,8 @@ def test_cbvae_loss_terms() -> None:
         "sparse_mask": torch.tensor([[True], [False], [False], [True]]),
         "year_bin": torch.tensor([0, 3, 9, 3]),
     }
-    terms = cbvae_loss(out, x, meta, beta=0.5, imputation_weight=2.0, year_weight=0.1)
+    weights = {"beta": 0.5, "imputation_weight": 2.0, "year_weight": 0.1}
+    terms = model.loss(out, {"image": x, "meta": meta}, weights)
     assert set(terms) == {"loss", "recon", "kl", "imputation_kl", "imputation_nll", "year_ce"}
     torch.testing.assert_close(terms["year_ce"], F.cross_entropy(out["year_logits"], meta["year_bin"]))
     nll = gaussian_nll_observed(meta["sparse"], out["imputed_mu"], out["imputed_logvar"], meta["sparse_mask"])
@@ -214,3 +232,6 @@ def test_cbvae_loss_terms() -> None:
     expected = terms["recon"] + 0.5 * (terms["kl"] + terms["imputation_kl"])
     expected = expected + 2.0 * terms["imputation_nll"] + 0.1 * terms["year_ce"]
     torch.testing.assert_close(terms["loss"], expected)
+    # The KL share counts the latent KL only, against the reconstruction.
+    share = 0.5 * terms["kl"] / (terms["recon"] + 0.5 * terms["kl"])
+    torch.testing.assert_close(model.kl_share(terms, weights), share)

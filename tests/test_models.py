@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import COND_DIM, tiny_config
 
 from sematlas.models import (
     VARIANTS,
+    CBVAEConfig,
     ModelConfig,
     build_model,
+    config_from_dict,
     coordinate_grid,
     grad_reverse,
     receptive_field_mm,
 )
 from sematlas.models.blocks import group_count
-from sematlas.models.losses import cbvae_loss, vae_loss
+from sematlas.models.losses import gaussian_kl, masked_mse_sum
 
-COND_DIM = 5
-
-
-def tiny(variant: str, **overrides) -> ModelConfig:
-    """A small model of ``variant`` on the 64^3 grid (tests only)."""
-    values = dict(
-        variant=variant,
-        base_channels=4,
-        z_dim=8,
-        cond_dim=COND_DIM,
-        growth_rate=4,
-        hidden_dim=16,
-        sbd_channels=2,
-        top_dim=2 if variant == "hvae" else 0,
-    )
-    return ModelConfig(**(values | overrides))
+#: The cbvae's term weights at their defaults (what the pinned losses were recorded with).
+CBVAE_WEIGHTS = {"beta": 1.0, "imputation_weight": 1.0, "year_weight": 1.0}
 
 
 def batch(n: int = 2, grid: int = 64, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -52,17 +41,35 @@ def batch(n: int = 2, grid: int = 64, seed: int = 0) -> tuple[torch.Tensor, dict
 
 
 def test_config_round_trip_and_validation() -> None:
-    config = ModelConfig(variant="cbvae", dense_layers=[2, 3], dilations=[1, 2, 4])
-    assert config.dense_layers == (2, 3)
-    assert ModelConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown model config keys"):
-        ModelConfig.from_dict({"variant": "baseline", "zdim": 3})
-    with pytest.raises(ValueError, match="variant"):
-        ModelConfig(variant="vae")
+    config = CBVAEConfig(dense_layers=[2, 3], dilations=[1, 2, 4])
+    assert config.dense_layers == (2, 3) and config.to_dict()["dense_layers"] == [2, 3]
+    assert config.to_dict()["variant"] == "cbvae"
+    assert config_from_dict(config.to_dict()) == config == CBVAEConfig.from_dict(config.to_dict())
+    with pytest.raises(ValueError, match=r"unknown model config keys \['zdim'\]"):
+        config_from_dict({"variant": "baseline", "zdim": 3})
+    with pytest.raises(ValueError, match="variant must be one of"):
+        config_from_dict({"variant": "vae"})
+    with pytest.raises(ValueError, match="is the config of 'cbvae', got variant='hvae'"):
+        CBVAEConfig.from_dict({"variant": "hvae"})
     with pytest.raises(ValueError, match="grid_size"):
         ModelConfig(grid_size=96)
     with pytest.raises(ValueError, match="dilations"):
-        ModelConfig(dense_layers=(2, 2), dilations=(1, 2, 4))
+        CBVAEConfig(dense_layers=(2, 2), dilations=(1, 2, 4))
+    with pytest.raises(ValueError, match="growth_rate must be >= 1"):
+        CBVAEConfig(growth_rate=0)
+
+
+def test_each_variant_config_holds_only_its_own_fields() -> None:
+    shared = set(ModelConfig.field_names())
+    own = {variant: set(build_model(tiny_config(variant)).config.field_names()) - shared for variant in VARIANTS}
+    assert own["baseline"] == set()
+    assert {"growth_rate", "dense_layers", "dilations", "grl_lambda", "aleatoric", "conditioning", "imputation"} <= own[
+        "cbvae"
+    ]
+    assert own["hvae"] == {"top_dim", "top_beta", "decoder", "sbd_channels", "sbd_blocks"}
+    assert own["tcvae_sbd"] == {"sbd_channels", "sbd_blocks", "alpha", "gamma"}
+    for variant in ("baseline", "tcvae_sbd", "hvae"):
+        assert "aleatoric" not in own[variant] and "growth_rate" not in own[variant]
 
 
 def test_group_count_divides() -> None:
@@ -75,7 +82,7 @@ def test_group_count_divides() -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_shapes(variant: str) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny(variant))
+    model = build_model(tiny_config(variant))
     image, meta = batch()
     out = model(image, meta)
     assert out["x_hat"].shape == image.shape
@@ -96,7 +103,7 @@ def test_forward_shapes(variant: str) -> None:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_eval_mode_reconstruction_is_deterministic(variant: str) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny(variant)).eval()
+    model = build_model(tiny_config(variant)).eval()
     image, meta = batch()
     with torch.no_grad():
         first, second = model(image, meta), model(image, meta)
@@ -108,12 +115,12 @@ def test_eval_mode_reconstruction_is_deterministic(variant: str) -> None:
 
 
 def test_sbd_broadcast_input_shape() -> None:
-    model = build_model(tiny("tcvae_sbd", z_dim=128))
+    model = build_model(tiny_config("tcvae_sbd", z_dim=128))
     assert model.decoder.broadcast(torch.randn(2, 128)).shape == (2, 131, 8, 8, 8)
 
 
 def test_sbd_coordinate_buffer() -> None:
-    model = build_model(tiny("tcvae_sbd"))
+    model = build_model(tiny_config("tcvae_sbd"))
     coords = model.decoder.coords
     assert "decoder.coords" in dict(model.named_buffers())
     assert coords.shape == (1, 3, 8, 8, 8)
@@ -133,7 +140,7 @@ def test_sbd_coordinate_buffer() -> None:
 
 
 def test_sbd_decoder_at_2mm_reaches_128() -> None:
-    model = build_model(tiny("tcvae_sbd", grid_size=128, sbd_channels=1))
+    model = build_model(tiny_config("tcvae_sbd", grid_size=128, sbd_channels=1))
     assert len(model.decoder.blocks) == 4  # 8 -> 16 -> 32 -> 64 -> 128
     with torch.no_grad():
         assert model.decode(torch.randn(1, 8)).shape == (1, 2, 128, 128, 128)
@@ -149,10 +156,10 @@ def test_gradient_checkpointing_leaves_outputs_and_gradients_unchanged(variant: 
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model = build_model(tiny(variant, dropout=0.2, gradient_checkpointing=checkpointing)).train()
+        model = build_model(tiny_config(variant, dropout=0.2, gradient_checkpointing=checkpointing)).train()
         torch.manual_seed(1)  # same reparameterisation noise and dropout masks in both runs
         out = model(image, meta)
-        loss = vae_loss(out["x_hat"], image, out["mu"], out["logvar"], beta=1.0)["loss"]
+        loss = masked_mse_sum(out["x_hat"], image) + gaussian_kl(out["mu"], out["logvar"]).mean()
         loss.backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
         results.append((out["x_hat"].detach(), loss.detach(), grads))
@@ -177,7 +184,7 @@ def test_gradient_reversal_layer() -> None:
 
 
 def test_grl_lambda_is_settable_on_the_model() -> None:
-    model = build_model(tiny("cbvae", grl_lambda=0.0))
+    model = build_model(tiny_config("cbvae", grl_lambda=0.0))
     assert model.grl.lambda_ == 0.0
     model.grl.lambda_ = 0.25
     z = torch.randn(2, 8, requires_grad=True)
@@ -187,7 +194,7 @@ def test_grl_lambda_is_settable_on_the_model() -> None:
 
 def test_year_head_gradient_is_reversed_into_the_encoder() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae", grl_lambda=1.0)).eval()
+    model = build_model(tiny_config("cbvae", grl_lambda=1.0)).eval()
     image, meta = batch()
     grads = {}
     for lam in (1.0, -1.0):
@@ -205,7 +212,7 @@ def test_year_head_gradient_is_reversed_into_the_encoder() -> None:
 
 def test_filled_metadata_uses_observed_values() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae"))
+    model = build_model(tiny_config("cbvae"))
     image, meta = batch(4)
     observed = meta["sparse_mask"][:, 0]
     for mode in ("train", "eval"):
@@ -225,7 +232,7 @@ def test_filled_metadata_uses_observed_values() -> None:
 
 def test_film_starts_as_identity() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae")).eval()
+    model = build_model(tiny_config("cbvae")).eval()
     z = torch.randn(2, 8)
     m1, m2 = torch.randn(2, COND_DIM + 1), torch.randn(2, COND_DIM + 1)
     with torch.no_grad():
@@ -239,7 +246,7 @@ def test_film_starts_as_identity() -> None:
 
 
 def test_decode_from_meta_dict_fills_missing_with_zero() -> None:
-    model = build_model(tiny("cbvae"))
+    model = build_model(tiny_config("cbvae"))
     _, meta = batch(4)
     m = model.meta_vector(meta)
     observed = meta["sparse_mask"][:, 0]
@@ -252,16 +259,16 @@ def test_decode_from_meta_dict_fills_missing_with_zero() -> None:
 
 def test_receptive_field_recurrence() -> None:
     # ResNet encoder: stem k3 s2, then 4 stages of (k3 s2, k3 s1): r = 183 voxels.
-    assert receptive_field_mm(ModelConfig(variant="baseline"), 4) == 183 * 4
+    assert receptive_field_mm(ModelConfig(), 4) == 183 * 4
 
 
 def test_cbvae_receptive_field_exceeds_150_mm() -> None:
-    config = ModelConfig(variant="cbvae")
+    config = CBVAEConfig()
     assert receptive_field_mm(config, voxel_size=4) > 150
     assert receptive_field_mm(build_model(config), voxel_size=4) == receptive_field_mm(config, 4)
-    assert receptive_field_mm(ModelConfig(variant="cbvae", grid_size=128), voxel_size=2) > 150
+    assert receptive_field_mm(CBVAEConfig(grid_size=128), voxel_size=2) > 150
     # The dilations are what widen the last block: without them the field is smaller.
-    undilated = ModelConfig(variant="cbvae", dilations=(1, 1, 1))
+    undilated = CBVAEConfig(dilations=(1, 1, 1))
     assert receptive_field_mm(undilated, 4) < receptive_field_mm(config, 4)
 
 
@@ -274,11 +281,11 @@ PINNED_BASELINE_LOSS = 74877.2421875
 
 def test_pinned_baseline_loss() -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(variant="baseline", base_channels=4, z_dim=8))
+    model = build_model(ModelConfig(base_channels=4, z_dim=8))
     image = torch.rand(2, 2, 64, 64, 64)
     mask = torch.rand(64, 64, 64) > 0.5
     out = model(image)
-    loss = vae_loss(out["x_hat"], image, out["mu"], out["logvar"], beta=1.0, mask=mask)["loss"]
+    loss = model.loss(out, {"image": image}, {"beta": 1.0}, mask=mask)["loss"]
     assert float(loss.detach()) == pytest.approx(PINNED_BASELINE_LOSS, rel=1e-5)
 
 
@@ -289,12 +296,12 @@ PINNED_CBVAE_LOSS = 74823.25
 
 def test_pinned_cbvae_loss_without_the_aleatoric_head() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae", dropout=0.1))
+    model = build_model(tiny_config("cbvae", dropout=0.1))
     image, meta = batch(2, seed=0)
     mask = torch.rand(64, 64, 64) > 0.5
     out = model(image, meta)
     assert "x_logvar" not in out
-    loss = cbvae_loss(out, image, meta, beta=1.0, mask=mask)["loss"]
+    loss = model.loss(out, {"image": image, "meta": meta}, CBVAE_WEIGHTS, mask=mask)["loss"]
     assert float(loss.detach()) == pytest.approx(PINNED_CBVAE_LOSS, rel=1e-6)
 
 
@@ -303,24 +310,25 @@ def test_pinned_cbvae_loss_without_the_aleatoric_head() -> None:
 
 def test_ablation_choices_are_cbvae_only_and_validated() -> None:
     with pytest.raises(ValueError, match="conditioning must be one of"):
-        tiny("cbvae", conditioning="add")
+        tiny_config("cbvae", conditioning="add")
     with pytest.raises(ValueError, match="decoder must be one of"):
-        tiny("cbvae", decoder="mlp")
-    with pytest.raises(ValueError, match="choices of the 'cbvae' variant only"):
-        tiny("baseline", conditioning="concat")
-    with pytest.raises(ValueError, match="choices of the 'cbvae' variant only"):
-        tiny("hvae", imputation=False)
-    with pytest.raises(ValueError, match="decoder='sbd' is a conditional decoder"):
-        tiny("tcvae_sbd", decoder="sbd")
+        tiny_config("cbvae", decoder="mlp")
+    # The other variants have no such fields: a profile cannot set them by mistake.
+    with pytest.raises(ValueError, match=r"unknown model config keys \['conditioning'\] for 'baseline'"):
+        tiny_config("baseline", conditioning="concat")
+    with pytest.raises(ValueError, match=r"unknown model config keys \['imputation'\] for 'hvae'"):
+        tiny_config("hvae", imputation=False)
+    with pytest.raises(ValueError, match=r"unknown model config keys \['decoder'\] for 'tcvae_sbd'"):
+        tiny_config("tcvae_sbd", decoder="sbd")
     with pytest.raises(ValueError, match="no aleatoric head"):
-        tiny("cbvae", decoder="sbd", aleatoric=True)
+        tiny_config("cbvae", decoder="sbd", aleatoric=True)
 
 
 def test_default_choices_build_the_locked_network() -> None:
     torch.manual_seed(0)
-    locked = build_model(tiny("cbvae"))
+    locked = build_model(tiny_config("cbvae"))
     torch.manual_seed(0)
-    explicit = build_model(tiny("cbvae", conditioning="film", decoder="conv", imputation=True))
+    explicit = build_model(tiny_config("cbvae", conditioning="film", decoder="conv", imputation=True))
     assert locked.state_dict().keys() == explicit.state_dict().keys()
     for key, value in locked.state_dict().items():
         torch.testing.assert_close(value, explicit.state_dict()[key])
@@ -328,7 +336,7 @@ def test_default_choices_build_the_locked_network() -> None:
 
 def test_concat_conditioning_feeds_the_metadata_to_the_head_and_the_decoder_input() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae", conditioning="concat")).eval()
+    model = build_model(tiny_config("cbvae", conditioning="concat")).eval()
     assert model.encoder_film is None and model.decoder.decoder.film is None
     assert model.decoder.decoder.fc.in_features == 8 + COND_DIM + 1
     image, meta = batch(2)
@@ -352,7 +360,7 @@ def test_sbd_decoder_of_the_cbvae_is_film_conditioned() -> None:
     from sematlas.models.tcvae import SpatialBroadcastDecoder
 
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae", decoder="sbd")).eval()
+    model = build_model(tiny_config("cbvae", decoder="sbd")).eval()
     assert isinstance(model.decoder, SpatialBroadcastDecoder) and model.decoder.film is not None
     image, meta = batch(2)
     out = model(image, meta)
@@ -368,7 +376,7 @@ def test_sbd_decoder_of_the_cbvae_is_film_conditioned() -> None:
 
 def test_without_the_imputation_head_missing_fields_take_the_mean_and_the_loss_drops_its_terms() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny("cbvae", imputation=False)).train()
+    model = build_model(tiny_config("cbvae", imputation=False)).train()
     assert model.imputer is None
     image, meta = batch(4)
     out = model(image, meta)
@@ -376,7 +384,7 @@ def test_without_the_imputation_head_missing_fields_take_the_mean_and_the_loss_d
     observed = meta["sparse_mask"][:, 0]
     torch.testing.assert_close(out["m"][observed, COND_DIM], meta["sparse"][observed, 0])
     assert float(out["m"][~observed, COND_DIM].abs().max()) == 0.0
-    terms = cbvae_loss(out, image, meta, beta=0.1)
+    terms = model.loss(out, {"image": image, "meta": meta}, CBVAE_WEIGHTS | {"beta": 0.1})
     assert float(terms["imputation_kl"]) == 0.0 and float(terms["imputation_nll"]) == 0.0
     terms["loss"].backward()
     assert all(p.grad is not None for p in model.encoder.head.parameters())

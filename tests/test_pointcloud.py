@@ -17,8 +17,8 @@ from sematlas.data.pointcloud import cache_path, make_datamodule
 from sematlas.data.pointcloud_cache import build_cache, load_or_build_cache, normalise_points, read_cache
 from sematlas.evaluation.pointcloud import chamfer_mm, emd_mm, evaluate_pointcloud, pointcloud_latents
 from sematlas.inference.pointcloud import PointCloudModel
-from sematlas.models.losses import chamfer_distance, pointcloud_vae_loss, sinkhorn_divergence
-from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE
+from sematlas.models.losses import chamfer_distance, sinkhorn_divergence
+from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE, pointcloud_vae_loss
 from sematlas.models.pointnet import ball_query, farthest_point_sample
 from sematlas.training.pointcloud import run_params, train_pointcloud
 

@@ -401,7 +401,7 @@ def _checkpoint(model, datamodule, path: Path) -> Path:
     """A checkpoint of an untrained network, as ``train_variant`` writes one (payload, hyperparameters, weights)."""
     from sematlas.training.module import AtlasModule
 
-    module = AtlasModule(model.config, mask=datamodule.brain_mask())
+    module = AtlasModule(model.config, PARAMS.training, mask=datamodule.brain_mask())
     module.model.load_state_dict(model.state_dict())
     payload = {
         "variant": model.config.variant,

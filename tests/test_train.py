@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_project
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.params import load_params, override_params
+from sematlas.core.params import Params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
 from sematlas.training.run import fingerprint, make_datamodule, train_variant
@@ -21,19 +22,9 @@ pytestmark = pytest.mark.slow  # every test here trains a model
 
 
 @pytest.fixture
-def tiny(processed: Path, tmp_path: Path) -> tuple[dict, ProfilePaths]:
+def tiny(processed: Path, tmp_path: Path) -> tuple[Params, ProfilePaths]:
     """ci parameters shrunk further, and a project whose processed folder is the NiMARE sample."""
-    params = override_params(
-        load_params("ci"),
-        {
-            "model": {"z_dim": 4, "base_channels": 4, "growth_rate": 4, "hidden_dim": 16},
-            "training": {"batch_size": 8, "max_epochs": 1},
-            "evaluation": {"n_prior_samples": 1},
-        },
-    )
-    paths = ProfilePaths("ci", tmp_path)
-    shutil.copytree(processed, paths.processed)
-    return params, paths
+    return tiny_project(processed, tmp_path)
 
 
 def test_a_run_writes_its_files_and_a_rerun_reuses_it(tiny):
@@ -60,7 +51,11 @@ def test_same_seed_same_metrics(tiny, tmp_path):
     other = ProfilePaths("ci", tmp_path / "again")
     shutil.copytree(paths.processed, other.processed)
     second = train_variant(params, "cbvae", other).metrics
-    assert np.allclose(first.filter(like="val/").to_numpy(), second.filter(like="val/").to_numpy(), equal_nan=True)
+    first_val, second_val = first.filter(like="val/").to_numpy(), second.filter(like="val/").to_numpy()
+    # Something to compare: every epoch's validation metrics, all finite (so no NaN can match a NaN).
+    assert first_val.shape == second_val.shape and first_val.size > 0 and "val/loss" in first
+    assert np.isfinite(first_val).all()
+    assert np.array_equal(first_val, second_val)
 
 
 class _KillAfterFirstEpoch(pl.Callback):
@@ -156,7 +151,8 @@ def test_checkpoint_loading_cannot_silently_go_wrong(trained, tmp_path):
     ):
         AtlasModel.load(checkpoint, voxel_size=2)
     state = torch.load(checkpoint, weights_only=False)
-    removed = next(iter(state["state_dict"]))
+    # A network weight renamed: one missing, one unexpected (the training module's own buffers are not the network's).
+    removed = next(key for key in state["state_dict"] if key.startswith("model."))
     state["state_dict"]["model.extra.weight"] = state["state_dict"].pop(removed)
     tampered = tmp_path / "tampered.ckpt"
     torch.save(state, tampered)

@@ -69,7 +69,7 @@ def tiny_cbvae(seed: int, aleatoric: bool = False) -> AtlasModel:
     atlas = tiny_atlas("cbvae", seed=seed, aleatoric=aleatoric)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, parameter in atlas.module.named_parameters():
+        for name, parameter in atlas.network.named_parameters():
             if ".film." in f".{name}" or "_film." in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     return atlas
@@ -107,8 +107,8 @@ def write_tiny_profile(root: Path, profile: str = "ci") -> None:
     payload = {**atlas.payload, "profile": profile, "metadata_encoder": atlas.encoder.to_dict()}
     state = {
         "sematlas": payload,
-        "hyper_parameters": dict(atlas.module.hparams),
-        "state_dict": atlas.module.state_dict(),
+        "hyper_parameters": atlas.hparams,
+        "state_dict": {f"model.{name}": tensor for name, tensor in atlas.network.state_dict().items()},
     }
     torch.save(state, checkpoint)
 

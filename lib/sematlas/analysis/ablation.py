@@ -317,7 +317,7 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
         if cached.get("fingerprint") == run_fingerprint and cached.get("checkpoint_sha256") == checkpoint_sha256:
             logger.info("[ablation %s] evaluation of this checkpoint reused from %s", name, result_file.name)
             return dict(cached)
-    model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).module.model
+    model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).network
     results, _ = evaluate_run(model, datamodule, "cbvae", run_params["evaluation"], int(run_params["seed"]))
     record = {
         "name": name,

@@ -428,7 +428,7 @@ def decode_centroids(atlas: Any, centroids: np.ndarray, clusters: pd.DataFrame) 
         On the native grid; empty when there is no cluster.
     """
     if len(centroids) == 0:
-        return torch.zeros(0, atlas.module.config.in_channels, *atlas.grid.shape)
+        return torch.zeros(0, atlas.config.in_channels, *atlas.grid.shape)
     metadata = [{"task": t, "year": int(y)} for t, y in zip(clusters["decode_task"], clusters["decode_year"])]
     return atlas.decode(torch.as_tensor(centroids, dtype=torch.float32), metadata).cpu()
 

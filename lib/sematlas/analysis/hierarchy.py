@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sematlas.evaluation.criteria import FAIL, PASS
 from sematlas.evaluation.metrics import balanced_accuracy
-from sematlas.models.losses import hierarchical_kl
+from sematlas.models.hvae import hierarchical_kl
 
 if TYPE_CHECKING:
     from sematlas.models import HierarchicalVAE
 
 #: Overall verdicts of :func:`stage_gate`.
-PASS, FAIL = "PASS", "FAIL"
 
 
 @torch.no_grad()

@@ -5,17 +5,20 @@ Both grids share the origin of NiMARE's ``mni152_2mm`` template (FSL's MNI152
 lands in the same place at either resolution. The networks see a padded grid
 whose sides are powers of two (64^3 at 4 mm, 128^3 at 2 mm); the native grid is
 placed at the low corner of the padded one, so native voxel indices are also
-padded voxel indices.
+padded voxel indices: :func:`pad_to` and :func:`crop_to` go between the two.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:
     import nibabel as nib
@@ -117,6 +120,18 @@ class Grid:
         image.set_qform(self.affine, code=4)
         image.set_sform(self.affine, code=4)
         return image
+
+
+def pad_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the last three axes of ``(..., D, H, W)`` at their high end up to ``shape`` (the padded grid)."""
+    d, h, w = volume.shape[-3:]
+    return F.pad(volume, (0, shape[2] - w, 0, shape[1] - h, 0, shape[0] - d))
+
+
+def crop_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The native grid ``(..., D, H, W)`` of ``shape`` at the low corner of padded maps (undoes :func:`pad_to`)."""
+    d, h, w = shape
+    return volume[..., :d, :h, :w]
 
 
 @lru_cache(maxsize=2)

@@ -511,13 +511,6 @@ def _check_values(params: dict[str, Any], sources: str) -> None:
         raise ParameterError(f"'render.kernel_choice' must be 'all' or 'random' ({sources})")
     if not 0.0 <= params["render"]["flip_probability"] <= 1.0:
         raise ParameterError(f"'render.flip_probability' must be in [0, 1] ({sources})")
-    from sematlas.models.config import VARIANTS
-
-    unknown = [v for v in params["model"]["variants"] if v not in VARIANTS]
-    if unknown or not params["model"]["variants"]:
-        raise ParameterError(
-            f"'model.variants' must list some of {', '.join(VARIANTS)}, got {params['model']['variants']} ({sources})"
-        )
     methods = params["ensemble"]["methods"]
     if not methods or any(m not in ENSEMBLE_METHODS for m in methods):
         raise ParameterError(

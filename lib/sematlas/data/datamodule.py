@@ -21,10 +21,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from sematlas.core.grid import Grid
+from sematlas.core.grid import Grid, pad_to
 from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
@@ -83,12 +82,6 @@ class _Rows(Dataset):
 
     def __getitem__(self, index: int) -> int:
         return index
-
-
-def pad_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Zero-pad the last three axes of ``(..., D, H, W)`` at their high end up to ``shape``."""
-    d, h, w = volume.shape[-3:]
-    return F.pad(volume, (0, shape[2] - w, 0, shape[1] - h, 0, shape[0] - d))
 
 
 class NeurosynthDataModule(pl.LightningDataModule):

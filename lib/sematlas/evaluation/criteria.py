@@ -5,10 +5,10 @@
 - **The sprint criterion** of stage 02 (:func:`sprint_criterion`): the
   conditional model's best validation loss and reconstruction below the plain
   VAE's on the same data.
-- **The H-VAE's stage gate** (stage 05): :func:`stage_gate`, defined in
-  :mod:`sematlas.analysis.hierarchy` beside the quantities it reads.
-- **Ablation criteria** (stage 09): :class:`Criterion`, declared per ablation in
-  ``params/ablations/<name>.yaml`` and defined in :mod:`sematlas.analysis.ablation`.
+- **The H-VAE's stage gate** (stage 05) and **ablation criteria** (stage 09) are
+  analyses of trained models, so they live in :mod:`sematlas.analysis`
+  (:func:`sematlas.analysis.hierarchy.stage_gate`, :class:`sematlas.analysis.ablation.Criterion`,
+  declared per ablation in ``params/ablations/<name>.yaml``) and use the verdicts defined here.
 
 A criterion is reported as measured, whatever the answer.
 """
@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from sematlas.analysis.ablation import DIRECTIONS, Criterion
-from sematlas.analysis.hierarchy import FAIL, PASS, stage_gate
 from sematlas.models.registry import MAIN_VARIANT
 
 if TYPE_CHECKING:
     from sematlas.evaluation.results import EnsembleResults, VolumetricResults
+
+#: The two verdicts every criterion reports.
+PASS, FAIL = "PASS", "FAIL"
 
 _COMPARISONS = {"below": ("<", operator.lt), "above": (">", operator.gt), "at_most": ("<=", operator.le)}
 
@@ -127,7 +128,6 @@ def ensemble_verdicts(results: EnsembleResults) -> pd.DataFrame:
 
 
 __all__ = [
-    "DIRECTIONS",
     "ECE_GOAL",
     "FAIL",
     "OOD_AUROC_GOAL",
@@ -135,9 +135,7 @@ __all__ = [
     "SPRINT_KEYS",
     "SPRINT_REFERENCE",
     "YEAR_DEBIASING_GOAL",
-    "Criterion",
     "Goal",
     "ensemble_verdicts",
     "sprint_criterion",
-    "stage_gate",
 ]

@@ -20,7 +20,9 @@ import pandas as pd
 import torch
 
 from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix
+from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
+from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -131,10 +133,6 @@ def evaluate_run(
     per_study : DataFrame
         One row per held-out study: every method's Pearson r and SSIM.
     """
-    # Imported here: the criteria import analysis.hierarchy, which imports this module.
-    from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
-    from sematlas.training.module import ACTIVE_UNIT_THRESHOLD
-
     out = collect_outputs(model, datamodule, split, int(evaluation["n_prior_samples"]), seed)
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
@@ -182,7 +180,7 @@ def evaluate_run(
     results["reconstruction"]["model_beats_pca_fraction"] = float(
         (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean()
     )
-    results["conditional_generation"]["uses_metadata"] = variant == "cbvae"
+    results["conditional_generation"]["uses_metadata"] = model.is_conditional
     results["active_units"] = int((out["mu"].var(0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
     if "year_pred" in out:
         accuracy = balanced_accuracy(out["meta"]["year_bin"].numpy(), out["year_pred"].numpy())

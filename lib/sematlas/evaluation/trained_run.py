@@ -84,11 +84,9 @@ def evaluate_trained_run(run: TrainedRun, datamodule: Any, params: Params, paths
 
 def _evaluate_maps(run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths) -> RunEvaluation:
     atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
-    summary, per_study = evaluate_run(
-        atlas.module.model, datamodule, atlas.variant, params.evaluation, int(params.seed)
-    )
+    summary, per_study = evaluate_run(atlas.network, datamodule, atlas.variant, params.evaluation, int(params.seed))
     results = VolumetricResults(**summary, training=VolumetricTraining.from_run(run))
-    return RunEvaluation(atlas, results, per_study, latents_table(atlas.module.model, datamodule))
+    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule))
 
 
 def _evaluate_points(

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from sematlas.core.grid import Grid
-from sematlas.data.datamodule import NeurosynthDataModule, pad_to
+from sematlas.core.grid import Grid, pad_to
+from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.metrics import masked_pearson
 from sematlas.inference.ensemble import AtlasEnsemble
 

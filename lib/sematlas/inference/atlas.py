@@ -4,9 +4,11 @@
 >>> maps = atlas.generate({"task": "working_memory", "year": 2012})             # doctest: +SKIP
 >>> atlas.to_nifti(maps[0]).to_filename("working_memory_2012.nii.gz")           # doctest: +SKIP
 
-Everything needed is in the checkpoint: the architecture (the LightningModule's
-hyperparameters), the weights and brain mask, and under ``checkpoint["sematlas"]``
-the metadata encoder fitted on the training split, the grid and the kernels.
+Everything needed is in the checkpoint: the architecture (the saved model
+config among the training hyperparameters), the network's weights, and under
+``checkpoint["sematlas"]`` the metadata encoder fitted on the training split, the
+grid and the kernels. Loading rebuilds the network through the model registry
+(:mod:`sematlas.models.registry`): neither Lightning nor the renderer is needed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import numpy as np
 import torch
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.grid import Grid
+from sematlas.core.grid import Grid, crop_to, pad_to
 from sematlas.core.metadata import MetadataEncoder
-from sematlas.data.datamodule import pad_to
-from sematlas.training.module import AtlasModule
+from sematlas.models import ModelConfig, VolumetricVAE, build_model, config_from_dict
 
 Metadata = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+
+# The training module keeps the network as its `model`: the prefix of the network's weights in a checkpoint.
+_NETWORK_PREFIX = "model."
 
 
 class AtlasModel:
@@ -33,18 +37,38 @@ class AtlasModel:
 
     Parameters
     ----------
-    module : AtlasModule
+    network : VolumetricVAE
+        The trained network.
     encoder : MetadataEncoder
     payload : mapping
         ``checkpoint["sematlas"]``: profile, variant, voxel size, kernels.
+    hparams : mapping, optional
+        The hyperparameters the network was trained with (``checkpoint["hyper_parameters"]``:
+        ``config``, the ``training`` section, run options such as ``lr_schedule``); by
+        default only the network's ``config``.
 
     Use :meth:`load` rather than the constructor.
+
+    Attributes
+    ----------
+    network : VolumetricVAE
+    encoder : MetadataEncoder
+    payload : dict
+    hparams : dict
+        Plain data, as saved.
     """
 
-    def __init__(self, module: AtlasModule, encoder: MetadataEncoder, payload: Mapping[str, Any]) -> None:
-        self.module = module.eval()
+    def __init__(
+        self,
+        network: VolumetricVAE,
+        encoder: MetadataEncoder,
+        payload: Mapping[str, Any],
+        hparams: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.network = network.eval()
         self.encoder = encoder
         self.payload = dict(payload)
+        self.hparams = dict(hparams) if hparams is not None else {"config": network.config.to_dict()}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -61,8 +85,9 @@ class AtlasModel:
         Raises
         ------
         CheckpointError
-            Not a sematlas checkpoint; weights that do not match the architecture
-            (listing missing and unexpected keys); a grid other than ``voxel_size``.
+            Not a sematlas checkpoint; a saved config that builds no registered
+            network; weights that do not match the architecture (listing missing
+            and unexpected keys); a grid other than ``voxel_size``.
         """
         checkpoint = Path(checkpoint)
         state = torch.load(checkpoint, map_location=map_location, weights_only=False)
@@ -76,15 +101,24 @@ class AtlasModel:
                 f"at {voxel_size} mm"
             )
         hparams = dict(state["hyper_parameters"])
-        module = AtlasModule(**hparams)
-        result = module.load_state_dict(state["state_dict"], strict=False)
+        try:
+            network = build_model(config_from_dict(hparams["config"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{checkpoint}: its saved model config builds no network ({error})") from error
+        weights = {
+            key.removeprefix(_NETWORK_PREFIX): value
+            for key, value in state["state_dict"].items()
+            if key.startswith(_NETWORK_PREFIX)
+        }
+        result = network.load_state_dict(weights, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(
-                f"{checkpoint}: weights do not match the '{hparams['config']['variant']}' architecture "
-                f"saved with them; missing keys: {list(result.missing_keys)}; "
-                f"unexpected keys: {list(result.unexpected_keys)}"
+                f"{checkpoint}: weights do not match the '{network.config.variant}' architecture "
+                f"saved with them; missing keys: {[_NETWORK_PREFIX + key for key in result.missing_keys]}; "
+                f"unexpected keys: {[_NETWORK_PREFIX + key for key in result.unexpected_keys]}"
             )
-        return cls(module.to(map_location), MetadataEncoder.from_dict(payload["metadata_encoder"]), payload)
+        encoder = MetadataEncoder.from_dict(payload["metadata_encoder"])
+        return cls(network.to(map_location), encoder, payload, hparams)
 
     # --------------------------------------------------------------- properties
     @property
@@ -92,26 +126,31 @@ class AtlasModel:
         return str(self.payload["variant"])
 
     @property
+    def config(self) -> ModelConfig:
+        """The network's architecture."""
+        return self.network.config
+
+    @property
     def grid(self) -> Grid:
         return Grid(int(self.payload["voxel_size"]))
 
     @property
     def z_dim(self) -> int:
-        return int(self.module.config.z_dim)
+        return int(self.config.z_dim)
 
     @property
     def is_conditional(self) -> bool:
-        """Whether the decoder uses the metadata (``cbvae``)."""
-        return self.variant == "cbvae"
+        """Whether the decoder uses the metadata (the network's ``is_conditional``)."""
+        return self.network.is_conditional
 
     @property
     def is_aleatoric(self) -> bool:
-        """Whether the decoder predicts a per-voxel variance (``ModelConfig.aleatoric``)."""
-        return bool(self.module.config.aleatoric)
+        """Whether the decoder predicts a per-voxel variance (the network's ``is_aleatoric``)."""
+        return self.network.is_aleatoric
 
     @property
     def device(self) -> torch.device:
-        return self.module.mask.device
+        return next(self.network.parameters()).device
 
     # ------------------------------------------------------------------- metadata
     def encode_metadata(self, metadata: Metadata, n: int | None = None) -> dict[str, torch.Tensor]:
@@ -137,8 +176,7 @@ class AtlasModel:
     # ------------------------------------------------------------------ inference
     def to_native(self, volume: torch.Tensor) -> torch.Tensor:
         """Crop ``(..., G, G, G)`` padded maps to the native grid ``(..., D, H, W)`` and zero them outside the brain."""
-        d, h, w = self.grid.shape
-        return volume[..., :d, :h, :w] * torch.from_numpy(self.grid.mask()).to(volume.device)
+        return crop_to(volume, self.grid.shape) * torch.from_numpy(self.grid.mask()).to(volume.device)
 
     @torch.no_grad()
     def encode(self, maps: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -156,7 +194,7 @@ class AtlasModel:
         Tensor, shape (n, z_dim)
         """
         image = pad_to(maps.float().to(self.device), self.grid.padded_shape)
-        mu, _ = self.module.model.encode(image, self._meta(metadata, image.shape[0]))
+        mu, _ = self.network.encode(image, self._meta(metadata, image.shape[0]))
         return mu
 
     @torch.no_grad()
@@ -183,7 +221,7 @@ class AtlasModel:
         """
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         meta = self._meta(metadata, z.shape[0])
-        return self.to_native(self.module.model.decode(z, meta))
+        return self.to_native(self.network.decode(z, meta))
 
     @torch.no_grad()
     def decode_distribution(
@@ -208,9 +246,9 @@ class AtlasModel:
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         meta = self._meta(metadata, z.shape[0])
         if not self.is_aleatoric:
-            mean = self.to_native(self.module.model.decode(z, meta))
+            mean = self.to_native(self.network.decode(z, meta))
             return mean, torch.zeros_like(mean)
-        mean, logvar = self.module.model.decode_distribution(z, meta)
+        mean, logvar = self.network.decode_distribution(z, meta)
         return self.to_native(mean), self.to_native(logvar.exp())
 
     @torch.no_grad()
@@ -240,7 +278,16 @@ class AtlasModel:
 
     @torch.no_grad()
     def generate(self, metadata: Metadata, n_samples: int = 0, seed: int = 0) -> torch.Tensor:
-        """Maps from metadata alone: decode the prior mean (``n_samples=0``) or average prior samples.
+        """Maps from metadata alone: decode the prior mean ``z = 0`` (``n_samples=0``) or average prior samples.
+
+        Parameters
+        ----------
+        metadata : dict or list of dicts
+            As in :meth:`decode`.
+        n_samples : int
+            Prior samples per request (the network's :meth:`~sematlas.models.base.VolumetricVAE.generate`),
+            drawn from a generator seeded with ``seed``; 0 decodes the prior mean.
+        seed : int
 
         Returns
         -------
@@ -251,9 +298,10 @@ class AtlasModel:
         if n_samples == 0:
             return self.decode(torch.zeros(n, self.z_dim), meta)
         generator = torch.Generator().manual_seed(seed)
-        total = torch.zeros(n, self.module.config.in_channels, *self.grid.shape)
+        total = torch.zeros(n, self.config.in_channels, *self.grid.shape)
+        # One sample at a time, so memory stays at one batch of maps on the padded grid.
         for _ in range(n_samples):
-            total += self.decode(torch.randn(n, self.z_dim, generator=generator), meta).cpu()
+            total += self.to_native(self.network.generate(meta, 1, generator)[0]).cpu()
         return total / n_samples
 
     def to_nifti(self, volume: torch.Tensor | np.ndarray, channel: int = -1) -> nib.Nifti1Image:

@@ -137,7 +137,7 @@ class AtlasEnsemble:
             checks = {
                 "grid (voxel size, mm)": (first.grid.voxel_size, member.grid.voxel_size),
                 "variant": (first.variant, member.variant),
-                "channels": (first.module.config.in_channels, member.module.config.in_channels),
+                "channels": (first.config.in_channels, member.config.in_channels),
                 "task categories": (list(first.encoder.categories), list(member.encoder.categories)),
             }
             for name, (expected, got) in checks.items():
@@ -145,7 +145,7 @@ class AtlasEnsemble:
                     raise CheckpointError(
                         f"ensemble member {k} does not match member 1: {name} {got!r} instead of {expected!r}"
                     )
-        if mc_samples and any(member.module.config.dropout == 0 for member in members):
+        if mc_samples and any(member.config.dropout == 0 for member in members):
             raise ValueError("MC dropout needs members trained with dropout > 0 (ModelConfig.dropout)")
         self.members = list(members)
         self.mc_samples = mc_samples
@@ -209,7 +209,7 @@ class AtlasEnsemble:
                 yield member
                 continue
             for s in range(self.mc_samples):
-                with _stochastic_pass(member.module.model, self.seed + s):
+                with _stochastic_pass(member.network, self.seed + s):
                     yield member
 
     # ------------------------------------------------------------------ inference

@@ -11,6 +11,7 @@ the encoder with transposed convolutions.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from sematlas.models.blocks import (
     run_block,
 )
 from sematlas.models.config import ModelConfig
+from sematlas.models.losses import check_finite, gaussian_kl, masked_mse_sum, no_autocast
 
 # The stem and each of the four stages halve the side: G / 2**5.
 _ENCODER_DOWNSAMPLING = 32
@@ -131,12 +133,12 @@ class UnconditionalVAE(VolumetricVAE):
 
 
 class BaselineVAE(UnconditionalVAE):
-    """Unconditional VAE with a ResNet-10-style encoder and a mirrored decoder.
+    """Unconditional beta-VAE with a ResNet-10-style encoder and a mirrored decoder.
 
     Parameters
     ----------
     config : ModelConfig
-        Architecture; ``variant`` should be ``"baseline"``.
+        Architecture (the shared fields are all it has).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -146,6 +148,36 @@ class BaselineVAE(UnconditionalVAE):
         self.decoder = resnet_decoder(config)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+
+    def loss(
+        self,
+        out: Mapping[str, Tensor],
+        batch: Mapping[str, Any],
+        weights: Mapping[str, float],
+        *,
+        mask: Tensor | None = None,
+        dataset_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """beta-VAE objective (Higgins et al. 2017), per study.
+
+        Returns
+        -------
+        dict of scalar float32 Tensors
+            ``loss``, ``recon`` (:func:`~sematlas.models.losses.masked_mse_sum`) and
+            ``kl`` (batch mean of :func:`~sematlas.models.losses.gaussian_kl`);
+            arguments as in :meth:`VolumetricVAE.loss`.
+        """
+        # loss  = recon + beta * KL
+        # recon = (1 / B) sum_i sum_c sum_{v in mask} (x_hat_icv - x_icv)^2
+        #         (-log N(x; x_hat, 1/2) up to a constant: beta = 1 is the ELBO of a fixed-variance decoder)
+        # KL    = (1 / B) sum_i KL(q(z | x_i) || N(0, I)),  KL_k = 0.5 (mu_k^2 + s_k^2 - 1 - log s_k^2)
+        x = batch["image"]
+        with no_autocast(x.device):
+            recon = masked_mse_sum(out["x_hat"], x, mask)
+            kl = gaussian_kl(out["mu"], out["logvar"]).mean()
+            terms = {"loss": recon + weights["beta"] * kl, "recon": recon, "kl": kl}
+        check_finite(terms)
+        return terms
 
 
 __all__ = ["BaselineVAE", "ResNetEncoder", "UnconditionalVAE", "resnet_decoder"]

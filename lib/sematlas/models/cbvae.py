@@ -21,19 +21,20 @@ imputed fields, so it has to exist before the first modulated feature map
 conditioned on the same filled ``m``, so generation from metadata alone needs
 only ``cond`` and, where known, the sparse fields.
 
-Three choices of :class:`~sematlas.models.config.ModelConfig` exist for the
-ablation protocol (``params/ablations/``), each removing one component:
-``conditioning="concat"`` replaces FiLM by concatenation (``m`` appended to the
-encoder's flattened features and to ``z``), ``decoder="sbd"`` swaps the
-transposed-convolution decoder for a FiLM-conditioned Spatial Broadcast
-Decoder, and ``imputation=False`` drops the imputation head (a missing sparse
-field takes its training mean).
+The objective is :meth:`ConditionalBetaVAE.loss`. Three choices of
+:class:`~sematlas.models.config.CBVAEConfig` exist for the ablation protocol
+(``params/ablations/``), each removing one component: ``conditioning="concat"``
+replaces FiLM by concatenation (``m`` appended to the encoder's flattened
+features and to ``z``), ``decoder="sbd"`` swaps the transposed-convolution
+decoder for a FiLM-conditioned Spatial Broadcast Decoder, and
+``imputation=False`` drops the imputation head (a missing sparse field takes its
+training mean).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -41,20 +42,22 @@ from torch import Tensor, nn
 
 from sematlas.models.base import VolumetricVAE
 from sematlas.models.baseline import ResNetEncoder
-from sematlas.models.blocks import (
-    ConvDecoder,
-    FiLMGenerator,
-    channels_last,
-    film,
-    group_norm,
-    reparameterise,
-    run_block,
+from sematlas.models.blocks import ConvDecoder, FiLMGenerator, reparameterise
+from sematlas.models.conditional import ConcatConditioned, conditional_decoder
+from sematlas.models.config import CBVAEConfig, ModelConfig
+from sematlas.models.densenet import DenseEncoder
+from sematlas.models.losses import (
+    check_finite,
+    gaussian_kl,
+    gaussian_kl_per_dim,
+    gaussian_nll_observed,
+    gaussian_nll_sum,
+    masked_mse_sum,
+    no_autocast,
 )
-from sematlas.models.config import DENSE_ENTRY_SIDE, ModelConfig
-from sematlas.models.tcvae import SpatialBroadcastDecoder
 
-# Side of the cube the conditional decoder starts from.
-_DECODER_START_SIDE = 4
+if TYPE_CHECKING:
+    from sematlas.core.params import TrainingParams
 
 
 class _GradientReversalFunction(torch.autograd.Function):
@@ -112,273 +115,19 @@ class GradientReversal(nn.Module):
         return f"lambda_={self.lambda_}"
 
 
-class DenseLayer3d(nn.Module):
-    """Pre-activation bottleneck dense layer (DenseNet-BC, Huang et al. 2017).
-
-    ``new = Conv3x3_d(SiLU(GN(Conv1x1(SiLU(GN(x))))))``; returns ``x ++ new``
-    along channels, so every later layer sees every earlier feature map.
-
-    Parameters
-    ----------
-    in_channels : int
-        Input channels.
-    growth_rate : int
-        Channels added (``new``); the bottleneck is ``4 * growth_rate`` wide.
-    dilation : int
-        Dilation of the 3x3x3 conv (padding keeps the size).
-    """
-
-    def __init__(self, in_channels: int, growth_rate: int, dilation: int = 1) -> None:
-        super().__init__()
-        bottleneck = 4 * growth_rate
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv3d(in_channels, bottleneck, 1, bias=False)
-        self.norm2 = group_norm(bottleneck)
-        self.conv2 = nn.Conv3d(bottleneck, growth_rate, 3, padding=dilation, dilation=dilation, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map (B, C, S, S, S) to (B, C + growth_rate, S, S, S)."""
-        new = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
-        return torch.cat([x, new], dim=1)
-
-
-class DenseBlock3d(nn.Module):
-    """A dense block: dense layers applied in sequence, one per dilation.
-
-    Parameters
-    ----------
-    in_channels : int
-        Input channels.
-    growth_rate : int
-        Channels each layer adds.
-    dilations : sequence of int
-        Dilation of each layer's 3x3x3 conv; its length is the number of layers.
-    """
-
-    def __init__(self, in_channels: int, growth_rate: int, dilations: Sequence[int]) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            *(DenseLayer3d(in_channels + i * growth_rate, growth_rate, d) for i, d in enumerate(dilations))
-        )
-        self.out_channels = in_channels + len(dilations) * growth_rate
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map (B, C, S, S, S) to (B, out_channels, S, S, S)."""
-        return self.layers(x)
-
-    def conv_path(self) -> list[nn.Conv3d]:
-        """Convolutions in input-to-output order (each layer feeds all later ones)."""
-        layers = [layer for layer in self.layers if isinstance(layer, DenseLayer3d)]  # all of them
-        return [conv for layer in layers for conv in (layer.conv1, layer.conv2)]
-
-
-class Transition3d(nn.Module):
-    """DenseNet transition: GN -> SiLU -> strided 3x3x3 conv (halves the side, compresses channels).
-
-    The strided conv replaces DenseNet's average pooling, whose CPU backward is
-    not deterministic-safe.
-
-    Parameters
-    ----------
-    in_channels, out_channels : int
-    """
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.norm = group_norm(in_channels)
-        self.conv = nn.Conv3d(in_channels, out_channels, 3, stride=2, padding=1, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map (B, C_in, S, S, S) to (B, C_out, S/2, S/2, S/2)."""
-        return self.conv(F.silu(self.norm(x)))
-
-
-class DenseEncoder(nn.Module):
-    """3D DenseNet encoder with dilated convolutions in its last dense block.
-
-    ``stem (stride 2) -> strided convs down to 16^3 -> [dense block -> FiLM ->
-    transition] x len(dense_layers) -> flatten -> linear (mu, logvar)``.
-    Widths: stem ``c``, then ``2c`` entering the first dense block; each
-    transition halves the channels (DenseNet-BC compression 0.5).
-
-    Parameters
-    ----------
-    config : ModelConfig
-        Uses ``in_channels``, ``grid_size``, ``base_channels``, ``growth_rate``,
-        ``dense_layers``, ``dilations``, ``z_dim``, ``dropout``, ``gradient_checkpointing``;
-        with ``conditioning="concat"`` the head also reads the metadata vector
-        (``meta_dim`` more inputs).
-    """
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        c = config.base_channels
-        self.gradient_checkpointing = config.gradient_checkpointing
-        side = config.grid_size // 2
-        stem: list[nn.Module] = [nn.Conv3d(config.in_channels, c, 3, stride=2, padding=1, bias=False)]
-        stem += [group_norm(c), nn.SiLU()]
-        channels = c
-        while side > DENSE_ENTRY_SIDE:
-            stem += [nn.Conv3d(channels, 2 * c, 3, stride=2, padding=1, bias=False), group_norm(2 * c), nn.SiLU()]
-            channels, side = 2 * c, side // 2
-        self.stem = nn.Sequential(*stem)
-
-        self.blocks = nn.ModuleList()
-        self.transitions = nn.ModuleList()
-        block_channels: list[int] = []
-        for i, n_layers in enumerate(config.dense_layers):
-            last = i == len(config.dense_layers) - 1
-            block = DenseBlock3d(channels, config.growth_rate, config.dilations if last else (1,) * n_layers)
-            self.blocks.append(block)
-            block_channels.append(block.out_channels)
-            channels = max(block.out_channels // 2, 1)
-            self.transitions.append(Transition3d(block.out_channels, channels))
-            side //= 2
-        self.block_channels = block_channels
-        self.dropout = nn.Dropout(config.dropout)
-        self.head_meta_dim = config.meta_dim if config.conditioning == "concat" else 0
-        self.head = nn.Linear(channels * side**3 + self.head_meta_dim, 2 * config.z_dim)
-
-    def features(self, image: Tensor) -> Tensor:
-        """Unmodulated trunk: stem and first dense block.
-
-        Parameters
-        ----------
-        image : Tensor, shape (B, in_channels, G, G, G)
-
-        Returns
-        -------
-        Tensor, shape (B, block_channels[0], 16, 16, 16)
-        """
-        return run_block(self.blocks[0], self.stem(channels_last(image)), enabled=self.gradient_checkpointing)
-
-    def posterior(
-        self,
-        features: Tensor,
-        film_params: Sequence[tuple[Tensor, Tensor] | None],
-        m: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """The remainder of the encoder, FiLM-modulated or reading ``m`` at its head.
-
-        Parameters
-        ----------
-        features : Tensor, shape (B, block_channels[0], 16, 16, 16)
-            Output of :meth:`features`.
-        film_params : sequence of (delta_gamma, beta) or None
-            One entry per dense block, shapes (B, block_channels[i]); ``None``
-            leaves that block unmodulated.
-        m : Tensor, shape (B, meta_dim), optional
-            The metadata vector, appended to the flattened features when the
-            head reads it (``conditioning="concat"``).
-
-        Returns
-        -------
-        mu, logvar : Tensor, shape (B, z_dim)
-        """
-        h = _modulate(features, film_params[0])
-        for block, transition, params in zip(self.blocks[1:], self.transitions[:-1], film_params[1:], strict=True):
-            h = _modulate(run_block(block, transition(h), enabled=self.gradient_checkpointing), params)
-        h = self.dropout(self.transitions[-1](h).flatten(1))
-        if self.head_meta_dim:
-            if m is None:
-                raise ValueError("this encoder's head reads the metadata vector: pass m")
-            h = torch.cat([h, m], dim=1)
-        mu, logvar = self.head(h).chunk(2, dim=1)
-        return mu, logvar
-
-    def conv_path(self) -> list[nn.Conv3d]:
-        """Convolutions on the longest input-to-head path, in order."""
-        path = [m for m in self.stem if isinstance(m, nn.Conv3d)]
-        for block, transition in zip(self.blocks, self.transitions, strict=True):
-            assert isinstance(block, DenseBlock3d) and isinstance(transition, Transition3d), "built in __init__"
-            path += block.conv_path() + [transition.conv]
-        return path
-
-
-def _modulate(x: Tensor, params: tuple[Tensor, Tensor] | None) -> Tensor:
-    """FiLM with ``params = (delta_gamma, beta)``, or ``x`` unchanged when ``None``."""
-    return x if params is None else film(x, *params)
-
-
-class ConcatConditioned(nn.Module):
-    """Conditioning by concatenation: ``decoder(z ++ m)`` (the conditional VAE of Sohn et al. 2015).
-
-    Keeps the ``(z, m)`` call of a FiLM-conditioned decoder, so the model's
-    ``decode`` and the release graphs need not know how ``m`` enters.
-
-    Parameters
-    ----------
-    decoder : ConvDecoder or SpatialBroadcastDecoder
-        Built for ``z_dim + meta_dim`` inputs and no FiLM.
-    """
-
-    def __init__(self, decoder: ConvDecoder | SpatialBroadcastDecoder) -> None:
-        super().__init__()
-        self.decoder = decoder
-
-    def forward(self, z: Tensor, m: Tensor) -> Tensor:
-        """Maps (B, C, G, G, G) from latents (B, z_dim) and metadata vectors (B, meta_dim)."""
-        return self.decoder(torch.cat([z, m], dim=1))
-
-    def predict(self, z: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean maps and log-variances, each (B, C, G, G, G), of an aleatoric decoder."""
-        if not isinstance(self.decoder, ConvDecoder):
-            raise ValueError("the Spatial Broadcast Decoder has no aleatoric head")
-        return self.decoder.predict(torch.cat([z, m], dim=1))
-
-
-def conditional_decoder(
-    config: ModelConfig, film_meta_dim: int | None = None
-) -> ConvDecoder | SpatialBroadcastDecoder | ConcatConditioned:
-    """The decoder of a conditional model, called as ``decoder(z, m)``.
-
-    ``config.decoder="conv"``: from a 4^3 cube, widths ``8c, 4c, 2c, c[, c]`` up
-    to ``G``; ``"sbd"``: a Spatial Broadcast Decoder of width ``sbd_channels``.
-    ``config.conditioning="film"`` modulates every upsampling block by ``m``;
-    ``"concat"`` feeds ``z ++ m`` to an unconditioned decoder instead.
-
-    Parameters
-    ----------
-    config : ModelConfig
-    film_meta_dim : int, optional
-        Width of ``m`` (default: the metadata vector, ``config.meta_dim``; the
-        H-VAE conditions on its top level instead).
-    """
-    meta_dim = config.meta_dim if film_meta_dim is None else film_meta_dim
-    concat = config.conditioning == "concat"
-    z_dim = config.z_dim + meta_dim if concat else config.z_dim
-    film_dim = None if concat else meta_dim
-    decoder: ConvDecoder | SpatialBroadcastDecoder
-    if config.decoder == "sbd":
-        decoder = SpatialBroadcastDecoder.from_config(config, z_dim=z_dim, film_meta_dim=film_dim)
-    else:
-        c = config.base_channels
-        n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
-        decoder = ConvDecoder(
-            z_dim=z_dim,
-            out_channels=config.in_channels,
-            start_side=_DECODER_START_SIDE,
-            widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
-            dropout=config.dropout,
-            gradient_checkpointing=config.gradient_checkpointing,
-            film_meta_dim=film_dim,
-            hidden_dim=config.hidden_dim,
-            output_init=config.output_init,
-            aleatoric=config.aleatoric,
-        )
-    return ConcatConditioned(decoder) if concat else decoder
-
-
 class ConditionalBetaVAE(VolumetricVAE):
     """Conditional beta-VAE with FiLM, amortised imputation and adversarial year de-biasing.
 
     Parameters
     ----------
-    config : ModelConfig
-        Architecture; ``variant`` should be ``"cbvae"``.
+    config : CBVAEConfig
+        Architecture.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    config: CBVAEConfig
+    is_conditional: ClassVar[bool] = True
+
+    def __init__(self, config: CBVAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = DenseEncoder(config)
@@ -400,7 +149,9 @@ class ConditionalBetaVAE(VolumetricVAE):
         self.year_head = nn.Sequential(
             nn.Linear(config.z_dim, config.hidden_dim), nn.SiLU(), nn.Linear(config.hidden_dim, config.n_year_bins)
         )
-        self.decoder = conditional_decoder(config)
+        self.decoder = conditional_decoder(
+            config, config.meta_dim, concat=config.conditioning == "concat", aleatoric=config.aleatoric
+        )
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
@@ -471,6 +222,11 @@ class ConditionalBetaVAE(VolumetricVAE):
         m = meta if isinstance(meta, Tensor) else self.meta_vector(meta).to(z.device)
         return self.decoder(z, m.to(z.dtype))
 
+    @property
+    def is_aleatoric(self) -> bool:
+        """Whether the decoder predicts a per-voxel variance (``config.aleatoric``)."""
+        return self.config.aleatoric
+
     def decode_distribution(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor) -> tuple[Tensor, Tensor]:
         """Mean maps and per-voxel log-variances of an aleatoric model (``config.aleatoric``).
 
@@ -526,6 +282,117 @@ class ConditionalBetaVAE(VolumetricVAE):
             out["x_hat"] = self.decoder(z, out["m"])
         return out
 
+    # ---- objective -----------------------------------------------------------------------------
+
+    def loss_weights(self, training: TrainingParams) -> dict[str, float]:
+        """``beta`` and the weights of the imputation NLL and the adversarial year cross-entropy."""
+        return {
+            "beta": training.beta,
+            "imputation_weight": training.imputation_weight,
+            "year_weight": training.year_weight,
+        }
+
+    def loss(
+        self,
+        out: Mapping[str, Tensor],
+        batch: Mapping[str, Any],
+        weights: Mapping[str, float],
+        *,
+        mask: Tensor | None = None,
+        dataset_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Conditional beta-VAE objective, per study.
+
+        ``loss = recon + beta * (KL + KL_imputed) + w_imp * NLL_observed(sparse) + w_year * CE(year_logits, year_bin)``
+
+        - ``recon``: :func:`~sematlas.models.losses.masked_mse_sum`, or, for an aleatoric decoder
+          (``out`` holds ``x_logvar``), the Gaussian NLL :func:`~sematlas.models.losses.gaussian_nll_sum`.
+        - ``KL = KL(q(z|x) || N(0, I))``.
+        - ``KL_imputed = sum over missing sparse entries of KL(N(mu_imp, s_imp^2) || N(0, 1))``:
+          a missing field is a latent variable with the standardised population
+          prior N(0, 1), as in VAEs for incomplete data (Nazabal et al. 2020). The
+          imputed sample reaches the decoder (through FiLM) and is trained by the
+          reconstruction; without this term it would be a second, unregularised
+          channel from encoder to decoder around the KL bottleneck.
+        - ``NLL_observed``: Gaussian NLL of the observed entries
+          (:func:`~sematlas.models.losses.gaussian_nll_observed`).
+        - The year head sits behind a gradient reversal layer, so minimising ``CE``
+          trains the head to predict the year while the encoder is pushed to
+          remove year information from ``z`` (Ganin et al. 2016). The encoder can
+          also hide the year by inflating the posterior variance; ``beta > 0`` is
+          what prices that, so keep ``beta`` positive when the GRL is on.
+
+        Parameters
+        ----------
+        out : mapping
+            :meth:`forward`'s output: ``x_hat``, ``mu``, ``logvar``, ``imputed_mu``,
+            ``imputed_logvar`` (absent without the imputation head: both imputation
+            terms are then 0), ``year_logits``, and ``x_logvar`` for an aleatoric decoder.
+        batch : mapping
+            ``image`` (B, C, G, G, G) and ``meta`` with ``sparse``, ``sparse_mask``
+            (B, n_sparse) and ``year_bin`` (B,).
+        weights : mapping
+            ``beta``, ``imputation_weight``, ``year_weight`` (:meth:`loss_weights`).
+        mask, dataset_size
+            As in :meth:`VolumetricVAE.loss` (``dataset_size`` is not used).
+
+        Returns
+        -------
+        dict of scalar float32 Tensors
+            ``loss``, ``recon``, ``kl``, ``imputation_kl``, ``imputation_nll``, ``year_ce``; an
+            aleatoric decoder adds ``recon_se`` (detached squared error, comparable
+            with a non-aleatoric run's ``recon``).
+
+        Raises
+        ------
+        ValueError
+            If a term is not finite.
+        """
+        x, meta = batch["image"], batch["meta"]
+        with no_autocast(x.device):
+            # recon = (1 / B) sum_{i, c, v in mask} NLL (aleatoric: learned variance, Kendall & Gal 2017)
+            #         or squared error (fixed variance 1/2)
+            if "x_logvar" in out:
+                recon = gaussian_nll_sum(x, out["x_hat"], out["x_logvar"], mask)
+            else:
+                recon = masked_mse_sum(out["x_hat"], x, mask)
+            kl = gaussian_kl(out["mu"], out["logvar"]).mean()
+            if "imputed_mu" in out:
+                # KL_imputed = (1 / B) sum_{i, f missing} KL(N(mu_if, s_if^2) || N(0, 1))   (Nazabal et al. 2020)
+                missing = ~meta["sparse_mask"].bool()
+                kl_imputed_entries = gaussian_kl_per_dim(out["imputed_mu"], out["imputed_logvar"])
+                imputation_kl = torch.where(missing, kl_imputed_entries, 0.0).sum() / max(x.shape[0], 1)
+                nll = gaussian_nll_observed(
+                    meta["sparse"], out["imputed_mu"], out["imputed_logvar"], meta["sparse_mask"]
+                )
+            else:
+                # A model without the imputation head (CBVAEConfig.imputation off) has neither term.
+                imputation_kl = nll = kl.new_zeros(())
+            # CE of the year head, which sits behind the gradient reversal layer (Ganin et al. 2016)
+            year_ce = F.cross_entropy(out["year_logits"].float(), meta["year_bin"].long())
+            loss = (
+                recon
+                + weights["beta"] * (kl + imputation_kl)
+                + weights["imputation_weight"] * nll
+                + weights["year_weight"] * year_ce
+            )
+            terms = {
+                "loss": loss,
+                "recon": recon,
+                "kl": kl,
+                "imputation_kl": imputation_kl,
+                "imputation_nll": nll,
+                "year_ce": year_ce,
+            }
+            if "x_logvar" in out:
+                terms["recon_se"] = masked_mse_sum(out["x_hat"], x, mask).detach()
+        check_finite(terms)
+        return terms
+
+    def logged_scalars(self) -> dict[str, float]:
+        """The gradient-reversal factor ``grl_lambda`` (ramped by a callback)."""
+        return {"grl_lambda": self.grl.lambda_}
+
 
 @runtime_checkable
 class _HasConvPath(Protocol):
@@ -545,7 +412,8 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
     Parameters
     ----------
     model_or_config : nn.Module or ModelConfig
-        A model (or encoder) with ``conv_path()``, or a config whose encoder is built.
+        A model (or encoder) with ``conv_path()``, or a config whose encoder is
+        built (the DenseNet of a :class:`CBVAEConfig`, else the ResNet encoder).
     voxel_size : float
         Voxel size in millimetres (4 for the 64 grid, 2 for the 128 grid).
 
@@ -555,7 +423,11 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
         Receptive field side in millimetres.
     """
     if isinstance(model_or_config, ModelConfig):
-        encoder: _HasConvPath = (DenseEncoder if model_or_config.variant == "cbvae" else ResNetEncoder)(model_or_config)
+        encoder: _HasConvPath = (
+            DenseEncoder(model_or_config)
+            if isinstance(model_or_config, CBVAEConfig)
+            else ResNetEncoder(model_or_config)
+        )
     else:
         candidate = getattr(model_or_config, "encoder", model_or_config)
         if not isinstance(candidate, _HasConvPath):
@@ -566,3 +438,6 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
         field += (conv.kernel_size[0] - 1) * conv.dilation[0] * jump
         jump *= conv.stride[0]
     return float(field * voxel_size)
+
+
+__all__ = ["ConditionalBetaVAE", "GradientReversal", "grad_reverse", "receptive_field_mm"]

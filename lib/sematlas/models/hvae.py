@@ -12,26 +12,65 @@ Data flow of :meth:`HierarchicalVAE.forward` (sides for the 64^3 grid)::
                        z_top ++ z_low -> decoder (linear to 4^3, upsampling blocks, output layer) -> x_hat
     protected skip:    z_top -- stop-gradient --> FiLM of every upsampling block -------------^
 
-The objective is :func:`sematlas.models.losses.hvae_loss`; per-level KLs come from
-:func:`sematlas.models.losses.hierarchical_kl`.
+The objective is :meth:`HierarchicalVAE.loss`; per-level KLs come from
+:func:`hierarchical_kl`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from sematlas.models.base import VolumetricVAE
+from sematlas.models.base import KLSchedule, VolumetricVAE
 from sematlas.models.blocks import ResidualBlock3d, channels_last, group_norm, reparameterise, run_block
-from sematlas.models.cbvae import conditional_decoder
-from sematlas.models.config import ModelConfig
-from sematlas.models.losses import hierarchical_kl
+from sematlas.models.conditional import conditional_decoder
+from sematlas.models.config import HVAEConfig
+from sematlas.models.losses import check_finite, gaussian_kl_per_dim, masked_mse_sum, no_autocast
+
+if TYPE_CHECKING:
+    from sematlas.core.params import TrainingParams
 
 # The stem and three stages halve the side down to the local features (G / 16);
 # a fourth stage reaches the global features (G / 32).
 _LOCAL_DOWNSAMPLING = 16
+
+
+def hierarchical_kl(mu: Tensor, logvar: Tensor, top_dim: int) -> tuple[Tensor, Tensor]:
+    """Per-level KL terms of the two-level H-VAE, per study.
+
+    The latent is ``z = [z_top, u]``: the top level with prior ``p(z_top) = N(0, I)``,
+    and the lower level in the standardised coordinates of its conditional prior
+    ``p(z_low | z_top) = N(m(z_top), diag(s(z_top)^2))``, i.e. ``z_low = m + s * u``.
+    The lower posterior is a residual normal relative to that prior (Vahdat &
+    Kautz, NVAE, NeurIPS 2020, eq. 2): ``q(z_low | x, z_top) = N(m + s * mu_u, s^2 * exp(logvar_u))``.
+    KL divergence is invariant under the same invertible affine map applied to both
+    distributions, so::
+
+        KL_top   = KL(q(z_top | x) || N(0, I))
+        KL_lower = KL(q(z_low | x, z_top) || p(z_low | z_top))
+                 = KL(N(m + s mu_u, s^2 e^logvar_u) || N(m, s^2))
+                 = KL(N(mu_u, e^logvar_u) || N(0, I))            # = 0.5 * sum_k (mu_uk^2 + e^lv_uk - 1 - lv_uk)
+
+    ``KL_lower`` is the single-sample estimate at the ``z_top`` drawn in the forward
+    pass, as in the Ladder VAE (Sønderby et al., NeurIPS 2016); its sum with
+    ``KL_top`` is the KL term of the two-level ELBO.
+
+    Parameters
+    ----------
+    mu, logvar : Tensor, shape (B, z_dim)
+        Posterior parameters of ``[z_top, u]``, top level first.
+    top_dim : int
+        Units of the top level.
+
+    Returns
+    -------
+    kl_top, kl_lower : Tensor, shape (B,), float32
+    """
+    kl = gaussian_kl_per_dim(mu, logvar)
+    return kl[:, :top_dim].sum(dim=1), kl[:, top_dim:].sum(dim=1)
 
 
 class HierarchicalVAE(VolumetricVAE):
@@ -82,15 +121,19 @@ class HierarchicalVAE(VolumetricVAE):
 
     Parameters
     ----------
-    config : ModelConfig
-        ``variant="hvae"``; uses ``in_channels``, ``grid_size``, ``z_dim``,
-        ``top_dim``, ``base_channels`` (encoder widths ``c, c, 2c, 4c, 8c``,
-        decoder as the cbvae's: ``8c`` at ``4^3`` halving to ``c``),
-        ``hidden_dim`` (conditional prior and FiLM MLPs), ``dropout``,
-        ``gradient_checkpointing``, ``output_init``.
+    config : HVAEConfig
+        Uses ``in_channels``, ``grid_size``, ``z_dim``, ``top_dim``,
+        ``base_channels`` (encoder widths ``c, c, 2c, 4c, 8c``, decoder as the
+        cbvae's: ``8c`` at ``4^3`` halving to ``c``), ``hidden_dim`` (conditional
+        prior and FiLM MLPs), ``dropout``, ``gradient_checkpointing``,
+        ``output_init``, ``decoder`` and, in the objective, ``top_beta``.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    config: HVAEConfig
+    # Both levels' weights follow beta's schedule: the same fraction of each one's maximum.
+    kl_weights: ClassVar[Mapping[str, KLSchedule]] = {"beta": "beta", "top_beta": "beta"}
+
+    def __init__(self, config: HVAEConfig) -> None:
         super().__init__()
         self.config = config
         self.top_dim, self.lower_dim = config.top_dim, config.lower_dim
@@ -115,7 +158,7 @@ class HierarchicalVAE(VolumetricVAE):
         nn.init.zeros_(prior_out.weight)
         nn.init.zeros_(prior_out.bias)
         self.prior = nn.Sequential(prior_in, nn.SiLU(), prior_out)
-        self.decoder = conditional_decoder(config, film_meta_dim=self.top_dim)
+        self.decoder = conditional_decoder(config, self.top_dim)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
 
@@ -205,11 +248,70 @@ class HierarchicalVAE(VolumetricVAE):
         dict
             ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim), top
             level first; ``kl_top``, ``kl_lower`` (B,): per-study KL of each level
-            (:func:`~sematlas.models.losses.hierarchical_kl`).
+            (:func:`hierarchical_kl`).
         """
         mu, logvar, z = self._infer(image, sample=self.training)
         kl_top, kl_lower = hierarchical_kl(mu, logvar, self.top_dim)
         return {"x_hat": self.decode(z), "mu": mu, "logvar": logvar, "z": z, "kl_top": kl_top, "kl_lower": kl_lower}
 
+    # ---- objective -----------------------------------------------------------------------------
 
-__all__ = ["HierarchicalVAE"]
+    def loss_weights(self, training: TrainingParams) -> dict[str, float]:
+        """``beta`` (``training.beta``, the lower level's) and ``top_beta`` (the config's)."""
+        return {"beta": training.beta, "top_beta": self.config.top_beta}
+
+    def loss(
+        self,
+        out: Mapping[str, Tensor],
+        batch: Mapping[str, Any],
+        weights: Mapping[str, float],
+        *,
+        mask: Tensor | None = None,
+        dataset_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Two-level hierarchical VAE objective, per study (Sønderby et al. 2016; Vahdat & Kautz 2020).
+
+        With ``top_beta = beta = 1`` this is the negative two-level ELBO of a decoder
+        with fixed variance 1/2; separate weights let the global level be priced
+        differently from the local one.
+
+        Parameters
+        ----------
+        out : mapping
+            :meth:`forward`'s output: ``x_hat``, and ``kl_top``, ``kl_lower`` (B,).
+        batch : mapping
+            ``image`` (B, C, G, G, G).
+        weights : mapping
+            ``top_beta`` and ``beta``: KL weights of the top and the lower level.
+        mask, dataset_size
+            As in :meth:`VolumetricVAE.loss` (``dataset_size`` is not used).
+
+        Returns
+        -------
+        dict of scalar float32 Tensors
+            ``loss``, ``recon``, ``kl_top``, ``kl_lower`` and ``kl = kl_top + kl_lower``.
+
+        Raises
+        ------
+        ValueError
+            If a term is not finite.
+        """
+        # loss     = recon + top_beta * KL_top + beta * KL_lower
+        # recon    = sum over brain voxels and channels of (x_hat - x)^2 (masked_mse_sum, as the flat variants)
+        # KL_top   = KL(q(z_top | x) || N(0, I))
+        # KL_lower = KL(q(z_low | x, z_top) || p(z_low | z_top))   (see hierarchical_kl)
+        x = batch["image"]
+        with no_autocast(x.device):
+            recon = masked_mse_sum(out["x_hat"], x, mask)
+            kl_top, kl_lower = out["kl_top"].float().mean(), out["kl_lower"].float().mean()
+            loss = recon + weights["top_beta"] * kl_top + weights["beta"] * kl_lower
+            terms = {"loss": loss, "recon": recon, "kl_top": kl_top, "kl_lower": kl_lower, "kl": kl_top + kl_lower}
+        check_finite(terms)
+        return terms
+
+    def weighted_kl(self, terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+        """Both levels' weighted KL: ``loss - recon``."""
+        return terms["loss"] - terms["recon"]
+
+
+__all__ = ["HierarchicalVAE", "hierarchical_kl"]

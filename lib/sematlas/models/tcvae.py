@@ -1,8 +1,8 @@
 """beta-TCVAE with a Spatial Broadcast Decoder.
 
-The objective (Chen et al., NeurIPS 2018) lives in :func:`sematlas.models.losses.beta_tcvae_loss`;
-this module is the network. The encoder is the baseline's ResNet-10-style
-encoder. The decoder is a Spatial Broadcast Decoder (Watters et al. 2019): the
+The objective (Chen et al., NeurIPS 2018) is :meth:`TCVAE.loss`, built on the
+minibatch-weighted-sampling estimator :func:`beta_tcvae_sums`. The encoder is the
+baseline's ResNet-10-style encoder. The decoder is a Spatial Broadcast Decoder (Watters et al. 2019): the
 latent vector is tiled over a coarse 8^3 grid and concatenated with fixed
 coordinate channels, so the decoder need not learn where things are from
 the latent alone, which favours disentangled, position-aware latents.
@@ -10,10 +10,15 @@ the latent alone, which favours disentangled, position-aware latents.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sematlas.models.base import KLSchedule
 from sematlas.models.baseline import ResNetEncoder, UnconditionalVAE
 from sematlas.models.blocks import (
     FiLMGenerator,
@@ -24,7 +29,17 @@ from sematlas.models.blocks import (
     run_block,
     run_upsampling,
 )
-from sematlas.models.config import ModelConfig
+from sematlas.models.config import SBDConfig, TCVAEConfig
+from sematlas.models.losses import (
+    check_finite,
+    gaussian_kl_per_dim,
+    gaussian_log_density,
+    no_autocast,
+    squared_error_per_sample,
+)
+
+if TYPE_CHECKING:
+    from sematlas.core.params import TrainingParams
 
 # Side of the grid the latent is broadcast onto.
 SBD_SIDE = 8
@@ -126,7 +141,7 @@ class SpatialBroadcastDecoder(nn.Module):
 
     @classmethod
     def from_config(
-        cls, config: ModelConfig, z_dim: int | None = None, film_meta_dim: int | None = None
+        cls, config: SBDConfig, z_dim: int | None = None, film_meta_dim: int | None = None
     ) -> SpatialBroadcastDecoder:
         """The decoder a model config describes (width ``sbd_channels``, else ``base_channels``).
 
@@ -166,20 +181,173 @@ class SpatialBroadcastDecoder(nn.Module):
         return torch.sigmoid(self.out(h)).contiguous()
 
 
+def beta_tcvae_sums(
+    x_hat: Tensor,
+    x: Tensor,
+    z: Tensor,
+    mu: Tensor,
+    logvar: Tensor,
+    dataset_size: int,
+    beta_tc: float,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    mask: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """beta-TCVAE terms with the minibatch-weighted sampling estimator (Chen et al., NeurIPS 2018), batch SUMS.
+
+    The KL term of the ELBO, averaged over the data, decomposes as (Chen et al. 2018, eq. 2)::
+
+        E_x KL(q(z|x) || p(z)) = MI + TC + DWKL
+        # MI   = I_q(x; z)                 = E_q [log q(z|x) - log q(z)]
+        # TC   = KL(q(z) || prod_k q(z_k)) = E_q [log q(z) - log prod_k q(z_k)]
+        # DWKL = sum_k KL(q(z_k) || p(z_k)) = E_q [log prod_k q(z_k) - log p(z)]
+
+    The aggregate posterior ``q(z)`` is estimated on the minibatch by
+    minibatch-weighted sampling (Chen et al. 2018, eq. S6), with ``N`` the
+    training-set size and ``M`` the batch size::
+
+        log q(z_i)           ~ logsumexp_j sum_k log q(z_ik | x_j) - log(N M)
+        log prod_k q(z_ik)   ~ sum_k [logsumexp_j log q(z_ik | x_j) - log(N M)]
+
+    Objective (to minimise)::
+
+        loss = recon + alpha * MI + beta_tc * TC + gamma * DWKL
+
+    ``alpha = beta_tc = gamma = 1`` is the plain VAE; ``beta_tc > 1`` penalises
+    total correlation, i.e. favours statistically independent latents.
+
+    Every term is a SUM over the batch (``recon`` too), as the estimator is
+    written; :meth:`TCVAE.loss` divides by ``M``. No term is clamped. The maths
+    runs in float32 with autocast disabled.
+
+    Parameters
+    ----------
+    x_hat, x : Tensor, shape (M, C, D, H, W)
+        Reconstruction and target.
+    z : Tensor, shape (M, d)
+        Latent samples ``z_i ~ q(z | x_i)``.
+    mu, logvar : Tensor, shape (M, d)
+        Posterior parameters.
+    dataset_size : int
+        ``N``, the number of training studies.
+    beta_tc : float
+        Weight of the total correlation.
+    alpha, gamma : float
+        Weights of the index-code mutual information and the dimension-wise KL.
+    mask : Tensor of bool, shape (D, H, W), optional
+        Voxels that count in ``recon``.
+
+    Returns
+    -------
+    dict of scalar float32 Tensors
+        Exactly ``loss``, ``recon``, ``mi``, ``tc``, ``dwkl``.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset_size < 1``, or naming the term that is not finite.
+    """
+    if dataset_size < 1:
+        raise ValueError(f"dataset_size must be >= 1, got {dataset_size!r}")
+    with no_autocast(x.device):
+        z, mu, logvar = z.float(), mu.float(), logvar.float()
+        batch = z.shape[0]
+        recon = squared_error_per_sample(x_hat, x, mask).sum()
+
+        # log q(z_i | x_j) per dimension: [M, M, d], row i = sample, column j = posterior.
+        log_qz_xj_dims = gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
+        log_norm = math.log(dataset_size * batch)
+        # log q(z_i | x_i): the diagonal, summed over dimensions: [M].
+        log_qz_x = torch.diagonal(log_qz_xj_dims, dim1=0, dim2=1).sum(dim=0)
+        # log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(NM), with log q(z_i | x_j) as an [M, M] matrix.
+        log_qz = torch.logsumexp(log_qz_xj_dims.sum(dim=2), dim=1) - log_norm
+        # log prod_k q(z_ik) ~ sum_k [logsumexp_j log q(z_ik | x_j) - log(NM)]: [M].
+        log_prod_qzk = (torch.logsumexp(log_qz_xj_dims, dim=1) - log_norm).sum(dim=1)
+        # log p(z_i) under N(0, I): [M].
+        log_pz = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(dim=1)
+
+        mi = (log_qz_x - log_qz).sum()  # MI = E[log q(z|x) - log q(z)]
+        tc = (log_qz - log_prod_qzk).sum()  # TC = KL(q(z) || prod_k q(z_k))
+        dwkl = (log_prod_qzk - log_pz).sum()  # DWKL = sum_k KL(q(z_k) || p(z_k))
+        loss = recon + alpha * mi + beta_tc * tc + gamma * dwkl
+        terms = {"loss": loss, "recon": recon, "mi": mi, "tc": tc, "dwkl": dwkl}
+    check_finite(terms)
+    return terms
+
+
 class TCVAE(UnconditionalVAE):
     """beta-TCVAE network: ResNet-10-style encoder + Spatial Broadcast Decoder.
 
     Parameters
     ----------
-    config : ModelConfig
-        Architecture; ``variant`` should be ``"tcvae_sbd"``. The decoder width
-        is ``sbd_channels`` (``base_channels`` when ``None``).
+    config : TCVAEConfig
+        Architecture and the objective's ``alpha`` and ``gamma``. The decoder
+        width is ``sbd_channels`` (``base_channels`` when ``None``).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    config: TCVAEConfig
+    # The total correlation's weight ramps up on its own schedule; the estimator of q(z) needs N.
+    kl_weights: ClassVar[Mapping[str, KLSchedule]] = {"beta_tc": "tc"}
+    needs_dataset_size: ClassVar[bool] = True
+
+    def __init__(self, config: TCVAEConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = ResNetEncoder(config)
         self.decoder = SpatialBroadcastDecoder.from_config(config)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+
+    def loss_weights(self, training: TrainingParams) -> dict[str, float]:
+        """``beta_tc`` (``training.beta_tc_target``) and the config's ``alpha`` and ``gamma``."""
+        return {"beta_tc": training.beta_tc_target, "alpha": self.config.alpha, "gamma": self.config.gamma}
+
+    def loss(
+        self,
+        out: Mapping[str, Tensor],
+        batch: Mapping[str, Any],
+        weights: Mapping[str, float],
+        *,
+        mask: Tensor | None = None,
+        dataset_size: int | None = None,
+    ) -> dict[str, Tensor]:
+        """beta-TCVAE objective, per study: :func:`beta_tcvae_sums` divided by the batch size.
+
+        Returns
+        -------
+        dict of scalar float32 Tensors
+            ``loss``, ``recon``, ``mi``, ``tc``, ``dwkl`` (per study) and ``kl``, the
+            analytic ``KL(q(z|x) || N(0, I))`` (detached, comparable with the other
+            variants'); arguments as in :meth:`VolumetricVAE.loss`.
+
+        Raises
+        ------
+        ValueError
+            Without ``dataset_size``, or a term that is not finite.
+        """
+        # loss = (1 / M) [recon + alpha * MI + beta_tc * TC + gamma * DWKL]   (sums of beta_tcvae_sums)
+        if dataset_size is None:
+            raise ValueError(f"{self.config.variant} needs dataset_size (the number of training studies)")
+        sums = beta_tcvae_sums(
+            out["x_hat"],
+            batch["image"],
+            out["z"],
+            out["mu"],
+            out["logvar"],
+            dataset_size=dataset_size,
+            beta_tc=weights["beta_tc"],
+            alpha=weights["alpha"],
+            gamma=weights["gamma"],
+            mask=mask,
+        )
+        size = batch["image"].shape[0]
+        terms = {name: value / size for name, value in sums.items()}
+        terms["kl"] = gaussian_kl_per_dim(out["mu"], out["logvar"]).sum(dim=1).mean().detach()
+        return terms
+
+    def weighted_kl(self, terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+        """Every term but the reconstruction is a part of the KL: ``loss - recon``."""
+        return terms["loss"] - terms["recon"]
+
+
+__all__ = ["SBD_SIDE", "TCVAE", "SpatialBroadcastDecoder", "beta_tcvae_sums", "coordinate_grid"]

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sematlas.core.params import PROFILES, load_params
+from sematlas.core.params import PROFILES, ParameterError, load_params
 from sematlas.core.paths import ProfilePaths, project_root
+from sematlas.models.registry import check_variants
 from sematlas.pipeline.freshness import inputs, plan, why_stale, write_stamp
 from sematlas.pipeline.registry import STAGES, Stage, UnknownStage, select
 
@@ -142,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit code (1: a stage failed, 2: an unknown stage)."""
+    """The command line; returns the exit code (1: a stage failed, 2: an unknown stage or bad parameters)."""
     args = _parser().parse_args(argv)
     if args.command == "stages":
         _print_stages()
@@ -156,10 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO)
     try:
+        # A variant no model registers is refused before any stage runs, like any bad parameter.
+        check_variants(load_params(args.profile))
         timings = run(args.profile, only=args.only, start=args.start, force=args.force)
-    except (StageFailed, UnknownStage) as error:
+    except (StageFailed, UnknownStage, ParameterError) as error:
         print(f"[sematlas] ERROR: {error}", file=sys.stderr, flush=True)
-        return 2 if isinstance(error, UnknownStage) else 1
+        return 1 if isinstance(error, StageFailed) else 2
     finally:
         package_logger.removeHandler(handler)
     paths = ProfilePaths.for_profile(args.profile)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sematlas.core.grid import pad_to
 from sematlas.core.io import atomic_path
-from sematlas.data.datamodule import pad_to
 from sematlas.inference.atlas import AtlasModel
 from sematlas.inference.ensemble import AtlasEnsemble, combine
 
@@ -43,7 +43,7 @@ def metadata_vector(atlas: AtlasModel, metadata: Mapping[str, Any] | Sequence[Ma
     Tensor, shape (n, meta_dim)
         ``cond ++ sparse`` with 0 (the training mean) for an unknown sample size.
     """
-    return atlas.module.model.meta_vector(atlas.encode_metadata(metadata))
+    return atlas.network.meta_vector(atlas.encode_metadata(metadata))
 
 
 class DecoderGraph(nn.Module):
@@ -63,7 +63,7 @@ class DecoderGraph(nn.Module):
     def __init__(self, atlas: AtlasModel) -> None:
         super().__init__()
         self.atlas = atlas
-        self.network = atlas.module.model
+        self.network = atlas.network
 
     def forward(self, z: Tensor, m: Tensor | None = None) -> Tensor:
         return self.atlas.to_native(self.network.decode(z, m))
@@ -87,7 +87,7 @@ class EncoderGraph(nn.Module):
     def __init__(self, atlas: AtlasModel) -> None:
         super().__init__()
         self.atlas = atlas
-        self.network = atlas.module.model
+        self.network = atlas.network
 
     def forward(self, maps: Tensor, m: Tensor | None = None, known: Tensor | None = None) -> Tensor:
         image = pad_to(maps, self.atlas.grid.padded_shape)
@@ -122,7 +122,7 @@ class EnsembleDecoderGraph(nn.Module):
     def forward(self, z: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         means, variances = [], []
         for atlas in self.atlases:
-            mean, logvar = atlas.module.model.decode_distribution(z, m)
+            mean, logvar = atlas.network.decode_distribution(z, m)
             means.append(atlas.to_native(mean))
             variances.append(atlas.to_native(logvar.exp()))
         prediction = combine(torch.stack(means), torch.stack(variances))
@@ -209,7 +209,7 @@ def example_inputs(atlas: AtlasModel, batch: int = 2, seed: int = 0) -> dict[str
         metadata of real requests (the first task categories, years 2005 and 2015).
     """
     generator = torch.Generator().manual_seed(seed)
-    n_channels = atlas.module.config.in_channels
+    n_channels = atlas.config.in_channels
     maps = torch.rand((batch, n_channels, *atlas.grid.shape), generator=generator)
     z = torch.randn((batch, atlas.z_dim), generator=generator)
     encoder: dict[str, Tensor] = {"maps": maps}

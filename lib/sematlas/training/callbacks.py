@@ -2,8 +2,8 @@
 
 - :class:`KLController`: raises the KL weight when the KL term has become a
   negligible share of the objective for several epochs in a row.
-- :class:`GRLLambdaRamp`: ramps the gradient-reversal factor of the ``cbvae``
-  year adversary on the DANN schedule.
+- :class:`GRLLambdaRamp`: ramps the gradient-reversal factor of a network's
+  adversary (the ``cbvae``'s year head) on the DANN schedule.
 - :class:`SnapshotCheckpoint`: saves a snapshot-ensemble member at the end of
   every learning-rate cycle.
 - :class:`ReconSnapshots`: saves input / reconstruction / difference slices of
@@ -127,12 +127,19 @@ class KLController(pl.Callback):
         self.suppressed_epochs = int(state_dict["suppressed_epochs"])
 
 
+def gradient_reversal(pl_module: pl.LightningModule) -> GradientReversal | None:
+    """The gradient reversal layer of a module's network (``pl_module.model.grl``), or ``None`` when it has none."""
+    grl = getattr(getattr(pl_module, "model", None), "grl", None)
+    return grl if isinstance(grl, GradientReversal) else None
+
+
 class GRLLambdaRamp(pl.Callback):
     """Set the gradient-reversal factor before each training batch from :func:`dann_lambda`.
 
     Progress is ``global_step / estimated_stepping_batches``, identical on
-    every DDP rank and recomputed after a resume. The module logs the value
-    as ``grl_lambda``.
+    every DDP rank and recomputed after a resume. The network logs the value
+    as ``grl_lambda``. It drives any module whose network has a gradient
+    reversal layer (:func:`gradient_reversal`).
 
     Parameters
     ----------
@@ -147,16 +154,16 @@ class GRLLambdaRamp(pl.Callback):
         self.gamma = gamma
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not hasattr(getattr(pl_module, "model", None), "grl"):
-            raise ValueError("GRLLambdaRamp needs a model with a gradient reversal layer (variant 'cbvae')")
+        if gradient_reversal(pl_module) is None:
+            raise ValueError("GRLLambdaRamp needs a model with a gradient reversal layer (e.g. the 'cbvae')")
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         total = trainer.estimated_stepping_batches
         progress = trainer.global_step / total if math.isfinite(total) and total > 0 else 0.0
-        grl = getattr(getattr(pl_module, "model", None), "grl", None)
-        assert isinstance(grl, GradientReversal), "checked in on_fit_start"
+        grl = gradient_reversal(pl_module)
+        assert grl is not None, "checked in on_fit_start"
         grl.lambda_ = dann_lambda(progress, self.max_lambda, self.gamma)
 
 

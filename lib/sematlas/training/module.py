@@ -1,10 +1,13 @@
 """The one LightningModule that trains every volumetric variant, and its weight schedules.
 
-:class:`AtlasModule` wraps a network from :func:`sematlas.models.build_model`
-and the matching objective from :mod:`sematlas.models.losses`. Training-time KL
-weights follow schedules (:func:`beta_at`, :func:`beta_tc_at`); validation
-always uses the end-of-schedule weights, so ``val/loss`` measures the same
-objective every epoch and can drive checkpoint selection.
+:class:`AtlasModule` wraps a network from :func:`sematlas.models.build_model` and
+calls its objective (:meth:`~sematlas.models.base.VolumetricVAE.loss`); what it
+needs to know about the objective, the network declares (its KL weights and their
+schedules, whether it needs the training-set size, its KL share, the scalars it
+logs), so no line here asks which variant it trains. Training-time KL weights
+follow schedules (:func:`beta_at`, :func:`beta_tc_at`); validation always uses
+the end-of-schedule weights, so ``val/loss`` measures the same objective every
+epoch and can drive checkpoint selection.
 
 Batches follow the data contract of :mod:`sematlas.data.datamodule`:
 ``{"image": (B, C, G, G, G), "meta": {"cond", "sparse", "sparse_mask",
@@ -20,20 +23,17 @@ from typing import Any, Literal, cast
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import AttributeDict
 from torch import Tensor
 
-from sematlas.models import GradientReversal, ModelConfig, VolumetricVAE, build_model
-from sematlas.models.losses import beta_tcvae_loss, cbvae_loss, gaussian_kl_per_dim, hvae_loss, vae_loss
+from sematlas.core.params import TrainingParams
+from sematlas.models import KLSchedule, ModelConfig, VolumetricVAE, build_model, config_from_dict, model_entry
+from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
+from sematlas.models.losses import gaussian_kl_per_dim
 
 BetaSchedule = Literal["constant", "linear", "cyclical"]
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cyclical")
 LRSchedule = Literal["constant", "cosine_restarts"]
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine_restarts")
-
-# A latent unit is active when its posterior mean varies across the data by
-# more than this (Burda et al. 2016).
-ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def beta_at(
@@ -168,14 +168,21 @@ def _pad_mask(mask: Tensor | np.ndarray | None, grid_size: int) -> Tensor:
 
 
 class AtlasModule(pl.LightningModule):
-    """Trains a ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` network on brain maps.
+    """Trains any registered volumetric network on brain maps.
 
     Parameters
     ----------
     config : ModelConfig or mapping
-        Architecture (a mapping is validated by :meth:`ModelConfig.from_dict`).
+        Architecture (a mapping is built by :func:`sematlas.models.config_from_dict`).
         Saved as plain data in the hyperparameters, so
         ``AtlasModule.load_from_checkpoint(path)`` rebuilds the network.
+    training : TrainingParams or mapping
+        The profile's ``training`` section: learning rate and weight decay (AdamW),
+        the KL weights' maxima and schedules (``beta``, ``beta_schedule``,
+        ``beta_warmup_epochs``, ``beta_cycle_epochs``, ``beta_cycle_ratio``,
+        ``beta_tc_target``, ``beta_tc_annealing_epochs``, see :func:`beta_at` and
+        :func:`beta_tc_at`) and the objectives' other weights (what the network's
+        :meth:`~sematlas.models.base.VolumetricVAE.loss_weights` reads). Saved as plain data.
     mask : Tensor or ndarray of bool, optional
         Brain mask, shape ``(G, G, G)`` (or the native grid, placed at the low
         corner). Only voxels inside count in the reconstruction loss. Kept as a
@@ -183,46 +190,22 @@ class AtlasModule(pl.LightningModule):
         counts every voxel (and is what a checkpoint is loaded with before its
         saved mask is restored).
     dataset_size : int, optional
-        Number of training studies ``N``; required by ``tcvae_sbd`` (the
-        minibatch-weighted-sampling estimator of ``q(z)``).
-    lr : float
-        AdamW learning rate (the maximum of a cyclical schedule).
-    weight_decay : float
-        AdamW decoupled weight decay.
-    beta : float
-        KL weight of ``baseline``/``cbvae`` (the schedule's maximum); for
-        ``cbvae`` it also prices the imputed sparse fields (``imputation_kl``);
-        for ``hvae`` it weights the lower level's KL.
-    beta_schedule : {"constant", "linear", "cyclical"}
-        See :func:`beta_at`.
-    beta_warmup_epochs : float
-        Ramp length of the ``linear`` schedule.
-    beta_cycle_epochs, beta_cycle_ratio : float
-        Cycle length and ramp fraction of the ``cyclical`` schedule.
-    beta_tc_target : float
-        Final total-correlation weight of ``tcvae_sbd``.
-    beta_tc_annealing_epochs : float
-        Epochs of the linear warm-up of ``beta_tc`` from 0 (see :func:`beta_tc_at`).
-    alpha, gamma : float
-        ``tcvae_sbd`` weights of the mutual information and dimension-wise KL.
-    imputation_weight, year_weight : float
-        ``cbvae`` weights of the imputation NLL and the adversarial year cross-entropy.
-    top_beta : float
-        ``hvae`` KL weight of the top level; it follows the same schedule and KL
-        controller multiplier as ``beta``.
+        Number of training studies ``N``; required by networks that declare
+        ``needs_dataset_size`` (the ``tcvae_sbd``'s estimator of ``q(z)``).
     lr_schedule : {"constant", "cosine_restarts"}
         See :func:`lr_at`; set before every training batch, from the fractional
-        epoch, so a resumed run continues on the same curve.
+        epoch, so a resumed run continues on the same curve (the snapshot ensembles').
     lr_cycle_epochs, lr_min_ratio : float
         Cycle length and ``lr_min / lr`` of ``cosine_restarts``.
 
     Notes
     -----
-    Logged: ``train/*`` and ``val/*`` for ``loss`` and every term (per study;
-    the TCVAE's batch sums are divided by the batch size), ``train/kl_share``,
-    ``beta``, ``top_beta`` (``hvae``), ``beta_tc`` (``tcvae_sbd``), ``grl_lambda``
-    (``cbvae``), ``lr`` (cyclical schedule), and at the end of validation
-    ``val/active_units``, ``val/kl_per_active_dim`` and ``val/year_balanced_accuracy`` (``cbvae``).
+    Logged: ``train/*`` and ``val/*`` for ``loss`` and every term of the network's
+    objective (per study), ``train/kl_share``, every KL weight the network declares
+    (``beta``, ``top_beta``, ``beta_tc``) and its :meth:`~sematlas.models.base.VolumetricVAE.logged_scalars`
+    (``grl_lambda``), ``lr`` (cyclical schedule), and at the end of validation
+    ``val/active_units``, ``val/kl_per_active_dim`` and, for a network with a year
+    head (``year_logits``), ``val/year_balanced_accuracy``.
     """
 
     # Buffers, registered in __init__.
@@ -232,44 +215,37 @@ class AtlasModule(pl.LightningModule):
     def __init__(
         self,
         config: ModelConfig | Mapping[str, Any],
+        training: TrainingParams | Mapping[str, Any],
         mask: Tensor | np.ndarray | None = None,
         dataset_size: int | None = None,
         *,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        beta: float = 1.0,
-        beta_schedule: BetaSchedule = "constant",
-        beta_warmup_epochs: float = 0.0,
-        beta_cycle_epochs: float = 10.0,
-        beta_cycle_ratio: float = 0.5,
-        beta_tc_target: float = 6.0,
-        beta_tc_annealing_epochs: float = 0.0,
-        alpha: float = 1.0,
-        gamma: float = 1.0,
-        imputation_weight: float = 1.0,
-        year_weight: float = 1.0,
-        top_beta: float = 1.0,
         lr_schedule: LRSchedule = "constant",
         lr_cycle_epochs: float = 1.0,
         lr_min_ratio: float = 0.0,
     ) -> None:
         super().__init__()
-        model_config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
-        if beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        model_config = config if isinstance(config, ModelConfig) else config_from_dict(config)
+        settings = training if isinstance(training, TrainingParams) else TrainingParams(**training)
+        if settings.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {settings.beta_schedule!r}")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         if lr_cycle_epochs <= 0 or not 0.0 <= lr_min_ratio < 1.0:
             raise ValueError(
                 f"need lr_cycle_epochs > 0 and lr_min_ratio in [0, 1), got {lr_cycle_epochs!r}, {lr_min_ratio!r}"
             )
-        if model_config.variant == "tcvae_sbd" and (dataset_size is None or dataset_size < 1):
-            raise ValueError("tcvae_sbd needs dataset_size (the number of training studies)")
-        # Hyperparameters must be plain data: the local `config` is what
+        if model_entry(model_config.variant).network.needs_dataset_size and (dataset_size is None or dataset_size < 1):
+            raise ValueError(f"{model_config.variant} needs dataset_size (the number of training studies)")
+        # Hyperparameters must be plain data: the locals `config` and `training` are what
         # save_hyperparameters records, so checkpoints and hparams.yaml stay readable.
-        config = model_config.to_dict()
+        config, training = model_config.to_dict(), settings.to_dict()
         self.save_hyperparameters(ignore=["mask"])
         self.config = model_config
+        self.settings = settings
+        self.dataset_size = dataset_size
+        self.lr_schedule: LRSchedule = lr_schedule
+        self.lr_cycle_epochs = lr_cycle_epochs
+        self.lr_min_ratio = lr_min_ratio
         self.model: VolumetricVAE = build_model(model_config)
         self.register_buffer("mask", _pad_mask(mask, model_config.grid_size))
         # Raised by KLController; a buffer so that it is checkpointed and resumed.
@@ -280,17 +256,20 @@ class AtlasModule(pl.LightningModule):
     # ---- weights ---------------------------------------------------------------------------------
 
     @property
-    def _hp(self) -> AttributeDict:
-        """The saved hyperparameters, attribute access (``self.hparams``, which Lightning types as a mapping)."""
-        return cast(AttributeDict, self.hparams)
-
-    @property
     def uses_beta(self) -> bool:
-        """Whether the objective has a single KL weight ``beta`` (not the TCVAE's decomposition)."""
-        return self.config.variant != "tcvae_sbd"
+        """Whether a KL weight of the objective follows the ``beta`` schedule (which the KL controller raises)."""
+        return "beta" in self.model.kl_weights.values()
+
+    def _ramp(self, schedule: KLSchedule, epoch: float) -> float:
+        """The fraction of its maximum a KL weight on ``schedule`` has at ``epoch``."""
+        t = self.settings
+        if schedule == "beta":
+            shape = cast(BetaSchedule, t.beta_schedule)  # validated in __init__
+            return beta_at(epoch, shape, 1.0, t.beta_warmup_epochs, t.beta_cycle_epochs, t.beta_cycle_ratio)
+        return beta_tc_at(epoch, 1.0, t.beta_tc_annealing_epochs)
 
     def loss_weights(self, epoch: float | None) -> dict[str, float]:
-        """Weights of the KL terms at a (fractional) epoch; ``None`` gives the end-of-schedule weights.
+        """Every weight of the objective at a (fractional) epoch; ``None`` gives the end-of-schedule weights.
 
         Parameters
         ----------
@@ -299,19 +278,16 @@ class AtlasModule(pl.LightningModule):
         Returns
         -------
         dict
-            ``beta`` and ``top_beta`` (each times the KL controller's multiplier) and ``beta_tc``.
+            The network's :meth:`~sematlas.models.base.VolumetricVAE.loss_weights`, each KL
+            weight on the ``beta`` schedule scaled by its ramp and the KL controller's
+            multiplier, each on the ``tc`` schedule by its ramp.
         """
-        hp = self._hp
+        weights = self.model.loss_weights(self.settings)
         multiplier = float(self.beta_multiplier)
-        if epoch is None:
-            return {"beta": hp.beta * multiplier, "top_beta": hp.top_beta * multiplier, "beta_tc": hp.beta_tc_target}
-        # The top level's weight follows beta's schedule: the same fraction of its own maximum.
-        ramp = beta_at(epoch, hp.beta_schedule, 1.0, hp.beta_warmup_epochs, hp.beta_cycle_epochs, hp.beta_cycle_ratio)
-        return {
-            "beta": hp.beta * ramp * multiplier,
-            "top_beta": hp.top_beta * ramp * multiplier,
-            "beta_tc": beta_tc_at(epoch, hp.beta_tc_target, hp.beta_tc_annealing_epochs),
-        }
+        for name, schedule in self.model.kl_weights.items():
+            ramp = 1.0 if epoch is None else self._ramp(schedule, epoch)
+            weights[name] = weights[name] * ramp * multiplier if schedule == "beta" else weights[name] * ramp
+        return weights
 
     def _epoch_position(self, batch_idx: int) -> float:
         """Fractional epoch of a training batch, so schedules move within an epoch."""
@@ -322,49 +298,25 @@ class AtlasModule(pl.LightningModule):
     # ---- objective -------------------------------------------------------------------------------
 
     def compute_loss(
-        self, out: Mapping[str, Tensor], image: Tensor, meta: Mapping[str, Tensor], weights: Mapping[str, float]
+        self, out: Mapping[str, Tensor], batch: Mapping[str, Any], weights: Mapping[str, float]
     ) -> dict[str, Tensor]:
-        """Per-study loss terms (float32) of the variant.
+        """The network's per-study loss terms on ``batch``, with this module's mask and training-set size.
 
         Parameters
         ----------
         out : mapping
-            The network's forward output.
-        image : Tensor, shape (B, C, G, G, G)
-        meta : mapping
-            The batch's metadata tensors.
+            The network's forward output on ``batch``.
+        batch : mapping
+            ``image`` (B, C, G, G, G) and ``meta``.
         weights : mapping
-            ``beta``, ``top_beta`` and ``beta_tc`` (see :meth:`loss_weights`).
+            See :meth:`loss_weights`.
 
         Returns
         -------
         dict of scalar Tensors
-            ``loss`` and every term, plus ``kl`` (the analytic KL, also for the TCVAE).
+            ``loss`` and every term.
         """
-        hp = self._hp
-        variant = self.config.variant
-        if variant == "baseline":
-            return vae_loss(out["x_hat"], image, out["mu"], out["logvar"], weights["beta"], self.mask)
-        if variant == "cbvae":
-            return cbvae_loss(out, image, meta, weights["beta"], self.mask, hp.imputation_weight, hp.year_weight)
-        if variant == "hvae":
-            return hvae_loss(out, image, weights["top_beta"], weights["beta"], self.mask)
-        sums = beta_tcvae_loss(
-            out["x_hat"],
-            image,
-            out["z"],
-            out["mu"],
-            out["logvar"],
-            dataset_size=hp.dataset_size,
-            beta_tc=weights["beta_tc"],
-            alpha=hp.alpha,
-            gamma=hp.gamma,
-            mask=self.mask,
-        )
-        batch = image.shape[0]
-        terms = {name: value / batch for name, value in sums.items() if name != "beta_tc"}
-        terms["kl"] = gaussian_kl_per_dim(out["mu"], out["logvar"]).sum(dim=1).mean().detach()
-        return terms
+        return self.model.loss(out, batch, weights, mask=self.mask, dataset_size=self.dataset_size)
 
     def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """The network's forward pass (see :mod:`sematlas.models`)."""
@@ -386,36 +338,22 @@ class AtlasModule(pl.LightningModule):
         """One optimisation step; returns ``loss`` and the detached ``kl_share`` for :class:`KLController`."""
         image, meta = batch["image"], batch["meta"]
         weights = self.loss_weights(self._epoch_position(batch_idx))
-        terms = self.compute_loss(self.model(image, meta), image, meta, weights)
+        terms = self.compute_loss(self.model(image, meta), batch, weights)
         batch_size = image.shape[0]
         self._log_terms("train", terms, batch_size)
-        # KL share of the reconstruction + weighted-KL objective (TCVAE: its three KL terms; H-VAE: both
-        # levels; cbvae's loss also holds non-KL terms). A Gaussian NLL can be negative, so an aleatoric
-        # decoder's share is taken against its squared error.
-        if self.config.variant in ("tcvae_sbd", "hvae"):
-            weighted_kl = terms["loss"] - terms["recon"]
-        else:
-            weighted_kl = weights["beta"] * terms["kl"]
-        reconstruction = terms.get("recon_se", terms["recon"])
-        kl_share = (weighted_kl / (reconstruction + weighted_kl).clamp_min(1e-12)).detach()
+        kl_share = self.model.kl_share(terms, weights)
         self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size)
-        if self.uses_beta:
-            self.log("beta", weights["beta"], on_step=True, on_epoch=False, batch_size=batch_size)
-            if self.config.variant == "hvae":
-                self.log("top_beta", weights["top_beta"], on_step=True, on_epoch=False, batch_size=batch_size)
-        else:
-            self.log("beta_tc", weights["beta_tc"], on_step=True, on_epoch=False, batch_size=batch_size)
-        grl = getattr(self.model, "grl", None)
-        if isinstance(grl, GradientReversal):
-            self.log("grl_lambda", grl.lambda_, on_step=True, on_epoch=False, batch_size=batch_size)
+        scalars = {name: weights[name] for name in self.model.kl_weights} | self.model.logged_scalars()
+        for name, value in scalars.items():
+            self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": terms["loss"], "kl_share": kl_share}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Set the scheduled learning rate (nothing to do for ``constant``)."""
-        hp = self._hp
-        if hp.lr_schedule == "constant":
+        if self.lr_schedule == "constant":
             return
-        lr = lr_at(self._epoch_position(batch_idx), hp.lr_schedule, hp.lr, hp.lr_cycle_epochs, hp.lr_min_ratio)
+        epoch = self._epoch_position(batch_idx)
+        lr = lr_at(epoch, self.lr_schedule, self.settings.lr, self.lr_cycle_epochs, self.lr_min_ratio)
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -431,7 +369,7 @@ class AtlasModule(pl.LightningModule):
         """Loss terms at the end-of-schedule weights; collects latents and year predictions."""
         image, meta = batch["image"], batch["meta"]
         out = self.model(image, meta)
-        terms = self.compute_loss(out, image, meta, self.loss_weights(None))
+        terms = self.compute_loss(out, batch, self.loss_weights(None))
         self._log_terms("val", terms, image.shape[0])
         self._val_latent.append((out["mu"].detach().float(), out["logvar"].detach().float()))
         if "year_logits" in out:
@@ -468,7 +406,7 @@ class AtlasModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW (Loshchilov & Hutter 2019) with ``betas = (0.9, 0.995)``."""
         return torch.optim.AdamW(
-            self.model.parameters(), lr=self._hp.lr, betas=(0.9, 0.995), weight_decay=self._hp.weight_decay
+            self.model.parameters(), lr=self.settings.lr, betas=(0.9, 0.995), weight_decay=self.settings.weight_decay
         )
 
 

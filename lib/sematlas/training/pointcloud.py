@@ -18,8 +18,7 @@ from torch import Tensor
 from sematlas.core.params import Params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import PointCloudDataModule, make_datamodule
-from sematlas.models.losses import pointcloud_vae_loss
-from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE
+from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE, pointcloud_vae_loss
 from sematlas.training.module import beta_at
 from sematlas.training.run import TrainedRun, fingerprint, fit_run
 
@@ -38,7 +37,7 @@ SOURCES = (
 
 
 class PointCloudModule(pl.LightningModule):
-    """Trains a :class:`PointCloudVAE` with :func:`sematlas.models.losses.pointcloud_vae_loss`.
+    """Trains a :class:`PointCloudVAE` with :func:`sematlas.models.pointcloud.pointcloud_vae_loss`.
 
     Parameters
     ----------

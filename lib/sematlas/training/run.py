@@ -37,9 +37,11 @@ from sematlas.core.io import package_versions, read_json, write_json, write_parq
 from sematlas.core.params import Params, load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
-from sematlas.models import VARIANTS, ModelConfig
-from sematlas.training.callbacks import GRLLambdaRamp, KLController, ReconSnapshots
+from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
+from sematlas.training.callbacks import GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
 from sematlas.training.module import AtlasModule
+
+_log = logging.getLogger(__name__)
 
 #: Library sources whose change invalidates a checkpoint.
 _MODEL_SOURCES = (
@@ -95,42 +97,26 @@ class AtlasPayload(pl.Callback):
 
 
 def model_config(params: Params, variant: str, datamodule: NeurosynthDataModule) -> ModelConfig:
-    """The architecture of ``variant``: choices from params (``hvae``: also ``hierarchical``), sizes from the data."""
+    """The architecture of ``variant``: its choices from params (:meth:`ModelConfig.choices`), sizes from the data."""
     assert datamodule.encoder is not None, "call datamodule.setup() first"
-    return ModelConfig.from_dict(
-        {
-            **{key: value for key, value in params["model"].items() if key != "variants"},
-            "variant": variant,
-            "in_channels": datamodule.n_channels,
-            "grid_size": datamodule.grid.padded_shape[0],
-            "cond_dim": datamodule.encoder.cond_dim,
-            "n_sparse": 1,
-            "n_year_bins": datamodule.encoder.n_year_bins,
-            "top_dim": params["hierarchical"]["top_dim"] if variant == "hvae" else 0,
-        }
+    return model_entry(variant).config.from_params(
+        params,
+        in_channels=datamodule.n_channels,
+        grid_size=datamodule.grid.padded_shape[0],
+        cond_dim=datamodule.encoder.cond_dim,
+        n_sparse=1,
+        n_year_bins=datamodule.encoder.n_year_bins,
     )
 
 
 def build_module(params: Params, variant: str, datamodule: NeurosynthDataModule, **options: Any) -> AtlasModule:
-    """The LightningModule of ``variant`` with the profile's objective settings (``options`` add to them)."""
-    t = params["training"]
-    if variant == "hvae":
-        options = {"top_beta": params["hierarchical"]["top_beta"], **options}
+    """The LightningModule of ``variant`` with the profile's ``training`` section (``options``: the run options
+    of :class:`AtlasModule`, e.g. a learning-rate schedule)."""
     return AtlasModule(
         model_config(params, variant, datamodule),
+        params.training,
         mask=datamodule.brain_mask(),
         dataset_size=datamodule.train_size,
-        lr=t["lr"],
-        weight_decay=t["weight_decay"],
-        beta=t["beta"],
-        beta_schedule=t["beta_schedule"],
-        beta_warmup_epochs=t["beta_warmup_epochs"],
-        beta_cycle_epochs=t["beta_cycle_epochs"],
-        beta_cycle_ratio=t["beta_cycle_ratio"],
-        beta_tc_target=t["beta_tc_target"],
-        beta_tc_annealing_epochs=t["beta_tc_annealing_epochs"],
-        imputation_weight=t["imputation_weight"],
-        year_weight=t["year_weight"],
         **options,
     )
 
@@ -279,7 +265,7 @@ def fit_run(
     checkpoints = run_dir / "checkpoints"
     stamp = run_dir / "fingerprint.json"
     if stamp.is_file() and read_json(stamp).get("fingerprint") != run_fingerprint:
-        print(f"[{name}] parameters or model code changed since the last run: training afresh")
+        _log.warning("%s: parameters or model code changed since the last run: training afresh", name)
         for stale in ("checkpoints", "logs", "tensorboard", "recon", "snapshots"):
             shutil.rmtree(run_dir / stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,15 +311,17 @@ def fit_run(
     )
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    lightning_logger.addHandler(handler)
-    # The run's log keeps INFO records even where the caller quietened Lightning's console.
-    console_level = lightning_logger.level
-    lightning_logger.setLevel(min(lightning_logger.getEffectiveLevel(), logging.INFO))
+    # The run's log keeps INFO records of Lightning and of this module, even where the caller
+    # quietened Lightning's console.
+    run_loggers = [logging.getLogger("lightning.pytorch"), _log]
+    console_levels = [logger.level for logger in run_loggers]
+    for logger in run_loggers:
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     timing_file = run_dir / "timing.json"
     timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
     try:
-        lightning_logger.info(
+        _log.info(
             "training %s on profile %s (%s)",
             name,
             params["profile"],
@@ -346,14 +334,15 @@ def fit_run(
         timing["train_seconds"] += time.perf_counter() - started
         timing["epochs"] += max(trainer.current_epoch - completed_before, 0)
         best = trainer.checkpoint_callback  # the first ModelCheckpoint: "best", on val/loss
-        lightning_logger.info(
+        _log.info(
             "finished at epoch %d, best val/loss %s",
             trainer.current_epoch,
             best.best_model_score if isinstance(best, pl.callbacks.ModelCheckpoint) else None,
         )
     finally:
-        lightning_logger.removeHandler(handler)
-        lightning_logger.setLevel(console_level)
+        for logger, level in zip(run_loggers, console_levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
         handler.close()
     timing["studies_per_second"] = (
         timing["epochs"] * train_size / timing["train_seconds"]
@@ -382,34 +371,47 @@ def train_variant(
     module_options: Mapping[str, Any] | None = None,
     sections: Sequence[str] = (),
 ) -> TrainedRun:
-    """Train (or resume, or reuse) one volumetric variant of a profile.
+    """Train (or resume, or reuse) one registered volumetric variant of a profile.
 
     Parameters
     ----------
     params : mapping
         Validated profile parameters.
     variant : str
-        ``baseline``, ``cbvae``, ``tcvae_sbd`` or ``hvae`` (whose ``top_dim`` and ``top_beta``
-        come from the ``hierarchical`` section and count in the fingerprint; its gate thresholds do not).
+        A name of :data:`sematlas.models.MODELS` (``baseline``, ``cbvae``, ``tcvae_sbd``,
+        ``hvae``, or one added by :func:`sematlas.models.register`). Its config
+        (:func:`model_config`, e.g. the ``hvae``'s ``top_dim`` and ``top_beta`` from the
+        ``hierarchical`` section) counts in the fingerprint; parameters it does not read
+        beside it (the stage gate's thresholds) do not.
     paths : ProfilePaths
     datamodule : NeurosynthDataModule, optional
         A set-up DataModule to share between variants.
     extra_callbacks : list, optional
-        Added after the variant's own (recon snapshots, KL controller, GRL ramp).
+        Added after the module's own: recon snapshots, the KL controller (objectives
+        with a ``beta``-scheduled weight), the GRL ramp (networks with a gradient
+        reversal layer).
     strategy : str, optional
         Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
     run_name : str, optional
         The run folder under ``data/models/<profile>/`` (a relative path such as
         ``ensemble/member_1``); defaults to the variant.
     module_options : mapping, optional
-        Further :class:`AtlasModule` settings (e.g. a learning-rate schedule); they count in the fingerprint.
+        Run options of :class:`AtlasModule` (e.g. a learning-rate schedule); they count in the fingerprint.
     sections : sequence of str
         Further parameter sections the run depends on (see :func:`fingerprint`).
 
     Returns
     -------
     TrainedRun
+
+    Raises
+    ------
+    ParameterError
+        ``model.variants`` names an unregistered variant.
+    ValueError
+        ``variant`` is not registered.
     """
+    check_variants(params)
     t = params["training"]
     pl.seed_everything(int(params["seed"]), workers=True, verbose=False)
     if t["num_threads"] > 0:
@@ -424,8 +426,10 @@ def train_variant(
         "kernel_choice": datamodule.kernel_choice,
         "metadata_encoder": datamodule.encoder.to_dict(),
     }
+    options = dict(module_options or {})
+    module = build_module(params, variant, datamodule, **options)
     callbacks: list[pl.Callback] = [ReconSnapshots(t["recon_every_n_epochs"], t["num_recon_samples"])]
-    if variant != "tcvae_sbd":
+    if module.uses_beta:
         callbacks.append(
             KLController(
                 threshold=t["kl_controller_threshold"],
@@ -433,14 +437,14 @@ def train_variant(
                 factor=t["kl_controller_factor"],
             )
         )
-    if variant == "cbvae":
+    if gradient_reversal(module) is not None:
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []
-    options = dict(module_options or {})
-    # The H-VAE's levels count in its fingerprint; the stage gate's thresholds beside them do not.
-    trained_by = {key: params["hierarchical"][key] for key in ("top_dim", "top_beta")} if variant == "hvae" else {}
+    # The built config counts too: it holds what the model reads beyond the model and training sections
+    # (the hvae's level sizes), and not the rest of those sections (the hvae's stage-gate thresholds).
+    trained_by = {"config": module.config.to_dict()}
     return fit_run(
-        build_module(params, variant, datamodule, **options),
+        module,
         datamodule,
         paths.models / (run_name or variant),
         params,
@@ -473,9 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--strategy", help="override training.strategy (e.g. ddp under torchrun/srun)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = load_params(args.profile)
     run = train_variant(params, args.variant, ProfilePaths.for_profile(args.profile), strategy=args.strategy)
-    print(f"best checkpoint: {run.best_checkpoint}\nrun folder: {run.run_dir}")
+    _log.info("best checkpoint: %s; run folder: %s", run.best_checkpoint, run.run_dir)
     return 0
 
 

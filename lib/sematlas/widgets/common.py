@@ -21,6 +21,7 @@ from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.render import PeakRenderer
 from sematlas.inference.atlas import AtlasModel
+from sematlas.models.registry import MAIN_VARIANT
 
 #: Range of the sample-size slider (participants).
 SAMPLE_SIZE_RANGE = (5, 500)
@@ -124,7 +125,7 @@ class StudyCatalogue:
         return self.renderer.render(ijk, np.zeros(len(ijk), dtype=np.int64), 1, channels=self.channels)
 
 
-def load_atlas(profile: str, variant: str = "cbvae") -> tuple[AtlasModel, Path]:
+def load_atlas(profile: str, variant: str = MAIN_VARIANT) -> tuple[AtlasModel, Path]:
     """The profile's trained model of ``variant`` and its checkpoint path.
 
     Raises

@@ -14,6 +14,7 @@ import torch
 
 from sematlas.core.metadata import YEAR_RANGE
 from sematlas.inference.atlas import AtlasModel
+from sematlas.models.registry import MAIN_VARIANT
 from sematlas.widgets.common import (
     StudyCatalogue,
     describe_source,
@@ -70,7 +71,7 @@ class CounterfactualMachine(ConditionedDemo):
         self.widget = self._layout([w.HTML("<b>Counterfactual conditioning</b>"), self.controls.widget])
 
     @classmethod
-    def from_profile(cls, profile: str, variant: str = "cbvae") -> CounterfactualMachine:
+    def from_profile(cls, profile: str, variant: str = MAIN_VARIANT) -> CounterfactualMachine:
         """The demo on the profile's trained conditional model."""
         atlas, checkpoint = load_atlas(profile, variant)
         return cls(atlas, StudyCatalogue.from_profile(profile), checkpoint=checkpoint)

@@ -13,6 +13,7 @@ import torch
 
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel
+from sematlas.models.registry import MAIN_VARIANT
 from sematlas.widgets.common import (
     StudyCatalogue,
     describe_source,
@@ -88,7 +89,7 @@ class LatentSlider(Demo):
         )
 
     @classmethod
-    def from_profile(cls, profile: str, variant: str = "cbvae", top_k: int | None = 8) -> LatentSlider:
+    def from_profile(cls, profile: str, variant: str = MAIN_VARIANT, top_k: int | None = 8) -> LatentSlider:
         """The demo on the profile's trained ``variant``, sliders ordered by the variance of its study latents."""
         atlas, checkpoint = load_atlas(profile, variant)
         latents_path = ProfilePaths.for_profile(profile).results / variant / "latents.parquet"
