@@ -68,6 +68,7 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.results import VolumetricResults
 from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
+from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.reporting.plotting import plot_map_rows, plot_training_curves
 from sematlas.training.run import make_datamodule, train_variant
@@ -106,13 +107,13 @@ assert reference.z_dim == z_dim, "the gate compares the H-VAE with cbvae at the 
 # `hierarchical` parameters or the model code trains afresh.
 
 # %%
-run = train_variant(params, "hvae", paths, datamodule=datamodule)
+run = train_variant(params, HIERARCHICAL_VARIANT, paths, datamodule=datamodule)
 pd.Series(run.timing)
 
 # %%
 curves = ("val/loss", "val/recon", "val/kl_top", "val/kl_lower")
 print(run.metrics[["epoch", *curves]].round(3).to_string(index=False))
-fig = plot_training_curves({"hvae": run.metrics}, columns=curves)
+fig = plot_training_curves({HIERARCHICAL_VARIANT: run.metrics}, columns=curves)
 fig.savefig(paths.figures / "hierarchical_training_curves.png", dpi=120)
 
 # %% [markdown]

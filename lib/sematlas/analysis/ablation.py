@@ -35,6 +35,7 @@ import yaml
 from sematlas.core.io import read_json, sha256_file, write_json
 from sematlas.core.params import ParameterError, Params, override_params
 from sematlas.core.paths import ProfilePaths, project_root
+from sematlas.models.registry import MAIN_VARIANT
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
     what = f"{ablation.key} = {ablation.value}" if ablation is not None else "the locked configuration"
     logger.info("[ablation %s] %s, %d epochs", name, what, run_params["training"]["max_epochs"])
     datamodule = make_datamodule(run_params, paths)
-    run = train_variant(run_params, "cbvae", paths, datamodule=datamodule, run_name=f"ablations/{name}")
+    run = train_variant(run_params, MAIN_VARIANT, paths, datamodule=datamodule, run_name=f"ablations/{name}")
     result_file = paths.results / "ablations" / f"{name}.json"
     run_fingerprint = read_json(run.run_dir / "fingerprint.json")["fingerprint"]
     checkpoint_sha256 = sha256_file(run.best_checkpoint)
@@ -318,7 +319,7 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
             logger.info("[ablation %s] evaluation of this checkpoint reused from %s", name, result_file.name)
             return dict(cached)
     model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).network
-    results, _ = evaluate_run(model, datamodule, "cbvae", run_params["evaluation"], int(run_params["seed"]))
+    results, _ = evaluate_run(model, datamodule, MAIN_VARIANT, run_params["evaluation"], int(run_params["seed"]))
     record = {
         "name": name,
         "key": ablation.key if ablation is not None else None,

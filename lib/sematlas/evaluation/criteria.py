@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
-from sematlas.models.registry import MAIN_VARIANT
+from sematlas.models.registry import MAIN_VARIANT, REFERENCE_VARIANT
 
 if TYPE_CHECKING:
     from sematlas.evaluation.results import EnsembleResults, VolumetricResults
@@ -70,7 +70,7 @@ YEAR_DEBIASING_GOAL = Goal(0.15, "at_most")
 #: Stage 02's sprint criterion: the training summaries on which the conditional model must beat the plain VAE.
 SPRINT_KEYS = ("best_val_loss", "best_val_recon")
 #: The variant the conditional model is measured against by the sprint criterion.
-SPRINT_REFERENCE = "baseline"
+SPRINT_REFERENCE = REFERENCE_VARIANT
 
 
 def sprint_criterion(results: Mapping[str, VolumetricResults]) -> pd.DataFrame:

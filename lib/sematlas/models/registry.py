@@ -35,8 +35,15 @@ class ModelEntry(NamedTuple):
     config: type[ModelConfig]
 
 
+#: The roles the stages and the manuscript refer to, so that no module outside models/ spells a name.
 #: The conditional atlas: the model the downstream stages (ensembles, widgets, ablations) build on.
 MAIN_VARIANT = "cbvae"
+#: The plain VAE every other model is compared with (stage 02's sprint criterion).
+REFERENCE_VARIANT = "baseline"
+#: The disentangling model (beta-TCVAE with a Spatial Broadcast Decoder).
+DISENTANGLED_VARIANT = "tcvae_sbd"
+#: The two-level model that stage 05 trains and gates.
+HIERARCHICAL_VARIANT = "hvae"
 
 #: Every registered variant, in registration order (the built-in ones first).
 MODELS: dict[str, ModelEntry] = {
@@ -155,6 +162,9 @@ def check_variants(params: Params) -> None:
 
 
 __all__ = [
+    "DISENTANGLED_VARIANT",
+    "HIERARCHICAL_VARIANT",
+    "REFERENCE_VARIANT",
     "MAIN_VARIANT",
     "MODELS",
     "VARIANTS",

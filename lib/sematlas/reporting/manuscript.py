@@ -43,7 +43,7 @@ from sematlas.evaluation.results import (
     VolumetricResults,
     YearDebiasing,
 )
-from sematlas.models.registry import MAIN_VARIANT
+from sematlas.models.registry import DISENTANGLED_VARIANT, MAIN_VARIANT, REFERENCE_VARIANT
 from sematlas.reporting.sources import MANIFEST, Source, results_file
 
 _T = TypeVar("_T")
@@ -74,8 +74,8 @@ def _v(source: Source[_T], value: Callable[[_T], Any], fmt: str = ".3f") -> Vari
 
 
 _CBVAE = results_file(VolumetricResults, variant=MAIN_VARIANT)
-_BASELINE = results_file(VolumetricResults, variant="baseline")
-_TCVAE = results_file(VolumetricResults, variant="tcvae_sbd")
+_BASELINE = results_file(VolumetricResults, variant=REFERENCE_VARIANT)
+_TCVAE = results_file(VolumetricResults, variant=DISENTANGLED_VARIANT)
 _POINTS = results_file(PointCloudResults)
 _ENSEMBLE = results_file(EnsembleResults)
 _HVAE = results_file(HierarchicalResults)

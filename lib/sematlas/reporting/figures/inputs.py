@@ -23,6 +23,7 @@ from sematlas.core.io import atomic_path, write_json
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.results import EnsembleResults, EvaluationResults, PointCloudResults, VolumetricResults
+from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import writer_of
 from sematlas.reporting.sources import MANIFEST, STUDIES, Source, raw_file, results_file, results_table
 
@@ -41,7 +42,7 @@ TITLES: dict[str, str] = {
 }
 
 #: The H-VAE's volumetric results folder (stage 05 writes it beside stage 02's variants).
-_HVAE = "hvae"
+_HVAE = HIERARCHICAL_VARIANT
 
 #: A figure's inputs: argument -> its file, or -> name -> file (one per variant).
 Inputs = dict[str, Source[Any] | dict[str, Source[Any]]]
