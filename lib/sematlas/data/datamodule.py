@@ -17,18 +17,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sematlas.core.grid import Grid, pad_to
-from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
 from sematlas.data.render import PeakRenderer
-from sematlas.data.splits import SPLITS
+from sematlas.data.studies import StudyDataModule
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class _Rows(Dataset):
         return index
 
 
-class NeurosynthDataModule(pl.LightningDataModule):
+class NeurosynthDataModule(StudyDataModule):
     """Rendered Neurosynth studies for training and evaluation.
 
     Parameters
@@ -160,10 +158,6 @@ class NeurosynthDataModule(pl.LightningDataModule):
     def n_channels(self) -> int:
         return 1 if self.kernel_choice == "random" else len(self.fwhms)
 
-    @property
-    def split_column(self) -> str:
-        return "subset_split" if self.use_subset else "split"
-
     def brain_mask(self) -> torch.Tensor:
         """The brain mask on the padded grid, shape ``(D, H, W)`` bool."""
         mask = torch.from_numpy(self.grid.mask())
@@ -173,25 +167,12 @@ class NeurosynthDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
-        studies = pd.read_parquet(self.processed_dir / "studies.parquet")
         peaks = pd.read_parquet(self.processed_dir / "peaks.parquet")
-        manifest = read_json(self.processed_dir / "manifest.json")
-        if self.use_subset:
-            studies = studies.loc[studies["in_subset"]]
         self.renderer = PeakRenderer(self.grid, fwhms=self.fwhms, truncate=self.truncate)
-        for split in SPLITS:
-            rows = studies.loc[studies[self.split_column] == split]
+        for split, rows in self._studies_by_split().items():
             self.tables[split] = PeakTable.build(rows, peaks, self.grid)
-        self.encoder = MetadataEncoder(
-            categories=manifest["task_categories"], year_bin_edges=manifest["report"]["year_bin_edges"]
-        )
-        self.encoder.fit(self.tables["train"].studies)
-        self.meta = {split: self.encoder.transform(table.studies) for split, table in self.tables.items()}
+        self._fit_metadata()
         self._augment_rng = torch.Generator().manual_seed(self.seed)
-
-    @property
-    def train_size(self) -> int:
-        return len(self.tables["train"])
 
     # --------------------------------------------------------------------- batches
     def render_rows(self, split: str, rows: Sequence[int], augment: bool = False) -> dict[str, Any]:
@@ -231,15 +212,6 @@ class NeurosynthDataModule(pl.LightningDataModule):
 
     def _collate(self, rows: list[int], split: str, augment: bool) -> dict[str, Any]:
         return self.render_rows(split, rows, augment=augment)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test", shuffle=False)
 
     def all_images(self, split: str, batch_size: int = 64, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Studies of ``split`` rendered, un-augmented, on the native grid flattened to the mask.

@@ -12,18 +12,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import pandas as pd
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sematlas.core.io import read_json
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud_cache import PointCloudCache, load_or_build_cache
-from sematlas.data.splits import SPLITS
+from sematlas.data.studies import StudyDataModule
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def cache_path(paths: ProfilePaths) -> Path:
     return paths.processed / "pointcloud.h5"
 
 
-class PointCloudDataModule(pl.LightningDataModule):
+class PointCloudDataModule(StudyDataModule):
     """Fixed-size peak sets of the Neurosynth studies, by split.
 
     Parameters
@@ -126,25 +124,14 @@ class PointCloudDataModule(pl.LightningDataModule):
             seed=int(params["seed"]),
         )
 
-    @property
-    def split_column(self) -> str:
-        return "subset_split" if self.use_subset else "split"
-
-    @property
-    def train_size(self) -> int:
-        return len(self.tables["train"])
-
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
         self.cache: PointCloudCache = load_or_build_cache(
             self.processed_dir, self.cache_file, self.n_points, self.centre_mm, self.scale_mm, self.seed
         )
-        studies = pd.read_parquet(self.processed_dir / "studies.parquet")
-        if self.use_subset:
-            studies = studies.loc[studies["in_subset"]]
-        for split in SPLITS:
-            rows = studies.loc[studies[self.split_column] == split].reset_index(drop=True)
+        for split, studies in self._studies_by_split().items():
+            rows = studies.reset_index(drop=True)
             index = self.cache.rows(rows["id"].astype(str).tolist())
             self.tables[split] = PointSplit(
                 studies=rows,
@@ -152,12 +139,7 @@ class PointCloudDataModule(pl.LightningDataModule):
                 weights=torch.from_numpy(self.cache.weights[index]),
                 counts=torch.from_numpy(self.cache.counts[index]),
             )
-        manifest = read_json(self.processed_dir / "manifest.json")
-        self.encoder = MetadataEncoder(
-            categories=manifest["task_categories"], year_bin_edges=manifest["report"]["year_bin_edges"]
-        )
-        self.encoder.fit(self.tables["train"].studies)
-        self.meta = {split: self.encoder.transform(table.studies) for split, table in self.tables.items()}
+        self._fit_metadata()
 
     def rows(self, split: str, rows: list[int]) -> dict[str, Any]:
         """A batch of ``split`` (row indices into its table)."""
@@ -184,15 +166,6 @@ class PointCloudDataModule(pl.LightningDataModule):
 
     def _collate(self, rows: list[int], split: str) -> dict[str, Any]:
         return self.rows(split, rows)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
 
 
 def make_datamodule(params: Params, paths: ProfilePaths) -> PointCloudDataModule:
