@@ -8,10 +8,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
 from tiny_models import tiny_training
 from torch.distributions import Normal, kl_divergence
 from torch.utils.data import DataLoader, TensorDataset
@@ -30,7 +28,6 @@ from sematlas.inference.atlas import AtlasModel
 from sematlas.models import HierarchicalVAE, HVAEConfig, build_model, config_from_dict
 from sematlas.models.hvae import hierarchical_kl
 from sematlas.models.losses import gaussian_kl
-from sematlas.reporting.hierarchy import plot_hierarchy
 from sematlas.training.module import AtlasModule
 from sematlas.training.run import train_variant
 
@@ -275,5 +272,7 @@ def test_linear_probe_and_hierarchy_tables() -> None:
     names = np.array(["motor", "pain"])[np.arange(50) % 2]
     profile = category_profile(top, names.tolist())
     assert list(profile.index) == ["motor", "pain"] and list(profile.columns) == ["top_00", "top_01"]
-    assert isinstance(plot_hierarchy(correlation, profile), Figure)
-    assert isinstance(profile, pd.DataFrame)
+    # What the plot draws is checked in tests/test_reporting.py; here the category means are the data's
+    # (each unit z-scored over all studies first).
+    scores = (top - top.mean(0)) / top.std(0)
+    np.testing.assert_allclose(profile.loc["motor"].to_numpy(), scores[::2].mean(0))

@@ -99,7 +99,8 @@ class RenderParams(Section):
 @dataclass(frozen=True)
 class ModelParams(Section):
     """Architecture choices of the volumetric models (``model``): the fields of
-    :class:`sematlas.models.config.ModelConfig` that are choices, not properties of the data."""
+    model configs (:mod:`sematlas.models.config`) that are choices, not properties of the data; each
+    variant's config picks its own fields from here."""
 
     variants: list
     z_dim: int

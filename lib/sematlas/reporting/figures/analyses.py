@@ -45,7 +45,7 @@ def plot_gate(results: HierarchicalResults) -> Figure:
     results : HierarchicalResults
         Stage 05's (``gate.criteria[name]``: ``value``, ``threshold``, ``pass``, ``rule``; ``gate.result``,
         ``hierarchy.top_lower_abs_correlation``, ``hierarchy.category_profile``); the bottom row is
-        :func:`sematlas.analysis.hierarchy.plot_hierarchy`.
+        :func:`sematlas.reporting.hierarchy.plot_hierarchy`.
 
     Returns
     -------
@@ -135,7 +135,7 @@ def plot_clusters(
         ``ari_sd``).
     lift, shares : DataFrame
         :func:`sematlas.analysis.clustering.cluster_profiles` of the saved assignments; the middle row is
-        :func:`sematlas.analysis.clustering.plot_cluster_profiles`.
+        :func:`sematlas.reporting.clustering.plot_cluster_profiles`.
     centroids : sequence of Nifti1Image
         The decoded centroid map of each cluster (``centroid_<k>.nii.gz``), drawn as glass brains;
         empty to leave them out.
@@ -191,7 +191,7 @@ def plot_forecasting(table: pd.DataFrame, results: ForecastingResults) -> Figure
     ----------
     table : DataFrame
         ``forecasting/frechet_by_year.parquet`` (``year``, ``n``, ``method``, ``frechet``, ``mean_term``);
-        drawn by :func:`sematlas.analysis.forecasting.plot_frechet`.
+        drawn by :func:`sematlas.reporting.forecasting.plot_frechet`.
     results : ForecastingResults
         Stage 08's (``cutoff_year``, ``variant``, ``frechet_mean``, ``note``).
 

@@ -202,7 +202,7 @@ def plot_pointcloud(results: PointCloudResults, per_study: pd.DataFrame) -> Figu
     Parameters
     ----------
     results : PointCloudResults
-        Stage 03's; the bottom row is :func:`sematlas.evaluation.pointcloud.plot_metric_comparison`.
+        Stage 03's; the bottom row is :func:`sematlas.reporting.pointcloud.plot_metric_comparison`.
     per_study : DataFrame
         ``pointcloud/per_study.parquet`` (``<task>_<method>_chamfer_mm`` columns).
 
