@@ -13,9 +13,10 @@ import torch
 from tiny_models import COND_DIM, tiny_config, tiny_training
 from torch.utils.data import DataLoader, Dataset
 
+from sematlas.core.stats import balanced_accuracy
 from sematlas.models import VARIANTS
 from sematlas.training.callbacks import GRLLambdaRamp, KLController, dann_lambda
-from sematlas.training.module import AtlasModule, balanced_accuracy, beta_at, beta_tc_at, lr_at
+from sematlas.training.module import AtlasModule, beta_at, beta_tc_at, lr_at
 
 
 class TinyMaps(Dataset):
@@ -134,11 +135,11 @@ def test_dann_lambda_schedule() -> None:
     assert values == sorted(values) and values[-1] == values[-2]
 
 
-def test_balanced_accuracy() -> None:
+def test_balanced_accuracy_of_tensors_as_the_validation_logs_it() -> None:
     target = torch.tensor([0, 0, 0, 0, 1, 2])
     pred = torch.tensor([0, 0, 0, 0, 0, 2])
-    assert balanced_accuracy(pred, target) == pytest.approx((1.0 + 0.0 + 1.0) / 3)
-    assert math.isnan(balanced_accuracy(pred[:0], target[:0]))
+    assert balanced_accuracy(target, pred) == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    assert math.isnan(balanced_accuracy(target[:0], pred[:0]))
 
 
 # ---- module ----------------------------------------------------------------------------------------

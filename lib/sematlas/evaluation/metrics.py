@@ -5,7 +5,8 @@
   and PSNR (:func:`map_metrics`); per study, then summarised by median and mean
   (:func:`summarise`).
 - Classification: balanced accuracy (:func:`balanced_accuracy`), the mean recall over
-  classes, so chance is ``1 / n_classes`` whatever the class sizes.
+  classes, so chance is ``1 / n_classes`` whatever the class sizes. Defined in
+  :mod:`sematlas.core.stats`, because the training logs count it the same way.
 
 Maps are compared on one channel, the widest kernel (12 mm FWHM by default): that
 is the channel of the reference figures in the design card. Functions take maps
@@ -15,12 +16,11 @@ the volume.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from sematlas.core.stats import balanced_accuracy
 
 
 def masked_pearson(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -143,19 +143,4 @@ def summarise(per_study: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in ``labels`` (chance = 1 / n_classes).
-
-    Parameters
-    ----------
-    labels, predictions : ndarray of int, shape (n,)
-
-    Returns
-    -------
-    float
-        NaN when ``labels`` is empty.
-    """
-    classes = np.unique(labels)
-    if not len(classes):
-        return math.nan
-    return float(np.mean([(predictions[labels == c] == c).mean() for c in classes]))
+__all__ = ["balanced_accuracy", "map_metrics", "masked_pearson", "ssim3d", "summarise", "unmask"]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from sematlas.core.params import TrainingParams
+from sematlas.core.stats import balanced_accuracy
 from sematlas.models import KLSchedule, ModelConfig, VolumetricVAE, build_model, config_from_dict, model_entry
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
 from sematlas.models.losses import gaussian_kl_per_dim
@@ -137,22 +138,6 @@ def lr_at(
         lr_min = min_ratio * lr_max
         return float(lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * tau)))
     raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
-
-
-def balanced_accuracy(pred: Tensor, target: Tensor) -> float:
-    """Mean per-class recall over the classes present in ``target`` (chance = 1 / n_classes).
-
-    Parameters
-    ----------
-    pred, target : Tensor of int, shape (n,)
-
-    Returns
-    -------
-    float
-        NaN when ``target`` is empty.
-    """
-    recalls = [(pred[target == c] == c).float().mean() for c in torch.unique(target)]
-    return float(torch.stack(recalls).mean()) if recalls else math.nan
 
 
 def _pad_mask(mask: Tensor | np.ndarray | None, grid_size: int) -> Tensor:
@@ -393,7 +378,7 @@ class AtlasModule(pl.LightningModule):
             pred = torch.cat([p for p, _ in self._val_year])
             target = torch.cat([t for _, t in self._val_year])
             pred, target = self._all_gather(pred).flatten(), self._all_gather(target).flatten()
-            self.log("val/year_balanced_accuracy", balanced_accuracy(pred, target))
+            self.log("val/year_balanced_accuracy", balanced_accuracy(target.cpu(), pred.cpu()))
 
     def _all_gather(self, value: Tensor) -> Tensor:
         """:meth:`all_gather` of one tensor, which returns a tensor (typed as any collection by Lightning)."""
@@ -410,4 +395,4 @@ class AtlasModule(pl.LightningModule):
         )
 
 
-__all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "balanced_accuracy", "beta_at", "beta_tc_at", "lr_at"]
+__all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "beta_at", "beta_tc_at", "lr_at"]
