@@ -132,14 +132,12 @@ def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) 
     mask = torch.from_numpy(datamodule.grid.mask())
     meta = datamodule.meta[split]
     generator = torch.Generator().manual_seed(seed)
-    z_dim = int(model.config.z_dim)
     chunks = []
     n = len(meta["cond"])
     for start in range(0, n, datamodule.batch_size):
         rows = slice(start, min(start + datamodule.batch_size, n))
         batch_meta = {key: value[rows] for key, value in meta.items()}
-        z = torch.randn(len(batch_meta["cond"]), z_dim, generator=generator)
-        chunks.append(native_widest(model.decode(z, batch_meta), mask))
+        chunks.append(native_widest(model.generate(batch_meta, 1, generator)[0], mask))
     return torch.cat(chunks)
 
 

@@ -87,12 +87,8 @@ def collect_outputs(
         parts["inputs"].append(image[..., :d, :h, :w][..., mask])
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
         # Generation from metadata alone: the average decoded map over prior samples.
-        z_dim = out["mu"].shape[1]
-        samples = [
-            model.decode(torch.randn(image.shape[0], z_dim, generator=generator), meta)
-            for _ in range(max(n_prior_samples, 1))
-        ]
-        parts["generated"].append(native_widest(torch.stack(samples).mean(0), mask))
+        samples = model.generate(meta, max(n_prior_samples, 1), generator)
+        parts["generated"].append(native_widest(samples.mean(0), mask))
         parts["mu"].append(out["mu"])
         parts["logvar"].append(out["logvar"])
         if "year_logits" in out:
