@@ -125,6 +125,9 @@ class TrainingParams(Section):
     use_subset: bool
     batch_size: int
     max_epochs: int
+    variant_epochs: dict[str, int]
+    studies_per_epoch: int
+    val_studies: int
     lr: float
     weight_decay: float
     beta: float
@@ -314,6 +317,7 @@ _EXPECTED: dict[str, Any] = {
     "str | None": (str, type(None)),
     "int | None": (int, type(None)),
     "dict[str, list]": ("mapping", list),
+    "dict[str, int]": ("mapping", int),
 }
 
 
