@@ -58,7 +58,8 @@ datamodule = make_datamodule(params, paths)
 print(
     f"profile {profile}: variants {variants}; {datamodule.train_size} training studies "
     f"({'subset' if params['training']['use_subset'] else 'all studies'}), grid {datamodule.grid.shape} "
-    f"at {datamodule.voxel_size} mm padded to {datamodule.grid.padded_shape}, {datamodule.n_channels} channels"
+    f"at {datamodule.voxel_size} mm, network grid {datamodule.grid.network_shape} (the brain's box), "
+    f"{datamodule.n_channels} channels"
 )
 
 # %% [markdown]
@@ -69,9 +70,8 @@ print(
 
 # %%
 examples = datamodule.render_rows("val", list(range(4)))
-d, h, w = datamodule.grid.shape
 fig = plot_map_rows(
-    {"input": [v[-1, :d, :h, :w].numpy() for v in examples["image"]]},
+    {"input": [v[-1].numpy() for v in datamodule.grid.to_native(examples["image"])]},
     column_titles=[f"study {i}" for i in examples["id"]],
 )
 
@@ -151,7 +151,7 @@ criterion if len(criterion) else "needs both baseline and cbvae in model.variant
 
 # %%
 test_batch = datamodule.render_rows("test", list(range(4)))
-rows = {"input": [v[-1, :d, :h, :w].numpy() for v in test_batch["image"]]}
+rows = {"input": [v[-1].numpy() for v in datamodule.grid.to_native(test_batch["image"])]}
 with torch.no_grad():
     for variant, atlas in atlases.items():
         x_hat = atlas.network(test_batch["image"], test_batch["meta"])["x_hat"]

@@ -144,12 +144,11 @@ if "independent" in methods:
 n_ood = min(settings["ood_maps"], n_test)
 ood_peaks = ood_peak_lists(datamodule, n_ood, settings["ood_true_foci"], seed)
 ood_images = {kind: render_peak_lists(datamodule, peaks) for kind, peaks in ood_peaks.items()}
-d, h, w = datamodule.grid.shape
-test_example = datamodule.render_rows("test", [0])["image"][0]
+test_example = datamodule.grid.to_native(datamodule.render_rows("test", [0])["image"][0])
 fig = plot_map_rows(
     {
-        "test study": [test_example[-1, :d, :h, :w].numpy()],
-        **{kind: [images[0, -1, :d, :h, :w].numpy()] for kind, images in ood_images.items()},
+        "test study": [test_example[-1].numpy()],
+        **{kind: [datamodule.grid.to_native(images[0, -1]).numpy()] for kind, images in ood_images.items()},
     }
 )
 fig.savefig(paths.figures / "ensemble_ood_examples.png", dpi=120)

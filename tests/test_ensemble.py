@@ -53,7 +53,7 @@ def random_batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, dict[str, tor
         "sparse_mask": torch.arange(n)[:, None] % 2 == 0,
         "year_bin": torch.randint(0, 10, (n,), generator=g),
     }
-    return torch.rand(n, 2, 64, 64, 64, generator=g), meta
+    return torch.rand(n, 2, 48, 48, 48, generator=g), meta
 
 
 # ---- Gaussian NLL and the aleatoric head ---------------------------------------------------------
@@ -237,7 +237,7 @@ def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
     assert all(len(ood[kind]) == 3 for kind in ("uniform", "white_matter", "nimare_synthetic"))
     assert all(0 < len(p) <= k for p, k in zip(ood["nimare_synthetic"], counts, strict=True))
     images = {kind: render_peak_lists(datamodule, peaks) for kind, peaks in ood.items()}
-    assert images["uniform"].shape == (3, 2, 64, 64, 64) and float(images["uniform"].amax()) == pytest.approx(1.0)
+    assert images["uniform"].shape == (3, 2, 48, 48, 48) and float(images["uniform"].amax()) == pytest.approx(1.0)
 
     ensemble = AtlasEnsemble.load(run.run_dir)
     single = AtlasEnsemble(ensemble.members[-1:])

@@ -43,7 +43,7 @@ def hvae_loss(model: HierarchicalVAE, out: dict, x: torch.Tensor, top_beta: floa
 
 
 def images(n: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.rand(n, 2, 64, 64, 64, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(n, 2, 48, 48, 48, generator=torch.Generator().manual_seed(seed))
 
 
 # ---- config and shapes -----------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_top_dim_is_validated_and_only_the_hvae_has_levels() -> None:
 
 def test_the_levels_come_from_the_hierarchical_section() -> None:
     params = override_params(load_params("ci"), {"hierarchical": {"top_dim": 3, "top_beta": 0.25}})
-    config = HVAEConfig.from_params(params, in_channels=2, grid_size=64, cond_dim=5, n_sparse=1, n_year_bins=10)
+    config = HVAEConfig.from_params(params, in_channels=2, grid_shape=(48, 48, 48), cond_dim=5, n_sparse=1, n_year_bins=10)
     assert (config.top_dim, config.top_beta, config.z_dim) == (3, 0.25, params.model.z_dim)
     assert build_model(config).loss_weights(params.training) == {"beta": params.training.beta, "top_beta": 0.25}
 
@@ -71,7 +71,7 @@ def test_shapes_and_per_level_kl() -> None:
     model = build_model(tiny())
     assert isinstance(model, HierarchicalVAE)
     out = model(images())
-    assert out["x_hat"].shape == (2, 2, 64, 64, 64)
+    assert out["x_hat"].shape == (2, 2, 48, 48, 48)
     for key in ("mu", "logvar", "z"):
         assert out[key].shape == (2, Z)
     assert out["kl_top"].shape == out["kl_lower"].shape == (2,)
@@ -81,7 +81,7 @@ def test_shapes_and_per_level_kl() -> None:
     # The conditional prior starts at N(0, I): z_low = u.
     torch.testing.assert_close(model.lower_latent(out["z"]), out["z"][:, TOP:])
     with torch.no_grad():
-        assert model.decode(torch.zeros(3, Z)).shape == (3, 2, 64, 64, 64)
+        assert model.decode(torch.zeros(3, Z)).shape == (3, 2, 48, 48, 48)
 
 
 # ---- the protected skip ----------------------------------------------------------------------------

@@ -20,11 +20,11 @@ from sematlas.training.module import AtlasModule, beta_at, beta_tc_at, lr_at
 
 
 class TinyMaps(Dataset):
-    """Random studies in the data contract's format (64^3 grid, 2 kernels)."""
+    """Random studies in the data contract's format (48^3 network grid, 2 kernels)."""
 
     def __init__(self, n: int, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.image = torch.rand(n, 2, 64, 64, 64, generator=g)
+        self.image = torch.rand(n, 2, 48, 48, 48, generator=g)
         self.cond = torch.randn(n, COND_DIM, generator=g)
         self.sparse = torch.randn(n, 1, generator=g)
         self.observed = torch.rand(n, 1, generator=g) < 0.3
@@ -55,9 +55,9 @@ class StepLosses(pl.Callback):
 
 
 def brain_mask() -> torch.Tensor:
-    """A box standing in for the brain, on the native 46 x 55 x 46 grid."""
-    mask = torch.zeros(46, 55, 46, dtype=torch.bool)
-    mask[4:42, 5:50, 6:40] = True
+    """A box standing in for the brain, on the 48^3 network grid."""
+    mask = torch.zeros(48, 48, 48, dtype=torch.bool)
+    mask[4:42, 5:46, 6:40] = True
     return mask
 
 
@@ -145,12 +145,12 @@ def test_balanced_accuracy_of_tensors_as_the_validation_logs_it() -> None:
 # ---- module ----------------------------------------------------------------------------------------
 
 
-def test_module_pads_a_native_mask_and_validates() -> None:
-    module = AtlasModule(tiny_config("baseline"), tiny_training(), brain_mask())
-    assert module.mask.shape == (64, 64, 64) and module.mask.dtype == torch.bool
-    assert int(module.mask.sum()) == int(brain_mask().sum())
-    assert not module.mask[46:].any() and not module.mask[:, 55:].any()
+def test_module_keeps_the_network_mask_and_validates() -> None:
+    module = AtlasModule(tiny_config("baseline"), tiny_training(), brain_mask().numpy())
+    assert module.mask.dtype == torch.bool and torch.equal(module.mask, brain_mask())
     assert bool(AtlasModule(tiny_config("baseline"), tiny_training()).mask.all())
+    with pytest.raises(ValueError, match=r"mask must be on the network grid \(48, 48, 48\), got shape \(46, 55, 46\)"):
+        AtlasModule(tiny_config("baseline"), tiny_training(), torch.ones(46, 55, 46, dtype=torch.bool))
     with pytest.raises(ValueError, match="tcvae_sbd needs dataset_size"):
         AtlasModule(tiny_config("tcvae_sbd"), tiny_training())
     with pytest.raises(ValueError, match="beta_schedule"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +54,11 @@ class ToyVAE(VolumetricVAE):
     def __init__(self, config: ToyConfig) -> None:
         super().__init__()
         self.config = config
-        side = config.grid_size // 16
-        self.shape = (config.width, side, side, side)
+        coarse = [side // 16 for side in config.grid_shape]
+        self.shape = (config.width, *coarse)
         self.down = nn.Conv3d(config.in_channels, config.width, 16, stride=16)
-        self.head = nn.Linear(config.width * side**3, 2 * config.z_dim)
-        self.fc = nn.Linear(config.z_dim, config.width * side**3)
+        self.head = nn.Linear(config.width * math.prod(coarse), 2 * config.z_dim)
+        self.fc = nn.Linear(config.z_dim, config.width * math.prod(coarse))
         self.up = nn.ConvTranspose3d(config.width, config.in_channels, 16, stride=16)
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -128,7 +129,7 @@ def test_a_variant_registered_in_one_call_trains_checkpoints_loads_and_evaluates
     atlas = AtlasModel.load(run.best_checkpoint, voxel_size=params.render.voxel_size)
     assert isinstance(atlas.network, ToyVAE) and atlas.variant == "toy" and not atlas.is_conditional
     datamodule = make_datamodule(params, paths)
-    sizes = {"in_channels": datamodule.n_channels, "grid_size": 64, "cond_dim": datamodule.encoder.cond_dim}
+    sizes = {"in_channels": datamodule.n_channels, "grid_shape": (48, 48, 48), "cond_dim": datamodule.encoder.cond_dim}
     sizes |= {"n_sparse": 1, "n_year_bins": datamodule.encoder.n_year_bins}
     assert atlas.config == ToyConfig.from_params(params, **sizes)  # z_dim, widths... from the profile
     state = torch.load(run.best_checkpoint, map_location="cpu", weights_only=False)
@@ -189,5 +190,5 @@ def test_generate_decodes_prior_draws_in_order() -> None:
         maps = network.generate(meta, 3, torch.Generator().manual_seed(7))
         generator = torch.Generator().manual_seed(7)
         expected = torch.stack([network.decode(torch.randn(2, 3, generator=generator)) for _ in range(3)])
-    assert maps.shape == (3, 2, 2, 64, 64, 64)
+    assert maps.shape == (3, 2, 2, 48, 48, 48)
     torch.testing.assert_close(maps, expected, rtol=0, atol=0)

@@ -31,7 +31,7 @@ _VARIANT_FIELDS: dict[str, dict[str, Any]] = {
 
 
 def tiny_config(variant: str, **overrides: Any) -> ModelConfig:
-    """A small model of ``variant`` on the 64^3 grid (``overrides`` change or add fields)."""
+    """A small model of ``variant`` on the 48^3 network grid (``overrides`` change or add fields)."""
     values = {"variant": variant, "base_channels": 4, "z_dim": 8, "cond_dim": COND_DIM, "hidden_dim": 16}
     return config_from_dict(values | _VARIANT_FIELDS.get(variant, {}) | overrides)
 

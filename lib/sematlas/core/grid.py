@@ -2,16 +2,18 @@
 
 Both grids share the origin of NiMARE's ``mni152_2mm`` template (FSL's MNI152
 2 mm grid, 91 x 109 x 91, world origin at (-90, -126, -72) mm), so a peak
-lands in the same place at either resolution. The networks see a padded grid
-whose sides are powers of two (64^3 at 4 mm, 128^3 at 2 mm); the native grid is
-placed at the low corner of the padded one, so native voxel indices are also
-padded voxel indices: :func:`pad_to` and :func:`crop_to` go between the two.
+lands in the same place at either resolution. The networks see a tighter box:
+the brain mask's bounding box grown, about its centre, to the next multiple of
+:data:`NETWORK_MULTIPLE` per side (48 x 48 x 48 at 4 mm, 80 x 96 x 80 at 2 mm,
+against 64^3 and 128^3 for the next power of two cubed: 2.4 and 3.4 times fewer
+voxels). :meth:`Grid.to_network` and :meth:`Grid.to_native` go between the two
+exactly: every voxel of the box keeps its MNI coordinate, and the native voxels
+outside it are outside the brain.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 
 _ORIGIN_MM = np.array([-90.0, -126.0, -72.0])
 _EXTENT_2MM = np.array([91, 109, 91])
+
+#: Every side of the network grid is a multiple of this: the convolutional decoders
+#: start from 1/16 of the grid and double four times, the encoders halve likewise.
+NETWORK_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,14 @@ class Grid:
         return (int(extent[0]), int(extent[1]), int(extent[2]))
 
     @property
-    def padded_shape(self) -> tuple[int, int, int]:
-        """Network grid shape: the next power of two of the largest side, cubed."""
-        side = 1 << int(np.ceil(np.log2(max(self.shape))))
-        return (side, side, side)
+    def network_shape(self) -> tuple[int, int, int]:
+        """Shape ``(d, h, w)`` of the grid the networks see: (48, 48, 48) at 4 mm, (80, 96, 80) at 2 mm."""
+        return _network_box(self.voxel_size)[1]
+
+    @property
+    def network_origin(self) -> tuple[int, int, int]:
+        """Native voxel index of the network grid's first voxel (negative where the box overhangs the grid)."""
+        return _network_box(self.voxel_size)[0]
 
     @property
     def affine(self) -> np.ndarray:
@@ -121,17 +131,45 @@ class Grid:
         image.set_sform(self.affine, code=4)
         return image
 
+    def network_mask(self) -> np.ndarray:
+        """The brain mask on the network grid, shape :attr:`network_shape`.
 
-def pad_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Zero-pad the last three axes of ``(..., D, H, W)`` at their high end up to ``shape`` (the padded grid)."""
-    d, h, w = volume.shape[-3:]
-    return F.pad(volume, (0, shape[2] - w, 0, shape[1] - h, 0, shape[0] - d))
+        ``maps[..., network_mask()]`` of network-grid maps lists the voxels of
+        ``native[..., mask()]`` in the same order: the box is a translation of the grid.
+        """
+        return self.to_network(torch.from_numpy(self.mask())).numpy()
+
+    def to_network(self, volume: torch.Tensor) -> torch.Tensor:
+        """Native maps ``(..., D, H, W)`` on the network grid ``(..., d, h, w)``, zero where the box overhangs."""
+        if tuple(volume.shape[-3:]) != self.shape:
+            raise ValueError(f"expected maps on the native {self.shape} grid, got shape {tuple(volume.shape)}")
+        return F.pad(volume, self._pads())
+
+    def to_native(self, volume: torch.Tensor) -> torch.Tensor:
+        """Network-grid maps ``(..., d, h, w)`` back on the native grid ``(..., D, H, W)`` (zero outside the box).
+
+        Undoes :meth:`to_network` on every voxel of the box, which holds the whole brain mask.
+        """
+        if tuple(volume.shape[-3:]) != self.network_shape:
+            raise ValueError(f"expected maps on the network {self.network_shape} grid, got shape {tuple(volume.shape)}")
+        return F.pad(volume, [-pad for pad in self._pads()])
+
+    def _pads(self) -> list[int]:
+        """``F.pad`` amounts from the native grid to the box, last axis first (negative amounts crop)."""
+        pads: list[int] = []
+        for origin, side, extent in reversed(list(zip(self.network_origin, self.network_shape, self.shape))):
+            pads += [-origin, origin + side - extent]
+        return pads
 
 
-def crop_to(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The native grid ``(..., D, H, W)`` of ``shape`` at the low corner of padded maps (undoes :func:`pad_to`)."""
-    d, h, w = shape
-    return volume[..., :d, :h, :w]
+@lru_cache(maxsize=2)
+def _network_box(voxel_size: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """``(origin, shape)`` of the network grid: the mask's bounding box grown about its centre to multiples."""
+    hits = np.argwhere(_brain_mask(voxel_size))
+    low, extent = hits.min(axis=0), hits.max(axis=0) - hits.min(axis=0) + 1
+    shape = -(-extent // NETWORK_MULTIPLE) * NETWORK_MULTIPLE
+    origin = low - (shape - extent) // 2
+    return (int(origin[0]), int(origin[1]), int(origin[2])), (int(shape[0]), int(shape[1]), int(shape[2]))
 
 
 @lru_cache(maxsize=2)

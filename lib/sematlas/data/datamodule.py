@@ -6,7 +6,8 @@ of peak lists into density maps inside the data loader (see
 choice) costs nothing and nothing large is cached on disk.
 
 Batches are dicts: ``{"image": (batch, channels, D, H, W), "meta": {...}, "id": [...]}``
-on the padded grid of the profile, with ``meta`` as in :mod:`sematlas.core.metadata`.
+on the network grid of the profile (:attr:`~sematlas.core.grid.Grid.network_shape`), with
+``meta`` as in :mod:`sematlas.core.metadata`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sematlas.core.grid import Grid, pad_to
+from sematlas.core.grid import Grid
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
 from sematlas.data.render import PeakRenderer
@@ -159,9 +160,8 @@ class NeurosynthDataModule(StudyDataModule):
         return 1 if self.kernel_choice == "random" else len(self.fwhms)
 
     def brain_mask(self) -> torch.Tensor:
-        """The brain mask on the padded grid, shape ``(D, H, W)`` bool."""
-        mask = torch.from_numpy(self.grid.mask())
-        return pad_to(mask.to(torch.uint8), self.grid.padded_shape).bool()
+        """The brain mask on the network grid, shape ``(d, h, w)`` bool."""
+        return torch.from_numpy(self.grid.network_mask())
 
     # ----------------------------------------------------------------------- setup
     def setup(self, stage: str | None = None) -> None:
@@ -192,7 +192,7 @@ class NeurosynthDataModule(StudyDataModule):
         image = self.renderer.render(ijk, study_index, len(rows), flip=flip, channels=channels)
         rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         return {
-            "image": pad_to(image, self.grid.padded_shape),
+            "image": self.grid.to_network(image),
             "meta": {key: value[rows_t] for key, value in self.meta[split].items()},
             "id": table.studies["id"].iloc[list(rows)].tolist(),
         }
@@ -229,10 +229,10 @@ class NeurosynthDataModule(StudyDataModule):
         Tensor, shape (n_studies, channels, n_mask_voxels)
             For linear baselines (PCA, ridge) and evaluation.
         """
-        mask = torch.from_numpy(self.grid.mask())
+        mask = self.brain_mask()
         wanted = np.arange(len(self.tables[split])) if rows is None else np.asarray(rows, dtype=np.int64)
         chunks = []
         for start in range(0, len(wanted), batch_size):
             image = self.render_rows(split, wanted[start : start + batch_size].tolist())["image"]
-            chunks.append(image[..., : mask.shape[0], : mask.shape[1], : mask.shape[2]][..., mask])
+            chunks.append(image[..., mask])
         return torch.cat(chunks)

@@ -129,7 +129,7 @@ def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) 
     from sematlas.evaluation.reconstruction import native_widest
 
     model.eval()
-    mask = torch.from_numpy(datamodule.grid.mask())
+    mask = datamodule.brain_mask()
     meta = datamodule.meta[split]
     generator = torch.Generator().manual_seed(seed)
     chunks = []

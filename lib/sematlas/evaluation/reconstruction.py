@@ -55,9 +55,8 @@ def _widest(maps: torch.Tensor) -> torch.Tensor:
 
 
 def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The widest-kernel channel of padded maps ``(n, C, G, G, G)`` inside the native-grid ``mask``, ``(n, V)``."""
-    d, h, w = mask.shape
-    return _widest(volume[..., :d, :h, :w][..., mask])
+    """The widest-kernel channel of network-grid maps ``(n, C, d, h, w)`` inside ``mask`` (network grid), ``(n, V)``."""
+    return _widest(volume[..., mask])
 
 
 @torch.no_grad()
@@ -75,8 +74,7 @@ def collect_outputs(
         has a year head; ``meta`` (the split's metadata tensors); ``id``.
     """
     model.eval()
-    mask = torch.from_numpy(datamodule.grid.mask())
-    d, h, w = mask.shape
+    mask = datamodule.brain_mask()
     generator = torch.Generator().manual_seed(seed)
     keys = ("inputs", "reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
@@ -84,7 +82,7 @@ def collect_outputs(
     for batch in datamodule.loader(split):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
-        parts["inputs"].append(image[..., :d, :h, :w][..., mask])
+        parts["inputs"].append(image[..., mask])
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
         # Generation from metadata alone: the average decoded map over prior samples.
         samples = model.generate(meta, max(n_prior_samples, 1), generator)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from sematlas.core.grid import Grid, pad_to
+from sematlas.core.grid import Grid
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.metrics import masked_pearson
 from sematlas.inference.ensemble import AtlasEnsemble
@@ -256,14 +256,14 @@ def render_peak_lists(datamodule: NeurosynthDataModule, peak_lists: Sequence[np.
 
     Returns
     -------
-    Tensor, shape (n, C, G, G, G)
-        On the padded grid, like a batch's ``image``.
+    Tensor, shape (n, C, d, h, w)
+        On the network grid, like a batch's ``image``.
     """
     ijk = np.concatenate(peak_lists) if peak_lists else np.zeros((0, 3), dtype=np.int64)
     study_index = np.repeat(np.arange(len(peak_lists)), [len(p) for p in peak_lists])
     channels = [len(datamodule.fwhms) - 1] if datamodule.kernel_choice == "random" else None
     image = datamodule.renderer.render(ijk, study_index, len(peak_lists), channels=channels)
-    return pad_to(image, datamodule.grid.padded_shape)
+    return datamodule.grid.to_network(image)
 
 
 # ------------------------------------------------------------------ running an ensemble over maps
@@ -298,11 +298,11 @@ def predict_maps(
         ``target``, ``mean``, ``aleatoric``, ``epistemic``.
     """
     mask = torch.from_numpy(ensemble.grid.mask())
-    d, h, w = mask.shape
+    network_mask = torch.from_numpy(ensemble.grid.network_mask())
     parts: dict[str, list[torch.Tensor]] = {"target": [], "mean": [], "aleatoric": [], "epistemic": []}
     for image, meta in batches:
         prediction = ensemble.reconstruct(image, meta)
-        parts["target"].append(image[:, -1, :d, :h, :w][:, mask])
+        parts["target"].append(image[:, -1][:, network_mask])
         for field in ("mean", "aleatoric", "epistemic"):
             parts[field].append(getattr(prediction, field)[:, -1][:, mask])
     return {key: torch.cat(value) for key, value in parts.items()}
@@ -326,7 +326,7 @@ def evaluate_ensemble(
     datamodule : NeurosynthDataModule
         Set up; its validation split fits the temperature, its test split is evaluated.
     ood_images : mapping
-        OOD kind -> rendered maps ``(n_ood, C, G, G, G)``, paired row by row with the
+        OOD kind -> rendered maps ``(n_ood, C, d, h, w)``, paired row by row with the
         first test studies' metadata.
     temperature_threshold : float
         The temperature is applied when the validation ECE exceeds it.

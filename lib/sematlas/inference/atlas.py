@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sematlas.core.errors import CheckpointError
-from sematlas.core.grid import Grid, crop_to, pad_to
+from sematlas.core.grid import Grid
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.models import ModelConfig, VolumetricVAE, build_model, config_from_dict
 
@@ -175,8 +175,13 @@ class AtlasModel:
 
     # ------------------------------------------------------------------ inference
     def to_native(self, volume: torch.Tensor) -> torch.Tensor:
-        """Crop ``(..., G, G, G)`` padded maps to the native grid ``(..., D, H, W)`` and zero them outside the brain."""
-        return crop_to(volume, self.grid.shape) * torch.from_numpy(self.grid.mask()).to(volume.device)
+        """Network-grid maps ``(..., d, h, w)`` on the native grid ``(..., D, H, W)``, zero outside the brain."""
+        return self.grid.to_native(volume) * torch.from_numpy(self.grid.mask()).to(volume.device)
+
+    def to_network(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps on the native or the network grid, as float32 on the network grid and the model's device."""
+        maps = maps.float().to(self.device)
+        return maps if tuple(maps.shape[-3:]) == self.grid.network_shape else self.grid.to_network(maps)
 
     @torch.no_grad()
     def encode(self, maps: torch.Tensor, metadata: Metadata | Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -185,7 +190,7 @@ class AtlasModel:
         Parameters
         ----------
         maps : Tensor, shape (n, C, D, H, W)
-            On the native or the padded grid of the model.
+            On the native or the network grid of the model.
         metadata : dict, list of dicts or encoded tensors
             Required by conditional models (their encoder is FiLM-modulated).
 
@@ -193,7 +198,7 @@ class AtlasModel:
         -------
         Tensor, shape (n, z_dim)
         """
-        image = pad_to(maps.float().to(self.device), self.grid.padded_shape)
+        image = self.to_network(maps)
         mu, _ = self.network.encode(image, self._meta(metadata, image.shape[0]))
         return mu
 
@@ -299,7 +304,7 @@ class AtlasModel:
             return self.decode(torch.zeros(n, self.z_dim), meta)
         generator = torch.Generator().manual_seed(seed)
         total = torch.zeros(n, self.config.in_channels, *self.grid.shape)
-        # One sample at a time, so memory stays at one batch of maps on the padded grid.
+        # One sample at a time, so memory stays at one batch of maps on the network grid.
         for _ in range(n_samples):
             total += self.to_native(self.network.generate(meta, 1, generator)[0]).cpu()
         return total / n_samples

@@ -262,7 +262,7 @@ class AtlasEnsemble:
         Parameters
         ----------
         maps : Tensor, shape (n, C, D, H, W)
-            On the native or the padded grid.
+            On the native or the network grid.
         metadata : dict, list of dicts or encoded tensors
 
         Returns

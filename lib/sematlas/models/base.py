@@ -74,7 +74,7 @@ class VolumetricVAE(nn.Module):
 
         Parameters
         ----------
-        image : Tensor, shape (B, C, G, G, G)
+        image : Tensor, shape (B, C, d, h, w)
         meta : mapping, optional
             Metadata tensors of the data contract (``cond``, ``sparse``,
             ``sparse_mask``, each (B, ...)); required by conditional models,
@@ -98,7 +98,7 @@ class VolumetricVAE(nn.Module):
 
         Returns
         -------
-        Tensor, shape (B, C, G, G, G), values in (0, 1)
+        Tensor, shape (B, C, d, h, w), values in (0, 1)
         """
         raise NotImplementedError
 
@@ -107,14 +107,14 @@ class VolumetricVAE(nn.Module):
 
         Parameters
         ----------
-        image : Tensor, shape (B, C, G, G, G)
+        image : Tensor, shape (B, C, d, h, w)
         meta : mapping, optional
             As in :meth:`encode`.
 
         Returns
         -------
         dict
-            At least ``x_hat`` (B, C, G, G, G) and ``mu``, ``logvar``, ``z`` (B, z_dim).
+            At least ``x_hat`` (B, C, d, h, w) and ``mu``, ``logvar``, ``z`` (B, z_dim).
         """
         raise NotImplementedError
 
@@ -137,7 +137,7 @@ class VolumetricVAE(nn.Module):
 
         Returns
         -------
-        Tensor, shape (n, B, C, G, G, G)
+        Tensor, shape (n, B, C, d, h, w)
         """
         rows = next(iter(meta.values())).shape[0] if meta else 1
         device = next(self.parameters()).device
@@ -164,7 +164,7 @@ class VolumetricVAE(nn.Module):
         return False
 
     def decode_distribution(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor) -> tuple[Tensor, Tensor]:
-        """Mean maps and per-voxel log-variances, each (B, C, G, G, G), of an aleatoric model.
+        """Mean maps and per-voxel log-variances, each (B, C, d, h, w), of an aleatoric model.
 
         Raises
         ------
@@ -191,11 +191,11 @@ class VolumetricVAE(nn.Module):
         out : mapping
             :meth:`forward`'s output on ``batch``.
         batch : mapping
-            The data contract's batch: ``image`` (B, C, G, G, G) and ``meta``.
+            The data contract's batch: ``image`` (B, C, d, h, w) and ``meta``.
         weights : mapping
             Every weight the objective reads (:meth:`loss_weights`, with the
             :attr:`kl_weights` at their scheduled values).
-        mask : Tensor of bool, shape (G, G, G), optional
+        mask : Tensor of bool, shape (d, h, w), optional
             Voxels that count in the reconstruction (the brain); all when ``None``.
         dataset_size : int, optional
             Training studies ``N``; required when :attr:`needs_dataset_size`.

@@ -1,15 +1,16 @@
 """Baseline: a 3D ResNet-10-style VAE.
 
 Encoder: a stride-2 stem conv, then four stages of one basic residual block
-each, every stage downsampling by 2 (``G -> G/32`` per side: 64 -> 2 at 4 mm),
-flattened into a linear head for ``(mu, logvar)``. Every stage downsamples
-because on a 2-core CPU the cost of a 3D network is dominated by its
+each, every stage downsampling by 2 (each side ``ceil(n / 2)`` five times: 48 -> 2
+at 4 mm), flattened into a linear head for ``(mu, logvar)``. Every stage
+downsamples because on a 2-core CPU the cost of a 3D network is dominated by its
 full- and half-resolution feature maps, not by its width. The decoder mirrors
-the encoder with transposed convolutions.
+the encoder with transposed convolutions from 1/16 of the grid (3^3 at 4 mm).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,15 +23,19 @@ from sematlas.models.blocks import (
     ConvDecoder,
     ResidualBlock3d,
     channels_last,
+    coarse_shape,
     group_norm,
+    halved,
     reparameterise,
     run_block,
 )
 from sematlas.models.config import ModelConfig
 from sematlas.models.losses import check_finite, gaussian_kl, masked_mse_sum, no_autocast
 
-# The stem and each of the four stages halve the side: G / 2**5.
-_ENCODER_DOWNSAMPLING = 32
+# The stem and each of the four stages halve the side.
+_ENCODER_HALVINGS = 5
+# The decoder doubles four times up to the grid.
+_DECODER_UPSAMPLING = 16
 
 
 class ResNetEncoder(nn.Module):
@@ -41,7 +46,7 @@ class ResNetEncoder(nn.Module):
     Parameters
     ----------
     config : ModelConfig
-        Uses ``in_channels``, ``grid_size``, ``base_channels``, ``z_dim``,
+        Uses ``in_channels``, ``grid_shape``, ``base_channels``, ``z_dim``,
         ``dropout`` and ``gradient_checkpointing``.
     """
 
@@ -55,16 +60,15 @@ class ResNetEncoder(nn.Module):
         self.stages = nn.ModuleList(
             ResidualBlock3d(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
-        side = config.grid_size // _ENCODER_DOWNSAMPLING
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(widths[-1] * side**3, 2 * config.z_dim)
+        self.head = nn.Linear(widths[-1] * math.prod(halved(config.grid_shape, _ENCODER_HALVINGS)), 2 * config.z_dim)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior parameters.
 
         Parameters
         ----------
-        image : Tensor, shape (B, in_channels, G, G, G)
+        image : Tensor, shape (B, in_channels, d, h, w)
 
         Returns
         -------
@@ -83,13 +87,13 @@ class ResNetEncoder(nn.Module):
 
 
 def resnet_decoder(config: ModelConfig) -> ConvDecoder:
-    """Mirror of :class:`ResNetEncoder`: widths ``8c, 4c, 2c, c, c`` from side ``G/32`` up to ``G``."""
+    """Mirror of :class:`ResNetEncoder`: widths ``8c, 4c, 2c, c`` from 1/16 of the grid up to the grid."""
     c = config.base_channels
     return ConvDecoder(
         z_dim=config.z_dim,
         out_channels=config.in_channels,
-        start_side=config.grid_size // _ENCODER_DOWNSAMPLING,
-        widths=(8 * c, 4 * c, 2 * c, c, c),
+        start_shape=coarse_shape(config.grid_shape, _DECODER_UPSAMPLING),
+        widths=(8 * c, 4 * c, 2 * c, c),
         dropout=config.dropout,
         gradient_checkpointing=config.gradient_checkpointing,
         output_init=config.output_init,
@@ -106,11 +110,11 @@ class UnconditionalVAE(VolumetricVAE):
     decoder: nn.Module
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G); ``meta`` is unused."""
+        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, d, h, w); ``meta`` is unused."""
         return self.encoder(image)
 
     def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
-        """Maps (B, C, G, G, G) in (0, 1) from latents (B, z_dim); ``meta`` is unused."""
+        """Maps (B, C, d, h, w) in (0, 1) from latents (B, z_dim); ``meta`` is unused."""
         return self.decoder(z)
 
     def forward(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
@@ -118,14 +122,14 @@ class UnconditionalVAE(VolumetricVAE):
 
         Parameters
         ----------
-        image : Tensor, shape (B, C, G, G, G)
+        image : Tensor, shape (B, C, d, h, w)
         meta : mapping, optional
             Ignored: the model is unconditional.
 
         Returns
         -------
         dict
-            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim).
+            ``x_hat`` (B, C, d, h, w); ``mu``, ``logvar``, ``z`` (B, z_dim).
         """
         mu, logvar = self.encode(image)
         z = reparameterise(mu, logvar, sample=self.training)

@@ -27,6 +27,26 @@ def channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last_3d)
 
 
+def halved(shape: Sequence[int], times: int) -> tuple[int, ...]:
+    """Spatial shape after ``times`` stride-2, padding-1 convolutions (each side ``ceil(n / 2)``)."""
+    for _ in range(times):
+        shape = tuple(-(-side // 2) for side in shape)
+    return tuple(shape)
+
+
+def coarse_shape(shape: Sequence[int], factor: int) -> tuple[int, int, int]:
+    """The shape a decoder that upsamples ``factor`` times per side starts from, ``shape / factor``.
+
+    Raises
+    ------
+    ValueError
+        A side that ``factor`` does not divide: the decoder would not land on the grid.
+    """
+    if len(shape) != 3 or any(side % factor for side in shape):
+        raise ValueError(f"every side of the grid {tuple(shape)} must be a multiple of {factor}")
+    return (shape[0] // factor, shape[1] // factor, shape[2] // factor)
+
+
 def group_count(channels: int, max_groups: int = 8) -> int:
     """Number of GroupNorm groups: the largest divisor of ``channels`` <= ``max_groups``."""
     return next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
@@ -249,8 +269,9 @@ class ConvDecoder(nn.Module):
         Latent dimensionality.
     out_channels : int
         Output map channels.
-    start_side : int
-        Side ``s`` of the first cube.
+    start_shape : tuple of int
+        Spatial shape ``(d, h, w)`` of the first feature map; the output is
+        ``2**len(widths)`` times larger per side.
     widths : sequence of int
         Channels of the first cube and after each upsampling block.
     dropout : float
@@ -272,7 +293,7 @@ class ConvDecoder(nn.Module):
         self,
         z_dim: int,
         out_channels: int,
-        start_side: int,
+        start_shape: Sequence[int],
         widths: Sequence[int],
         dropout: float = 0.0,
         gradient_checkpointing: bool = False,
@@ -282,9 +303,9 @@ class ConvDecoder(nn.Module):
         aleatoric: bool = False,
     ) -> None:
         super().__init__()
-        self.start_shape = (widths[0], start_side, start_side, start_side)
+        self.start_shape = (widths[0], *start_shape)
         self.gradient_checkpointing = gradient_checkpointing
-        self.fc = nn.Linear(z_dim, widths[0] * start_side**3)
+        self.fc = nn.Linear(z_dim, widths[0] * math.prod(start_shape))
         self.fc_norm = group_norm(widths[0])
         self.blocks = nn.ModuleList(UpBlock3d(a, b, dropout) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.out = nn.ConvTranspose3d(widths[-1], out_channels, 2, stride=2)
@@ -305,8 +326,8 @@ class ConvDecoder(nn.Module):
 
         Returns
         -------
-        Tensor, shape (B, out_channels, G, G, G)
-            ``G = start_side * 2**len(widths)``; values in (0, 1).
+        Tensor, shape (B, out_channels, d, h, w)
+            ``start_shape * 2**len(widths)``; values in (0, 1).
         """
         # Standard (contiguous) layout out, whatever the layout inside.
         return torch.sigmoid(self.out(self._features(z, m))).contiguous()
@@ -321,9 +342,9 @@ class ConvDecoder(nn.Module):
 
         Returns
         -------
-        mean : Tensor, shape (B, out_channels, G, G, G)
+        mean : Tensor, shape (B, out_channels, d, h, w)
             As :meth:`forward`.
-        logvar : Tensor, shape (B, out_channels, G, G, G)
+        logvar : Tensor, shape (B, out_channels, d, h, w)
             In ``(LOGVAR_MIN, LOGVAR_MAX)`` (see :func:`bounded_logvar`).
 
         Raises

@@ -181,7 +181,7 @@ class ConditionalBetaVAE(VolumetricVAE):
         return out
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, G, G, G) given their metadata."""
+        """Posterior ``(mu, logvar)``, each (B, z_dim), of images (B, C, d, h, w) given their metadata."""
         out = self._encode(image, meta)
         return out["mu"], out["logvar"]
 
@@ -215,7 +215,7 @@ class ConditionalBetaVAE(VolumetricVAE):
 
         Returns
         -------
-        Tensor, shape (B, C, G, G, G), values in (0, 1)
+        Tensor, shape (B, C, d, h, w), values in (0, 1)
         """
         if meta is None:
             raise TypeError(f"{type(self).__name__} is conditional: pass meta (a mapping or the vector m)")
@@ -238,7 +238,7 @@ class ConditionalBetaVAE(VolumetricVAE):
 
         Returns
         -------
-        mean, logvar : Tensor, shape (B, C, G, G, G)
+        mean, logvar : Tensor, shape (B, C, d, h, w)
             ``mean`` equals :meth:`decode`; ``logvar`` is bounded (see
             :func:`~sematlas.models.blocks.bounded_logvar`).
         """
@@ -256,7 +256,7 @@ class ConditionalBetaVAE(VolumetricVAE):
 
         Parameters
         ----------
-        image : Tensor, shape (B, C, G, G, G)
+        image : Tensor, shape (B, C, d, h, w)
         meta : mapping
             ``cond`` (B, cond_dim), ``sparse`` (B, n_sparse), ``sparse_mask``
             (B, n_sparse) bool.
@@ -264,13 +264,13 @@ class ConditionalBetaVAE(VolumetricVAE):
         Returns
         -------
         dict
-            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim);
+            ``x_hat`` (B, C, d, h, w); ``mu``, ``logvar``, ``z`` (B, z_dim);
             ``imputed_mu``, ``imputed_logvar`` (B, n_sparse), without them when
             ``config.imputation`` is off; ``m`` (B,
             cond_dim + n_sparse): the metadata vector with missing sparse fields
             filled by an imputed sample (training) or mean (eval);
             ``year_logits`` (B, n_year_bins), computed through the GRL;
-            ``x_logvar`` (B, C, G, G, G) when ``config.aleatoric``.
+            ``x_logvar`` (B, C, d, h, w) when ``config.aleatoric``.
         """
         out = self._encode(image, meta)
         z = reparameterise(out["mu"], out["logvar"], sample=self.training)
@@ -329,7 +329,7 @@ class ConditionalBetaVAE(VolumetricVAE):
             ``imputed_logvar`` (absent without the imputation head: both imputation
             terms are then 0), ``year_logits``, and ``x_logvar`` for an aleatoric decoder.
         batch : mapping
-            ``image`` (B, C, G, G, G) and ``meta`` with ``sparse``, ``sparse_mask``
+            ``image`` (B, C, d, h, w) and ``meta`` with ``sparse``, ``sparse_mask``
             (B, n_sparse) and ``year_bin`` (B,).
         weights : mapping
             ``beta``, ``imputation_weight``, ``year_weight`` (:meth:`loss_weights`).
@@ -415,7 +415,7 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
         A model (or encoder) with ``conv_path()``, or a config whose encoder is
         built (the DenseNet of a :class:`CBVAEConfig`, else the ResNet encoder).
     voxel_size : float
-        Voxel size in millimetres (4 for the 64 grid, 2 for the 128 grid).
+        Voxel size in millimetres (4 or 2).
 
     Returns
     -------

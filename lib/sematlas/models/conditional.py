@@ -10,12 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sematlas.models.blocks import ConvDecoder
+from sematlas.models.blocks import ConvDecoder, coarse_shape
 from sematlas.models.config import ConditionalDecoderConfig
 from sematlas.models.tcvae import SpatialBroadcastDecoder
 
 # Side of the cube the conditional decoder starts from.
-_DECODER_START_SIDE = 4
+# The transposed-convolution decoder doubles four times: it starts from 1/16 of the grid.
+_DECODER_UPSAMPLING = 16
 
 
 class ConcatConditioned(nn.Module):
@@ -35,11 +36,11 @@ class ConcatConditioned(nn.Module):
         self.decoder = decoder
 
     def forward(self, z: Tensor, m: Tensor) -> Tensor:
-        """Maps (B, C, G, G, G) from latents (B, z_dim) and metadata vectors (B, meta_dim)."""
+        """Maps (B, C, d, h, w) from latents (B, z_dim) and metadata vectors (B, meta_dim)."""
         return self.decoder(torch.cat([z, m], dim=1))
 
     def predict(self, z: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean maps and log-variances, each (B, C, G, G, G), of an aleatoric decoder."""
+        """Mean maps and log-variances, each (B, C, d, h, w), of an aleatoric decoder."""
         if not isinstance(self.decoder, ConvDecoder):
             raise ValueError("the Spatial Broadcast Decoder has no aleatoric head")
         return self.decoder.predict(torch.cat([z, m], dim=1))
@@ -50,8 +51,8 @@ def conditional_decoder(
 ) -> ConvDecoder | SpatialBroadcastDecoder | ConcatConditioned:
     """The decoder of a conditional model, called as ``decoder(z, m)``.
 
-    ``config.decoder="conv"``: from a 4^3 cube, widths ``8c, 4c, 2c, c[, c]`` up
-    to ``G``; ``"sbd"``: a Spatial Broadcast Decoder of width ``sbd_channels``.
+    ``config.decoder="conv"``: from 1/16 of the grid, widths ``8c, 4c, 2c, c`` up
+    to the grid; ``"sbd"``: a Spatial Broadcast Decoder of width ``sbd_channels``.
     FiLM modulates every upsampling block by ``m``, or with ``concat`` an
     unconditioned decoder reads ``z ++ m`` instead.
 
@@ -72,11 +73,11 @@ def conditional_decoder(
         decoder = SpatialBroadcastDecoder.from_config(config, z_dim=z_dim, film_meta_dim=film_dim)
     else:
         c = config.base_channels
-        n_blocks = (config.grid_size // _DECODER_START_SIDE).bit_length() - 2
+        n_blocks = _DECODER_UPSAMPLING.bit_length() - 2
         decoder = ConvDecoder(
             z_dim=z_dim,
             out_channels=config.in_channels,
-            start_side=_DECODER_START_SIDE,
+            start_shape=coarse_shape(config.grid_shape, _DECODER_UPSAMPLING),
             widths=[max(8 * c >> i, c) for i in range(n_blocks + 1)],
             dropout=config.dropout,
             gradient_checkpointing=config.gradient_checkpointing,

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from sematlas.core.grid import NETWORK_MULTIPLE
+
 if TYPE_CHECKING:
     from sematlas.core.params import Params
 
@@ -31,7 +33,8 @@ CONDITIONINGS: tuple[str, ...] = ("film", "concat")
 DECODERS: tuple[str, ...] = ("conv", "sbd")
 
 # Spatial side at which the convolutional trunks hand over to dense layers or
-# heads: the cbvae encoder's first dense block runs at 16^3 whatever the grid.
+# heads: the cbvae encoder's first dense block runs where the largest side is at
+# most 16 (12^3 on the 48^3 grid of 4 mm).
 DENSE_ENTRY_SIDE = 16
 
 _Config = TypeVar("_Config", bound="ModelConfig")
@@ -48,17 +51,18 @@ def _check_at_least(config: ModelConfig, names: tuple[str, ...], minimum: int) -
 class ModelConfig:
     """What every volumetric network is built from (and all the ``baseline`` needs).
 
-    The defaults are the CPU-sized ``quick`` models (64^3 grid at 4 mm, two
-    kernels); GPU profiles raise ``base_channels`` (and the variants' widths) and
-    set ``grid_size=128``.
+    The defaults are the CPU-sized ``quick`` models (the 48^3 network grid at 4 mm,
+    two kernels); GPU profiles raise ``base_channels`` (and the variants' widths) and
+    set ``grid_shape=(80, 96, 80)`` (2 mm).
 
     Parameters
     ----------
     in_channels : int
         Channels of the input and output maps: one per density kernel
         (default 2: 6 mm and 12 mm FWHM).
-    grid_size : int
-        Side of the padded cubic grid: 64 (4 mm) or 128 (2 mm).
+    grid_shape : tuple of int
+        Shape ``(d, h, w)`` of the network grid (:attr:`sematlas.core.grid.Grid.network_shape`):
+        every side a multiple of :data:`~sematlas.core.grid.NETWORK_MULTIPLE`.
     z_dim : int
         Latent dimensionality.
     base_channels : int
@@ -100,7 +104,7 @@ class ModelConfig:
     variant: ClassVar[str] = "baseline"
 
     in_channels: int = 2
-    grid_size: int = 64
+    grid_shape: tuple[int, int, int] = (48, 48, 48)
     z_dim: int = 32
     base_channels: int = 16
     cond_dim: int = 0
@@ -112,8 +116,13 @@ class ModelConfig:
     output_init: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.grid_size not in (64, 128):
-            raise ValueError(f"grid_size must be 64 or 128, got {self.grid_size!r}")
+        # Saved configs hold lists (YAML, JSON): the network grid is a tuple from here on.
+        shape = tuple(int(side) for side in self.grid_shape)
+        if len(shape) != 3 or any(side <= 0 or side % NETWORK_MULTIPLE for side in shape):
+            raise ValueError(
+                f"grid_shape must be three positive multiples of {NETWORK_MULTIPLE}, got {self.grid_shape!r}"
+            )
+        self.grid_shape = (shape[0], shape[1], shape[2])
         _check_at_least(self, ("in_channels", "z_dim", "base_channels", "n_year_bins", "hidden_dim"), 1)
         _check_at_least(self, ("cond_dim", "n_sparse"), 0)
         if not 0.0 <= self.dropout < 1.0:
@@ -167,7 +176,7 @@ class ModelConfig:
         return {key: value for key, value in params.model.items() if key in cls.field_names()}
 
     @classmethod
-    def from_params(cls: type[_Config], params: Params, **sizes: int) -> _Config:
+    def from_params(cls: type[_Config], params: Params, **sizes: Any) -> _Config:
         """The config of a profile's model of this variant.
 
         Parameters
@@ -175,7 +184,7 @@ class ModelConfig:
         params : Params
             Validated profile parameters (:meth:`choices` reads them).
         **sizes : int
-            What the data decides: ``in_channels``, ``grid_size``, ``cond_dim``,
+            What the data decides: ``in_channels``, ``grid_shape``, ``cond_dim``,
             ``n_sparse``, ``n_year_bins``.
         """
         return cls.from_dict({**cls.choices(params), **sizes})

@@ -9,13 +9,14 @@ and the posterior head).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sematlas.models.blocks import channels_last, film, group_norm, run_block
+from sematlas.models.blocks import channels_last, film, group_norm, halved, run_block
 from sematlas.models.config import DENSE_ENTRY_SIDE, CBVAEConfig
 
 
@@ -111,7 +112,7 @@ class DenseEncoder(nn.Module):
     Parameters
     ----------
     config : CBVAEConfig
-        Uses ``in_channels``, ``grid_size``, ``base_channels``, ``growth_rate``,
+        Uses ``in_channels``, ``grid_shape``, ``base_channels``, ``growth_rate``,
         ``dense_layers``, ``dilations``, ``z_dim``, ``dropout``, ``gradient_checkpointing``;
         with ``conditioning="concat"`` the head also reads the metadata vector
         (``meta_dim`` more inputs).
@@ -121,13 +122,13 @@ class DenseEncoder(nn.Module):
         super().__init__()
         c = config.base_channels
         self.gradient_checkpointing = config.gradient_checkpointing
-        side = config.grid_size // 2
+        shape = halved(config.grid_shape, 1)
         stem: list[nn.Module] = [nn.Conv3d(config.in_channels, c, 3, stride=2, padding=1, bias=False)]
         stem += [group_norm(c), nn.SiLU()]
         channels = c
-        while side > DENSE_ENTRY_SIDE:
+        while max(shape) > DENSE_ENTRY_SIDE:
             stem += [nn.Conv3d(channels, 2 * c, 3, stride=2, padding=1, bias=False), group_norm(2 * c), nn.SiLU()]
-            channels, side = 2 * c, side // 2
+            channels, shape = 2 * c, halved(shape, 1)
         self.stem = nn.Sequential(*stem)
 
         self.blocks = nn.ModuleList()
@@ -140,22 +141,23 @@ class DenseEncoder(nn.Module):
             block_channels.append(block.out_channels)
             channels = max(block.out_channels // 2, 1)
             self.transitions.append(Transition3d(block.out_channels, channels))
-            side //= 2
+            shape = halved(shape, 1)
         self.block_channels = block_channels
         self.dropout = nn.Dropout(config.dropout)
         self.head_meta_dim = config.meta_dim if config.conditioning == "concat" else 0
-        self.head = nn.Linear(channels * side**3 + self.head_meta_dim, 2 * config.z_dim)
+        self.head = nn.Linear(channels * math.prod(shape) + self.head_meta_dim, 2 * config.z_dim)
 
     def features(self, image: Tensor) -> Tensor:
         """Unmodulated trunk: stem and first dense block.
 
         Parameters
         ----------
-        image : Tensor, shape (B, in_channels, G, G, G)
+        image : Tensor, shape (B, in_channels, d, h, w)
 
         Returns
         -------
-        Tensor, shape (B, block_channels[0], 16, 16, 16)
+        Tensor, shape (B, block_channels[0], *entry)
+            ``entry``: the grid halved until no side exceeds 16 (12^3 on the 48^3 grid).
         """
         return run_block(self.blocks[0], self.stem(channels_last(image)), enabled=self.gradient_checkpointing)
 
@@ -169,7 +171,7 @@ class DenseEncoder(nn.Module):
 
         Parameters
         ----------
-        features : Tensor, shape (B, block_channels[0], 16, 16, 16)
+        features : Tensor, shape (B, block_channels[0], *entry)
             Output of :meth:`features`.
         film_params : sequence of (delta_gamma, beta) or None
             One entry per dense block, shapes (B, block_channels[i]); ``None``

@@ -1,15 +1,15 @@
 """Two-level hierarchical VAE: a global top level over a local lower level.
 
-Data flow of :meth:`HierarchicalVAE.forward` (sides for the 64^3 grid)::
+Data flow of :meth:`HierarchicalVAE.forward` (sides for the 48^3 grid of 4 mm)::
 
-    image -> stem (32^3) -> 3 residual stages -> h_local (4c, 4^3) -> global stage -> h_global (8c, 2^3)
+    image -> stem (24^3) -> 3 residual stages -> h_local (4c, 3^3) -> global stage -> h_global (8c, 2^3)
                                                     |                                  |
                                                     |                   top head: q(z_top | x)
                                                     |                                  |
                           bottom-up skip: h_local ++ z_top -> lower head: q(u | x, z_top)
                                                                                        |
     generative path:   z_top -> conditional prior (m, s) -> z_low = m(z_top) + s(z_top) * u
-                       z_top ++ z_low -> decoder (linear to 4^3, upsampling blocks, output layer) -> x_hat
+                       z_top ++ z_low -> decoder (linear to 3^3, upsampling blocks, output layer) -> x_hat
     protected skip:    z_top -- stop-gradient --> FiLM of every upsampling block -------------^
 
 The objective is :meth:`HierarchicalVAE.loss`; per-level KLs come from
@@ -18,6 +18,7 @@ The objective is :meth:`HierarchicalVAE.loss`; per-level KLs come from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sematlas.models.base import KLSchedule, VolumetricVAE
-from sematlas.models.blocks import ResidualBlock3d, channels_last, group_norm, reparameterise, run_block
+from sematlas.models.blocks import ResidualBlock3d, channels_last, group_norm, halved, reparameterise, run_block
 from sematlas.models.conditional import conditional_decoder
 from sematlas.models.config import HVAEConfig
 from sematlas.models.losses import check_finite, gaussian_kl_per_dim, masked_mse_sum, no_autocast
@@ -33,9 +34,9 @@ from sematlas.models.losses import check_finite, gaussian_kl_per_dim, masked_mse
 if TYPE_CHECKING:
     from sematlas.core.params import TrainingParams
 
-# The stem and three stages halve the side down to the local features (G / 16);
-# a fourth stage reaches the global features (G / 32).
-_LOCAL_DOWNSAMPLING = 16
+# The stem and three stages halve the side down to the local features (1/16 of the grid);
+# a fourth stage reaches the global features.
+_LOCAL_HALVINGS = 4
 
 
 def hierarchical_kl(mu: Tensor, logvar: Tensor, top_dim: int) -> tuple[Tensor, Tensor]:
@@ -122,9 +123,9 @@ class HierarchicalVAE(VolumetricVAE):
     Parameters
     ----------
     config : HVAEConfig
-        Uses ``in_channels``, ``grid_size``, ``z_dim``, ``top_dim``,
+        Uses ``in_channels``, ``grid_shape``, ``z_dim``, ``top_dim``,
         ``base_channels`` (encoder widths ``c, c, 2c, 4c, 8c``, decoder as the
-        cbvae's: ``8c`` at ``4^3`` halving to ``c``), ``hidden_dim`` (conditional
+        cbvae's: ``8c`` at 1/16 of the grid, halving to ``c``), ``hidden_dim`` (conditional
         prior and FiLM MLPs), ``dropout``, ``gradient_checkpointing``,
         ``output_init``, ``decoder`` and, in the objective, ``top_beta``.
     """
@@ -147,10 +148,11 @@ class HierarchicalVAE(VolumetricVAE):
             ResidualBlock3d(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
         self.global_stage = ResidualBlock3d(4 * c, 8 * c, stride=2)
-        local_side = config.grid_size // _LOCAL_DOWNSAMPLING
+        local_voxels = math.prod(halved(config.grid_shape, _LOCAL_HALVINGS))
+        global_voxels = math.prod(halved(config.grid_shape, _LOCAL_HALVINGS + 1))
         self.dropout = nn.Dropout(config.dropout)
-        self.top_head = nn.Linear(8 * c * (local_side // 2) ** 3, 2 * self.top_dim)
-        self.lower_head = nn.Linear(4 * c * local_side**3 + self.top_dim, 2 * self.lower_dim)
+        self.top_head = nn.Linear(8 * c * global_voxels, 2 * self.top_dim)
+        self.lower_head = nn.Linear(4 * c * local_voxels + self.top_dim, 2 * self.lower_dim)
         # p(z_low | z_top): starts at N(0, I) (zero last layer), so z_low = u at initialisation.
         # Layers built in order, so the random initialisation draws as before.
         prior_in = nn.Linear(self.top_dim, config.hidden_dim)
@@ -169,12 +171,12 @@ class HierarchicalVAE(VolumetricVAE):
 
         Parameters
         ----------
-        image : Tensor, shape (B, in_channels, G, G, G)
+        image : Tensor, shape (B, in_channels, d, h, w)
 
         Returns
         -------
-        local : Tensor, shape (B, 4c, G/16, G/16, G/16)
-        global_ : Tensor, shape (B, 8c, G/32, G/32, G/32)
+        local : Tensor, shape (B, 4c, d/16, h/16, w/16)
+        global_ : Tensor, shape (B, 8c, ceil(d/32), ceil(h/32), ceil(w/32))
         """
         h = self.stem(channels_last(image))
         for stage in self.local_stages:
@@ -195,7 +197,7 @@ class HierarchicalVAE(VolumetricVAE):
         return torch.cat([mu_top, mu_u], 1), torch.cat([logvar_top, logvar_u], 1), torch.cat([z_top, u], 1)
 
     def encode(self, image: Tensor, meta: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Posterior ``(mu, logvar)`` of ``[z_top, u]``, each (B, z_dim), of images (B, C, G, G, G).
+        """Posterior ``(mu, logvar)`` of ``[z_top, u]``, each (B, z_dim), of images (B, C, d, h, w).
 
         Deterministic: the lower level is conditioned on the top level's mean. ``meta`` is unused.
         """
@@ -230,7 +232,7 @@ class HierarchicalVAE(VolumetricVAE):
         return z_top.detach()
 
     def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
-        """Maps (B, C, G, G, G) in (0, 1) from codes ``[z_top, u]`` (B, z_dim); ``meta`` is unused."""
+        """Maps (B, C, d, h, w) in (0, 1) from codes ``[z_top, u]`` (B, z_dim); ``meta`` is unused."""
         z_top = z[:, : self.top_dim]
         return self.decoder(torch.cat([z_top, self.lower_latent(z)], dim=1), self.top_down_skip(z_top))
 
@@ -239,14 +241,14 @@ class HierarchicalVAE(VolumetricVAE):
 
         Parameters
         ----------
-        image : Tensor, shape (B, C, G, G, G)
+        image : Tensor, shape (B, C, d, h, w)
         meta : mapping, optional
             Ignored: the model is unconditional.
 
         Returns
         -------
         dict
-            ``x_hat`` (B, C, G, G, G); ``mu``, ``logvar``, ``z`` (B, z_dim), top
+            ``x_hat`` (B, C, d, h, w); ``mu``, ``logvar``, ``z`` (B, z_dim), top
             level first; ``kl_top``, ``kl_lower`` (B,): per-study KL of each level
             (:func:`hierarchical_kl`).
         """
@@ -280,7 +282,7 @@ class HierarchicalVAE(VolumetricVAE):
         out : mapping
             :meth:`forward`'s output: ``x_hat``, and ``kl_top``, ``kl_lower`` (B,).
         batch : mapping
-            ``image`` (B, C, G, G, G).
+            ``image`` (B, C, d, h, w).
         weights : mapping
             ``top_beta`` and ``beta``: KL weights of the top and the lower level.
         mask, dataset_size

@@ -95,8 +95,8 @@ def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = Non
 
     ``SE_i = sum_c sum_{v in mask} (x_hat_icv - x_icv)^2``
 
-    The maps are first cropped to the mask's bounding box (the native grid
-    is under half of the padded one), which gives the same sum for less work.
+    The maps are first cropped to the mask's bounding box, which gives the
+    same sum for less work.
 
     Parameters
     ----------
@@ -173,7 +173,7 @@ def gaussian_nll_sum(x: Tensor, mean: Tensor, logvar: Tensor, mask: Tensor | Non
     with no_autocast(x.device):
         nll = -gaussian_log_density(x.float(), mean.float(), logvar.float())
         if mask is not None:
-            # Same bounding-box crop as squared_error_per_sample: the native grid is under half the padded one.
+            # Same bounding-box crop as squared_error_per_sample.
             box = (slice(None), slice(None), *_mask_box(mask))
             nll = nll[box] * mask[box[2:]].to(nll.dtype)
         return nll.sum(dim=(1, 2, 3, 4)).mean()

@@ -11,7 +11,7 @@ the latent alone, which favours disentangled, position-aware latents.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,6 +25,7 @@ from sematlas.models.blocks import (
     ResidualBlock3d,
     UpBlock3d,
     channels_last,
+    coarse_shape,
     init_output_bias,
     run_block,
     run_upsampling,
@@ -41,41 +42,41 @@ from sematlas.models.losses import (
 if TYPE_CHECKING:
     from sematlas.core.params import TrainingParams
 
-# Side of the grid the latent is broadcast onto.
-SBD_SIDE = 8
+# The latent is broadcast onto 1/8 of the grid (6^3 at 4 mm), then doubled three times.
+SBD_UPSAMPLING = 8
 
 
-def coordinate_grid(side: int = SBD_SIDE) -> Tensor:
-    """Coordinate channels on a cube, in [-1, 1].
+def coordinate_grid(shape: Sequence[int]) -> Tensor:
+    """Coordinate channels on a box, in [-1, 1] along each axis.
 
     Parameters
     ----------
-    side : int
-        Voxels per side.
+    shape : sequence of int
+        Voxels per axis ``(d, h, w)``.
 
     Returns
     -------
-    Tensor, shape (1, 3, side, side, side)
+    Tensor, shape (1, 3, d, h, w)
         Channel 0 varies along depth only, 1 along height only, 2 along width
         only (``meshgrid(..., indexing="ij")`` keeps that order).
     """
-    axis = torch.linspace(-1.0, 1.0, side)
-    depth, height, width = torch.meshgrid(axis, axis, axis, indexing="ij")
+    axes = [torch.linspace(-1.0, 1.0, side) for side in shape]
+    depth, height, width = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([depth, height, width])[None]
 
 
 class SpatialBroadcastDecoder(nn.Module):
     """Spatial Broadcast Decoder for volumes (Watters et al. 2019).
 
-    ``z (B, d) -> tile to (B, d, 8, 8, 8) ++ coords (B, 3, 8, 8, 8) -> 1x1x1 conv
-    to 8w channels -> n_blocks stride-1 residual 3x3x3 blocks -> stride-2
-    ConvTranspose3d stages halving the channels (three stages to 64^3, four to
-    128^3) -> 1x1x1 conv -> sigmoid``.
+    ``z (B, d) -> tile to (B, d, *s) ++ coords (B, 3, *s) -> 1x1x1 conv
+    to 8w channels -> n_blocks stride-1 residual 3x3x3 blocks -> three stride-2
+    ConvTranspose3d stages halving the channels -> 1x1x1 conv -> sigmoid``, with
+    ``s`` the grid divided by 8 (6^3 on the 48^3 grid of 4 mm).
 
     The residual blocks on the broadcast grid play the role of the stride-1
     convolutions that follow the broadcast in Watters et al.: the coordinates
     enter the 1x1x1 conv linearly, and it takes a few nonlinear layers to turn
-    them and ``z`` into localised features. On the 8^3 grid they cost little.
+    them and ``z`` into localised features. On the coarse grid they cost little.
     The 1x1x1 conv is followed by SiLU only, not by a normalisation: ``z`` is
     constant over the grid, and a norm over space would subtract exactly that.
 
@@ -85,10 +86,10 @@ class SpatialBroadcastDecoder(nn.Module):
         Latent dimensionality ``d``.
     out_channels : int
         Output map channels.
-    grid_size : int
-        Output side (64 or 128).
+    grid_shape : sequence of int
+        Output shape ``(d, h, w)``, every side a multiple of 8.
     width : int
-        ``w``: channels of the last stage at 64^3 (the first stage has ``8w``).
+        ``w``: channels of the last stage (the first stage has ``8w``).
     n_blocks : int
         Residual blocks on the broadcast grid.
     dropout : float
@@ -104,13 +105,13 @@ class SpatialBroadcastDecoder(nn.Module):
         Hidden width of the FiLM generator.
     """
 
-    coords: Tensor  # buffer (1, 3, 8, 8, 8), see coordinate_grid
+    coords: Tensor  # buffer (1, 3, *grid_shape / 8), see coordinate_grid
 
     def __init__(
         self,
         z_dim: int,
         out_channels: int,
-        grid_size: int,
+        grid_shape: Sequence[int],
         width: int,
         n_blocks: int = 2,
         dropout: float = 0.0,
@@ -120,12 +121,12 @@ class SpatialBroadcastDecoder(nn.Module):
         hidden_dim: int = 64,
     ) -> None:
         super().__init__()
-        n_stages = (grid_size // SBD_SIDE).bit_length() - 1
-        # Halve from 8w each stage; a fourth (2 mm) stage goes below w, never below 1.
+        n_stages = SBD_UPSAMPLING.bit_length() - 1
+        # Halve from 8w each stage.
         widths = [max(8 * width >> i, 1) for i in range(n_stages + 1)]
         self.gradient_checkpointing = gradient_checkpointing
         # Derived constant, rebuilt at construction: not saved in state_dict.
-        self.register_buffer("coords", coordinate_grid(), persistent=False)
+        self.register_buffer("coords", coordinate_grid(coarse_shape(grid_shape, SBD_UPSAMPLING)), persistent=False)
         self.inp = nn.Conv3d(z_dim + 3, widths[0], 1)
         self.mixers = nn.ModuleList(ResidualBlock3d(widths[0], widths[0]) for _ in range(n_blocks))
         # The stage producing the full grid uses the non-overlapping kernel (see UpBlock3d): on a CPU
@@ -151,7 +152,7 @@ class SpatialBroadcastDecoder(nn.Module):
         return cls(
             z_dim=config.z_dim if z_dim is None else z_dim,
             out_channels=config.in_channels,
-            grid_size=config.grid_size,
+            grid_shape=config.grid_shape,
             width=config.sbd_channels or config.base_channels,
             n_blocks=config.sbd_blocks,
             dropout=config.dropout,
@@ -162,14 +163,14 @@ class SpatialBroadcastDecoder(nn.Module):
         )
 
     def broadcast(self, z: Tensor) -> Tensor:
-        """Tile ``z`` (B, d) over the coarse grid and append coordinates: (B, d + 3, 8, 8, 8)."""
+        """Tile ``z`` (B, d) over the coarse grid and append coordinates: (B, d + 3, *grid_shape / 8)."""
         batch, dim = z.shape
-        tiled = z[:, :, None, None, None].expand(batch, dim, SBD_SIDE, SBD_SIDE, SBD_SIDE)
+        tiled = z[:, :, None, None, None].expand(batch, dim, *self.coords.shape[2:])
         coords = self.coords.to(z.dtype).expand(batch, -1, -1, -1, -1)
         return torch.cat([tiled, coords], dim=1)
 
     def forward(self, z: Tensor, m: Tensor | None = None) -> Tensor:
-        """Decode latents (B, d) into maps (B, out_channels, G, G, G) in (0, 1).
+        """Decode latents (B, d) into maps (B, out_channels, *grid_shape) in (0, 1).
 
         ``m`` (B, film_meta_dim), the metadata vector, is required when the decoder is FiLM-conditioned.
         """
@@ -350,4 +351,4 @@ class TCVAE(UnconditionalVAE):
         return terms["loss"] - terms["recon"]
 
 
-__all__ = ["SBD_SIDE", "TCVAE", "SpatialBroadcastDecoder", "beta_tcvae_sums", "coordinate_grid"]
+__all__ = ["SBD_UPSAMPLING", "TCVAE", "SpatialBroadcastDecoder", "beta_tcvae_sums", "coordinate_grid"]

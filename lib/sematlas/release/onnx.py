@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sematlas.core.grid import pad_to
 from sematlas.core.io import atomic_path
 from sematlas.inference.atlas import AtlasModel
 from sematlas.inference.ensemble import AtlasEnsemble, combine
@@ -90,7 +89,7 @@ class EncoderGraph(nn.Module):
         self.network = atlas.network
 
     def forward(self, maps: Tensor, m: Tensor | None = None, known: Tensor | None = None) -> Tensor:
-        image = pad_to(maps, self.atlas.grid.padded_shape)
+        image = self.atlas.grid.to_network(maps)
         meta = None
         if m is not None and known is not None:
             cond_dim = m.shape[1] - known.shape[1]

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from sematlas.core.grid import Grid
 from sematlas.models import GradientReversal
 
 
@@ -260,22 +261,22 @@ class ReconSnapshots(pl.Callback):
             out = pl_module(batch["image"].to(pl_module.device), meta)
         pl_module.train(was_training)
         folder = Path(trainer.default_root_dir) / "recon" / f"epoch_{epoch:03d}"
-        save_recon_figures(batch["image"], out["x_hat"].cpu(), batch["id"], datamodule.grid.shape, folder)
+        save_recon_figures(batch["image"], out["x_hat"].cpu(), batch["id"], datamodule.grid, folder)
 
 
 def save_recon_figures(
-    inputs: torch.Tensor, reconstructions: torch.Tensor, ids: list[Any], shape: tuple[int, int, int], folder: Path
+    inputs: torch.Tensor, reconstructions: torch.Tensor, ids: list[Any], grid: Grid, folder: Path
 ) -> list[Path]:
     """One PNG per study: input, reconstruction and |difference| (widest kernel), three orientations each.
 
     Parameters
     ----------
-    inputs, reconstructions : Tensor, shape (n, C, G, G, G)
-        On the padded grid.
+    inputs, reconstructions : Tensor, shape (n, C, d, h, w)
+        On the network grid.
     ids : list
         Study ids, for the file names and titles.
-    shape : tuple of int
-        The native grid ``(D, H, W)``.
+    grid : Grid
+        The maps' grid: they are drawn on its native grid.
     folder : Path
         Created if missing; files are written atomically.
 
@@ -289,10 +290,9 @@ def save_recon_figures(
     from sematlas.reporting.plotting import plot_map_rows
 
     folder.mkdir(parents=True, exist_ok=True)
-    d, h, w = shape
     written = []
-    for study, x, x_hat in zip(ids, inputs, reconstructions):
-        x, x_hat = x[-1, :d, :h, :w].numpy(), x_hat[-1, :d, :h, :w].numpy()
+    for study, x, x_hat in zip(ids, grid.to_native(inputs), grid.to_native(reconstructions)):
+        x, x_hat = x[-1].numpy(), x_hat[-1].numpy()
         fig = plot_map_rows(
             {"maps": [x, x_hat, abs(x - x_hat)]},
             column_titles=["input", "reconstruction", "|difference|"],

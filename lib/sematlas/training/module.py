@@ -10,7 +10,7 @@ the end-of-schedule weights, so ``val/loss`` measures the same objective every
 epoch and can drive checkpoint selection.
 
 Batches follow the data contract of :mod:`sematlas.data.datamodule`:
-``{"image": (B, C, G, G, G), "meta": {"cond", "sparse", "sparse_mask",
+``{"image": (B, C, d, h, w), "meta": {"cond", "sparse", "sparse_mask",
 "year_bin", "task"}, "id": list[str]}``.
 """
 
@@ -140,16 +140,14 @@ def lr_at(
     raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
-def _pad_mask(mask: Tensor | np.ndarray | None, grid_size: int) -> Tensor:
-    """Brain mask on the padded grid: a native-grid mask goes at the low corner; ``None`` is all True."""
-    padded = torch.zeros((grid_size,) * 3, dtype=torch.bool)
+def _network_mask(mask: Tensor | np.ndarray | None, grid_shape: tuple[int, int, int]) -> Tensor:
+    """The brain mask as a bool tensor on the network grid; ``None`` is all True."""
     if mask is None:
-        return ~padded
+        return torch.ones(grid_shape, dtype=torch.bool)
     mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask).bool().cpu()
-    if mask.ndim != 3 or any(s > grid_size for s in mask.shape):
-        raise ValueError(f"mask must be 3-D and fit in the {grid_size}^3 grid, got shape {tuple(mask.shape)}")
-    padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
-    return padded
+    if tuple(mask.shape) != grid_shape:
+        raise ValueError(f"mask must be on the network grid {grid_shape}, got shape {tuple(mask.shape)}")
+    return mask
 
 
 class AtlasModule(pl.LightningModule):
@@ -169,8 +167,9 @@ class AtlasModule(pl.LightningModule):
         :func:`beta_tc_at`) and the objectives' other weights (what the network's
         :meth:`~sematlas.models.base.VolumetricVAE.loss_weights` reads). Saved as plain data.
     mask : Tensor or ndarray of bool, optional
-        Brain mask, shape ``(G, G, G)`` (or the native grid, placed at the low
-        corner). Only voxels inside count in the reconstruction loss. Kept as a
+        Brain mask on the network grid, shape ``config.grid_shape``
+        (:meth:`sematlas.core.grid.Grid.to_network` of the native mask). Only voxels
+        inside count in the reconstruction loss. Kept as a
         buffer (saved with the weights, not in the hyperparameters); ``None``
         counts every voxel (and is what a checkpoint is loaded with before its
         saved mask is restored).
@@ -232,7 +231,7 @@ class AtlasModule(pl.LightningModule):
         self.lr_cycle_epochs = lr_cycle_epochs
         self.lr_min_ratio = lr_min_ratio
         self.model: VolumetricVAE = build_model(model_config)
-        self.register_buffer("mask", _pad_mask(mask, model_config.grid_size))
+        self.register_buffer("mask", _network_mask(mask, model_config.grid_shape))
         # Raised by KLController; a buffer so that it is checkpointed and resumed.
         self.register_buffer("beta_multiplier", torch.tensor(1.0))
         self._val_year: list[tuple[Tensor, Tensor]] = []
@@ -292,7 +291,7 @@ class AtlasModule(pl.LightningModule):
         out : mapping
             The network's forward output on ``batch``.
         batch : mapping
-            ``image`` (B, C, G, G, G) and ``meta``.
+            ``image`` (B, C, d, h, w) and ``meta``.
         weights : mapping
             See :meth:`loss_weights`.
 

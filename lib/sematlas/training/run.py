@@ -102,7 +102,7 @@ def model_config(params: Params, variant: str, datamodule: NeurosynthDataModule)
     return model_entry(variant).config.from_params(
         params,
         in_channels=datamodule.n_channels,
-        grid_size=datamodule.grid.padded_shape[0],
+        grid_shape=datamodule.grid.network_shape,
         cond_dim=datamodule.encoder.cond_dim,
         n_sparse=1,
         n_year_bins=datamodule.encoder.n_year_bins,
