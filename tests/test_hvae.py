@@ -61,7 +61,9 @@ def test_top_dim_is_validated_and_only_the_hvae_has_levels() -> None:
 
 def test_the_levels_come_from_the_hierarchical_section() -> None:
     params = override_params(load_params("ci"), {"hierarchical": {"top_dim": 3, "top_beta": 0.25}})
-    config = HVAEConfig.from_params(params, in_channels=2, grid_shape=(48, 48, 48), cond_dim=5, n_sparse=1, n_year_bins=10)
+    config = HVAEConfig.from_params(
+        params, in_channels=2, grid_shape=(48, 48, 48), cond_dim=5, n_sparse=1, n_year_bins=10
+    )
     assert (config.top_dim, config.top_beta, config.z_dim) == (3, 0.25, params.model.z_dim)
     assert build_model(config).loss_weights(params.training) == {"beta": params.training.beta, "top_beta": 0.25}
 
