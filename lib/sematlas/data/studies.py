@@ -289,4 +289,12 @@ class StudyDataModule(pl.LightningDataModule):
         return self.loader("test")
 
 
-__all__ = ["EpochDraw", "EpochSampler", "IndexDataset", "StudyDataModule", "epoch_size", "seeded_generator", "stable_seed"]
+__all__ = [
+    "EpochDraw",
+    "EpochSampler",
+    "IndexDataset",
+    "StudyDataModule",
+    "epoch_size",
+    "seeded_generator",
+    "stable_seed",
+]
