@@ -7,27 +7,26 @@ choice) costs nothing and nothing large is cached on disk.
 
 Batches are dicts: ``{"image": (batch, channels, D, H, W), "meta": {...}, "id": [...]}``
 on the network grid of the profile (:attr:`~sematlas.core.grid.Grid.network_shape`), with
-``meta`` as in :mod:`sematlas.core.metadata`.
+``meta`` as in :mod:`sematlas.core.metadata`. A training epoch is ``training.studies_per_epoch`` studies drawn afresh every epoch,
+each training batch augmented from its own seeded stream (:mod:`sematlas.data.studies`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from sematlas.core.grid import Grid
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
 from sematlas.data.render import PeakRenderer
-from sematlas.data.studies import StudyDataModule
+from sematlas.data.studies import StudyDataModule, seeded_generator
 
 
 @dataclass(frozen=True)
@@ -70,19 +69,6 @@ class PeakTable:
         return self.ijk[index], np.repeat(np.arange(len(rows)), stops - starts)
 
 
-class _Rows(Dataset):
-    """Yields row indices; the collate function renders the whole batch at once."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
 class NeurosynthDataModule(StudyDataModule):
     """Rendered Neurosynth studies for training and evaluation.
 
@@ -105,7 +91,12 @@ class NeurosynthDataModule(StudyDataModule):
         ``random`` gives one channel: a random kernel per training batch, the
         widest for evaluation.
     seed : int
-        Seeds shuffling and augmentation, so reruns see identical batches.
+        Seeds the epochs' draws and the augmentation, so reruns see identical batches.
+    studies_per_epoch : int
+        Training studies drawn per epoch, afresh each epoch (0: every training study).
+    val_studies : int
+        Validation studies of the Trainer's validation loader, the first of the
+        split (0: all); :meth:`loader` gives the whole split for evaluation.
     """
 
     def __init__(
@@ -119,6 +110,8 @@ class NeurosynthDataModule(StudyDataModule):
         flip_probability: float = 0.5,
         kernel_choice: str = "all",
         seed: int = 0,
+        studies_per_epoch: int = 0,
+        val_studies: int = 0,
     ) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -130,6 +123,8 @@ class NeurosynthDataModule(StudyDataModule):
         self.flip_probability = flip_probability
         self.kernel_choice = kernel_choice
         self.seed = seed
+        self.studies_per_epoch = studies_per_epoch
+        self.val_studies = val_studies
         self.tables: dict[str, PeakTable] = {}
         self.encoder: MetadataEncoder | None = None
 
@@ -137,7 +132,7 @@ class NeurosynthDataModule(StudyDataModule):
     def from_params(
         cls, params: Params, processed_dir: Path, batch_size: int, use_subset: bool
     ) -> NeurosynthDataModule:
-        render = params["render"]
+        render, training = params["render"], params["training"]
         return cls(
             processed_dir,
             voxel_size=render["voxel_size"],
@@ -148,6 +143,8 @@ class NeurosynthDataModule(StudyDataModule):
             flip_probability=render["flip_probability"],
             kernel_choice=render["kernel_choice"],
             seed=int(params["seed"]),
+            studies_per_epoch=training["studies_per_epoch"],
+            val_studies=training["val_studies"],
         )
 
     # ------------------------------------------------------------------ properties
@@ -172,22 +169,40 @@ class NeurosynthDataModule(StudyDataModule):
         for split, rows in self._studies_by_split().items():
             self.tables[split] = PeakTable.build(rows, peaks, self.grid)
         self._fit_metadata()
-        self._augment_rng = torch.Generator().manual_seed(self.seed)
 
     # --------------------------------------------------------------------- batches
-    def render_rows(self, split: str, rows: Sequence[int], augment: bool = False) -> dict[str, Any]:
-        """Render and assemble a batch of studies of ``split`` (row indices into its table)."""
+    def render_rows(
+        self, split: str, rows: Sequence[int], augment: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """Render and assemble a batch of studies of ``split``.
+
+        Parameters
+        ----------
+        split : str
+        rows : sequence of int
+            Row indices into the split's table.
+        augment : bool
+            Flip studies left-right with ``flip_probability`` and, with
+            ``kernel_choice="random"``, pick the batch's kernel at random.
+        generator : torch.Generator, optional
+            The augmentation's draws (the training loader passes one per batch);
+            default: a stream seeded by the DataModule's seed, run and ``rows``,
+            so the same call gives the same batch.
+
+        Returns
+        -------
+        dict
+            ``image`` (batch, channels, D, H, W) on the padded grid, ``meta`` and ``id``.
+        """
         table = self.tables[split]
         ijk, study_index = table.gather(rows)
         flip, channels = None, None
         if augment:
-            flip = (torch.rand(len(rows), generator=self._augment_rng) < self.flip_probability).numpy()
+            if generator is None:
+                generator = seeded_generator(self.seed, self.run_key, "rows", *rows)
+            flip = (torch.rand(len(rows), generator=generator) < self.flip_probability).numpy()
         if self.kernel_choice == "random":
-            pick = (
-                int(torch.randint(len(self.fwhms), (1,), generator=self._augment_rng))
-                if augment
-                else len(self.fwhms) - 1
-            )
+            pick = int(torch.randint(len(self.fwhms), (1,), generator=generator)) if augment else len(self.fwhms) - 1
             channels = [pick]
         image = self.renderer.render(ijk, study_index, len(rows), flip=flip, channels=channels)
         rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
@@ -197,21 +212,8 @@ class NeurosynthDataModule(StudyDataModule):
             "id": table.studies["id"].iloc[list(rows)].tolist(),
         }
 
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        """Batches of ``split``; shuffled and augmented only when ``shuffle`` (training)."""
-        generator = torch.Generator().manual_seed(self.seed)
-        collate = partial(self._collate, split=split, augment=shuffle)
-        return DataLoader(
-            _Rows(len(self.tables[split])),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=collate,
-            generator=generator,
-            num_workers=0,
-        )
-
-    def _collate(self, rows: list[int], split: str, augment: bool) -> dict[str, Any]:
-        return self.render_rows(split, rows, augment=augment)
+    def _batch(self, split: str, rows: list[int], generator: torch.Generator | None) -> dict[str, Any]:
+        return self.render_rows(split, rows, augment=generator is not None, generator=generator)
 
     def all_images(self, split: str, batch_size: int = 64, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Studies of ``split`` rendered, un-augmented, on the native grid flattened to the mask.

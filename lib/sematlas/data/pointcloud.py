@@ -8,14 +8,12 @@ Batches are dicts: ``{"points": (batch, n_points, 3), "weights": (batch, n_point
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
@@ -48,19 +46,6 @@ class PointSplit:
         return len(self.studies)
 
 
-class _Indices(Dataset[int]):
-    """Yields row indices; the collate function gathers the batch at once."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> int:
-        return index
-
-
 def cache_path(paths: ProfilePaths) -> Path:
     """Where a profile's point-cloud cache lives (beside the curated tables it is derived from)."""
     return paths.processed / "pointcloud.h5"
@@ -83,7 +68,14 @@ class PointCloudDataModule(StudyDataModule):
         The stratified development subset and its splits instead of all studies.
     batch_size : int
     seed : int
-        Seeds the cache's resampling and the shuffling, so reruns see identical batches.
+        Seeds the cache's resampling and the epochs' draws, so reruns see identical batches.
+
+    Notes
+    -----
+    The peaks' duplication and dropout to ``n_points`` is drawn once per study
+    (keyed by its id, in the cache), so training batches carry no further
+    augmentation; every epoch is the whole training split in a fresh order
+    seeded by (seed, run, epoch) (:class:`~sematlas.data.studies.EpochSampler`).
     """
 
     def __init__(
@@ -152,19 +144,8 @@ class PointCloudDataModule(StudyDataModule):
             "id": table.studies["id"].iloc[rows].astype(str).tolist(),
         }
 
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        """Batches of ``split``; shuffled (seeded) only when ``shuffle`` (training)."""
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            _Indices(len(self.tables[split])),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            collate_fn=partial(self._collate, split=split),
-            generator=generator,
-            num_workers=0,
-        )
-
-    def _collate(self, rows: list[int], split: str) -> dict[str, Any]:
+    def _batch(self, split: str, rows: list[int], generator: torch.Generator | None) -> dict[str, Any]:
+        # Nothing to augment (see the class notes): training and evaluation batches are alike.
         return self.rows(split, rows)
 
 

@@ -8,10 +8,12 @@
   every learning-rate cycle.
 - :class:`ReconSnapshots`: saves input / reconstruction / difference slices of
   fixed validation studies every few epochs, to watch training by eye.
+- :class:`BatchSeed`: reseeds torch's global generator before every training
+  and validation batch from (seed, run, epoch, batch).
 
 They act only through state that is checkpointed (the module's
 ``beta_multiplier`` buffer; the GRL factor is recomputed from the global step;
-snapshots are files), so resumed runs continue where they stopped.
+snapshots are files) or recomputed from the epoch and batch, so resumed runs continue where they stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from sematlas.core.grid import Grid
+from sematlas.data.studies import stable_seed
 from sematlas.models import GradientReversal
 
 
@@ -166,6 +169,47 @@ class GRLLambdaRamp(pl.Callback):
         grl = gradient_reversal(pl_module)
         assert grl is not None, "checked in on_fit_start"
         grl.lambda_ = dann_lambda(progress, self.max_lambda, self.gamma)
+
+
+class BatchSeed(pl.Callback):
+    """Reseed torch's global generator before every training and validation batch from (seed, run, epoch, batch).
+
+    The networks draw their reparameterisation noise and dropout masks from the
+    global generator, whose state Lightning neither checkpoints nor restores; a
+    run trained after others in one process would inherit their state; and a
+    DataLoader without a generator of its own draws from it for every iterator,
+    which Lightning creates before the first epoch of a session (a resumed one
+    too) starts and after later ones start. Reseeding at each batch makes the draws of
+    a step a function of the run, the epoch and the batch alone, so a run resumed
+    at an epoch boundary continues exactly as an uninterrupted one. Each DDP rank
+    gets its own stream (rank 0 that of a single-process run).
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed.
+    run_key : str
+        The run's name (its folder under ``data/models/<profile>/``).
+    """
+
+    def __init__(self, seed: int, run_key: str) -> None:
+        self.seed = seed
+        self.run_key = run_key
+
+    def _reseed(self, trainer: pl.Trainer, stage: str, batch_idx: int) -> None:
+        parts = (self.seed, self.run_key, stage, trainer.current_epoch, batch_idx, trainer.global_rank)
+        torch.manual_seed(stable_seed(*parts))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._reseed(trainer, "train", batch_idx)
+
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # The point-cloud VAE samples its latent in validation too.
+        self._reseed(trainer, "val", batch_idx)
 
 
 class SnapshotCheckpoint(pl.Callback):

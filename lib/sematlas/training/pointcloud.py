@@ -32,6 +32,8 @@ SOURCES = (
     "core/metadata.py",
     "data/pointcloud.py",
     "data/pointcloud_cache.py",
+    "data/studies.py",
+    "training/callbacks.py",
     "training/pointcloud.py",
 )
 
@@ -200,5 +202,5 @@ def train_pointcloud(
         run_fingerprint=run_fingerprint,
         payload=payload,
         callbacks=list(extra_callbacks or []),
-        train_size=datamodule.train_size,
+        train_size=datamodule.studies_per_epoch_count,
     )

@@ -37,8 +37,9 @@ from sematlas.core.io import package_versions, read_json, write_json, write_parq
 from sematlas.core.params import Params, load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
+from sematlas.data.studies import StudyDataModule
 from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
-from sematlas.training.callbacks import GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
+from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
 from sematlas.training.module import AtlasModule
 
 _log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ _MODEL_SOURCES = (
     "training/module.py",
     "training/callbacks.py",
     "data/datamodule.py",
+    "data/studies.py",
     "data/render.py",
     "core/metadata.py",
 )
@@ -220,7 +222,7 @@ def _epoch_metrics(run_dir: Path) -> pd.DataFrame:
 
 def fit_run(
     module: pl.LightningModule,
-    datamodule: pl.LightningDataModule,
+    datamodule: StudyDataModule,
     run_dir: Path,
     params: Params,
     *,
@@ -239,7 +241,8 @@ def fit_run(
     Parameters
     ----------
     module, datamodule
-        What to fit and on what.
+        What to fit and on what; the run draws from ``datamodule.for_run(name, seed)``, so runs
+        sharing one DataModule draw independently of each other and of their order.
     run_dir : Path
         The run folder.
     params : mapping
@@ -253,7 +256,7 @@ def fit_run(
     callbacks : list
         Run-specific callbacks, added after the checkpointing and progress bar.
     train_size : int
-        Training studies per epoch (for the throughput in ``timing.json``).
+        Training studies per epoch (for the throughput in ``timing.json``; ``datamodule.studies_per_epoch_count``).
     strategy : str, optional
         Overrides ``training.strategy``.
 
@@ -270,6 +273,7 @@ def fit_run(
             shutil.rmtree(run_dir / stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json({"fingerprint": run_fingerprint, "name": name, "profile": params["profile"]}, stamp)
+    datamodule = datamodule.for_run(name, seed=int(params["seed"]))
     _write_run_files(run_dir, params, datamodule)
 
     all_callbacks: list[pl.Callback] = [
@@ -287,6 +291,7 @@ def fit_run(
             enable_version_counter=False,
         ),
         AtlasPayload(payload),
+        BatchSeed(int(params["seed"]), name),
         pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
         *callbacks,
     ]
@@ -452,7 +457,7 @@ def train_variant(
         run_fingerprint=fingerprint(params, variant, sections=sections, options={**options, **trained_by}),
         payload=payload,
         callbacks=callbacks,
-        train_size=datamodule.train_size,
+        train_size=datamodule.studies_per_epoch_count,
         strategy=strategy,
     )
 
