@@ -55,7 +55,9 @@ def launch_env(monkeypatch: pytest.MonkeyPatch):
 
 def test_torchrun_gives_devices_nodes_and_rank(launch_env):
     # Rank 5 of two nodes of four processes: the second node, as `torchrun --nnodes 2 --nproc_per_node 4` sets it.
-    launch_env(TORCHELASTIC_RUN_ID="job", WORLD_SIZE="8", LOCAL_WORLD_SIZE="4", RANK="5", LOCAL_RANK="1", GROUP_RANK="1")
+    launch_env(
+        TORCHELASTIC_RUN_ID="job", WORLD_SIZE="8", LOCAL_WORLD_SIZE="4", RANK="5", LOCAL_RANK="1", GROUP_RANK="1"
+    )
     launch = detect_launch(devices=1, num_nodes=1)
     assert launch == Launch("torchrun", devices=4, num_nodes=2, global_rank=5)
     assert launch.world_size == 8 and not launch.is_main
@@ -175,3 +177,15 @@ def test_the_readme_torchrun_command_trains_on_two_cpu_processes(project: Path, 
     assert log.count("training baseline on profile ci (from scratch)") == 2
     retrained = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert retrained["hyper_parameters"]["training"]["lr"] == 0.002 and retrained["epoch"] == 0
+
+
+def test_the_slurm_script_runs_one_task_per_gpu_and_the_readme_command():
+    script = Path(__file__).resolve().parents[1] / "examples" / "slurm" / "train_gpu.sbatch"
+    text = script.read_text()
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    options = dict(re.findall(r"^#SBATCH --([\w-]+)=(\S+)", text, flags=re.MULTILINE))
+    # Lightning takes devices from --ntasks-per-node: one process per GPU.
+    assert options["ntasks-per-node"] == options["gpus-per-node"] and int(options["nodes"]) >= 1
+    command = "srun python -m sematlas.training.run --profile gpu --variant cbvae --strategy ddp"
+    assert re.findall(r"^srun .*", text, flags=re.MULTILINE) == [command]
+    assert command in (script.parents[2] / "README.md").read_text()
