@@ -192,7 +192,7 @@ class NeurosynthDataModule(StudyDataModule):
         Returns
         -------
         dict
-            ``image`` (batch, channels, D, H, W) on the padded grid, ``meta`` and ``id``.
+            ``image`` (batch, channels, D, H, W) on the network grid, ``meta`` and ``id``.
         """
         table = self.tables[split]
         ijk, study_index = table.gather(rows)

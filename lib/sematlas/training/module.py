@@ -316,6 +316,8 @@ class AtlasModule(pl.LightningModule):
                 on_epoch=True,
                 prog_bar=name == "loss",
                 batch_size=batch_size,
+                # Under DDP the mean over every rank's shard: best.ckpt is chosen on the whole validation split.
+                sync_dist=True,
             )
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
@@ -326,7 +328,7 @@ class AtlasModule(pl.LightningModule):
         batch_size = image.shape[0]
         self._log_terms("train", terms, batch_size)
         kl_share = self.model.kl_share(terms, weights)
-        self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/kl_share", kl_share, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         scalars = {name: weights[name] for name in self.model.kl_weights} | self.model.logged_scalars()
         for name, value in scalars.items():
             self.log(name, value, on_step=True, on_epoch=False, batch_size=batch_size)

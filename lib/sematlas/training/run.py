@@ -1,10 +1,17 @@
 """Training entry point: the same function in a notebook and on a cluster.
 
 ``python -m sematlas.training.run --profile P --variant V`` trains one variant outside
-Jupyter, so it runs under ``torchrun``/``srun`` with ``strategy="ddp"`` and the
-devices and nodes of the profile (inside Jupyter Lightning allows only the
-single-node ``ddp_notebook``). Notebook 02 calls :func:`train_variant` in-process
-on one device, or reads the outputs of a cluster run from the same run folder.
+Jupyter, so it runs under a launcher with ``--strategy ddp`` (inside Jupyter Lightning
+allows only the single-node ``ddp_notebook``)::
+
+    torchrun --nproc_per_node 2 -m sematlas.training.run --profile ci --variant baseline --strategy ddp
+    srun python -m sematlas.training.run --profile gpu --variant cbvae --strategy ddp
+
+Under ``torchrun`` or ``srun`` the devices per node and the nodes come from the
+launcher (:func:`sematlas.training.launcher.detect_launch`, logged in ``train.log``),
+elsewhere from the profile's ``training.devices`` and ``training.num_nodes``; only
+global rank 0 writes the run folder's files. Notebook 02 calls :func:`train_variant`
+in-process on one device, or reads the outputs of a cluster run from the same run folder.
 
 The run folder ``data/models/<profile>/<variant>/`` holds ``checkpoints/``
 (``best.ckpt`` on val/loss and ``last.ckpt``), ``logs/`` (CSV, TensorBoard when
@@ -40,6 +47,7 @@ from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.data.studies import StudyDataModule
 from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
 from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
+from sematlas.training.launcher import EpochMetricsOnEveryRank, detect_launch
 from sematlas.training.module import AtlasModule
 
 _log = logging.getLogger(__name__)
@@ -237,6 +245,10 @@ def fit_run(
 
     Every trained model of the compendium goes through here, so each run folder
     has the same layout (see the module docstring) and the same resume rules.
+    Under ``torchrun`` or ``srun`` the Trainer gets the launcher's devices and nodes
+    (:func:`~sematlas.training.launcher.detect_launch`); every rank makes the same
+    fresh-or-resume decision, global rank 0 alone writes the run's files, and the
+    returned run is read by every rank after rank 0 has finished them.
 
     Parameters
     ----------
@@ -265,16 +277,22 @@ def fit_run(
     TrainedRun
     """
     t = params["training"]
+    launch = detect_launch(t["devices"], t["num_nodes"])
     checkpoints = run_dir / "checkpoints"
     stamp = run_dir / "fingerprint.json"
-    if stamp.is_file() and read_json(stamp).get("fingerprint") != run_fingerprint:
-        _log.warning("%s: parameters or model code changed since the last run: training afresh", name)
-        for stale in ("checkpoints", "logs", "tensorboard", "recon", "snapshots"):
-            shutil.rmtree(run_dir / stale, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json({"fingerprint": run_fingerprint, "name": name, "profile": params["profile"]}, stamp)
+    # Every process of a launch decides alone, before any process group exists, from what rank 0 is about
+    # to change: rank 0 deletes a stale run before writing the new stamp, so another rank reads either the
+    # old stamp (stale: no resume) or the new one (the deletion done); it never writes.
+    stale = stamp.is_file() and read_json(stamp).get("fingerprint") != run_fingerprint
+    if launch.is_main:
+        if stale:
+            _log.warning("%s: parameters or model code changed since the last run: training afresh", name)
+            for folder in ("checkpoints", "logs", "tensorboard", "recon", "snapshots"):
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json({"fingerprint": run_fingerprint, "name": name, "profile": params["profile"]}, stamp)
+        _write_run_files(run_dir, params, datamodule)
     datamodule = datamodule.for_run(name, seed=int(params["seed"]))
-    _write_run_files(run_dir, params, datamodule)
 
     all_callbacks: list[pl.Callback] = [
         pl.callbacks.ModelCheckpoint(
@@ -292,18 +310,19 @@ def fit_run(
         ),
         AtlasPayload(payload),
         BatchSeed(int(params["seed"]), name),
+        EpochMetricsOnEveryRank(),
         pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
         *callbacks,
     ]
     last = checkpoints / "last.ckpt"
-    resumed = last.is_file()
-    if resumed:
+    resumed = not stale and last.is_file()
+    if resumed and launch.is_main:
         _set_aside_log(run_dir)
     trainer = pl.Trainer(
         max_epochs=t["max_epochs"],
         accelerator=t["accelerator"],
-        devices=t["devices"],
-        num_nodes=t["num_nodes"],
+        devices=launch.devices,
+        num_nodes=launch.num_nodes,
         strategy=strategy or t["strategy"],
         precision=t["precision"],
         deterministic=t["deterministic"],
@@ -314,11 +333,11 @@ def fit_run(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    # The run's log keeps INFO records of Lightning and of this module, even where the caller
+    # The run's log, rank 0's alone, keeps INFO records of Lightning and of this module, even where the caller
     # quietened Lightning's console.
-    run_loggers = [logging.getLogger("lightning.pytorch"), _log]
+    handler: logging.Handler = logging.FileHandler(run_dir / "train.log") if launch.is_main else logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    run_loggers = [logging.getLogger("lightning.pytorch"), _log] if launch.is_main else []
     console_levels = [logger.level for logger in run_loggers]
     for logger in run_loggers:
         logger.addHandler(handler)
@@ -332,6 +351,7 @@ def fit_run(
             params["profile"],
             "resuming from last.ckpt" if resumed else "from scratch",
         )
+        _log.info("devices and nodes: %s", launch.describe())
         # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
         completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
         started = time.perf_counter()
@@ -354,7 +374,10 @@ def fit_run(
         if timing["train_seconds"] > 0 and timing["epochs"]
         else float("nan")
     )
-    write_json(timing, timing_file)
+    if launch.is_main:
+        write_json(timing, timing_file)
+    # The other ranks read the logs once rank 0 has finished them (a no-op without a process group).
+    trainer.strategy.barrier("sematlas-run-files")
     return TrainedRun(
         run_dir=run_dir,
         best_checkpoint=checkpoints / "best.ckpt",
@@ -482,8 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--strategy", help="override training.strategy (e.g. ddp under torchrun/srun)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = load_params(args.profile)
+    launch = detect_launch(params.training.devices, params.training.num_nodes)
+    # One console of progress for the job: the other ranks report warnings and errors only.
+    logging.basicConfig(
+        level=logging.INFO if launch.is_main else logging.WARNING,
+        format=f"%(asctime)s %(levelname)s [rank {launch.global_rank}] %(name)s: %(message)s",
+    )
     run = train_variant(params, args.variant, ProfilePaths.for_profile(args.profile), strategy=args.strategy)
     _log.info("best checkpoint: %s; run folder: %s", run.best_checkpoint, run.run_dir)
     return 0
