@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from sematlas.core.grid import Grid, pad_to
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
+from sematlas.core.progress import progress
 from sematlas.data.render import PeakRenderer
 from sematlas.data.studies import StudyDataModule
 
@@ -232,7 +233,7 @@ class NeurosynthDataModule(StudyDataModule):
         mask = torch.from_numpy(self.grid.mask())
         wanted = np.arange(len(self.tables[split])) if rows is None else np.asarray(rows, dtype=np.int64)
         chunks = []
-        for start in range(0, len(wanted), batch_size):
+        for start in progress(range(0, len(wanted), batch_size), f"rendering {split}", unit="batch"):
             image = self.render_rows(split, wanted[start : start + batch_size].tolist())["image"]
             chunks.append(image[..., : mask.shape[0], : mask.shape[1], : mask.shape[2]][..., mask])
         return torch.cat(chunks)

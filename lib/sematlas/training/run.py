@@ -40,6 +40,7 @@ from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
 from sematlas.training.callbacks import GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
 from sematlas.training.module import AtlasModule
+from sematlas.training.progress import TrainingProgressBar
 
 _log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def fit_run(
             enable_version_counter=False,
         ),
         AtlasPayload(payload),
-        pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
+        TrainingProgressBar(name, refresh_rate=max(1, train_size // t["batch_size"] // 10)),
         *callbacks,
     ]
     last = checkpoints / "last.ckpt"
