@@ -11,6 +11,7 @@ from results_examples import evaluation, map_metrics, pointcloud, volumetric
 import sematlas.core.io
 from sematlas.core.paths import ProfilePaths
 from sematlas.pipeline import stages as pipeline
+from sematlas.pipeline.registry import STAGES
 from sematlas.pipeline.summary import record_wall_time, stage_times, stage_times_path, summary
 
 
@@ -90,10 +91,13 @@ def test_wall_times_merge_stage_by_stage_and_the_summary_lists_every_stage(resul
         "07_clustering": 65.0,
     }
     text = _section(summary("ci", results.root), "wall time per stage, from notebooks/executed/ci/stage_times.json")
-    assert _line(text, "01_curation").split()[:2] == ["01_curation", "12"]
+    assert _line(text, "01_curation").split()[:2] == ["01_curation", "0:12"]
     assert _line(text, "07_clustering").split()[1] == "1:05"
     assert _line(text, "02_train_volumetric").split()[1:] == ["-", "no", "run", "recorded"]
-    assert _line(text, "total").split() == ["total", "1:17"]
+    assert _line(text, "total").split() == ["total", "of", "2", "1:17"]
+    for stage in STAGES:
+        record_wall_time(results, stage.stem, 1800.0)
+    assert _line(_section(summary("ci", results.root), "wall time"), "total").split() == ["total", "5:30:00"]
 
 
 def test_a_failed_write_leaves_the_earlier_record_whole(results: ProfilePaths, monkeypatch: pytest.MonkeyPatch):

@@ -81,7 +81,7 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
     started = time.perf_counter()
     try:
         with StageConsole(stage.stem, sys.stderr) as console:
-            cells = {"desc": f"{stage.stem}  cells", "file": console, "leave": False, "ncols": console.columns}
+            cells = {"desc": f"{stage.stem}  cells: ", "file": console, "leave": False, "ncols": console.columns}
             papermill.execute_notebook(
                 load_notebook(stage.notebook(paths.root)),
                 str(executed),

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from sematlas.core.io import read_json, write_json
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.core.results import ResultsError, StageResults
+from sematlas.core.results import StageResults
 from sematlas.evaluation.results import EvaluationResults, PointCloudResults, VolumetricResults
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import STAGES, UnknownStage, writer_of
@@ -52,6 +52,10 @@ class Section:
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+
+
+def _relative(path: Path, paths: ProfilePaths) -> str:
+    return path.relative_to(paths.root).as_posix()
 
 
 # ---- stage wall times ------------------------------------------------------------------------------
@@ -84,29 +88,27 @@ def record_wall_time(paths: ProfilePaths, stem: str, seconds: float) -> Path:
 
 
 def _clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
     minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}:{rest:02d}" if minutes else f"{rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{rest:02d}" if hours else f"{minutes}:{rest:02d}"
 
 
 def _times_section(paths: ProfilePaths) -> Section:
-    times = stage_times(paths)
+    times = {stem: entry for stem, entry in stage_times(paths).items() if stem in {s.stem for s in STAGES}}
     rows = [
         (stage.stem, _clock(times[stage.stem]["wall_seconds"]), times[stage.stem]["finished"])
         if stage.stem in times
         else (stage.stem, "-", "no run recorded")
         for stage in STAGES
     ]
-    total = sum(entry["wall_seconds"] for stem, entry in times.items() if stem in {s.stem for s in STAGES})
-    rows.append(("total", _clock(total), ""))
+    total = sum(entry["wall_seconds"] for entry in times.values())
+    rows.append(("total" if len(times) == len(STAGES) else f"total of {len(times)}", _clock(total), ""))
     title = f"wall time per stage, from {_relative(stage_times_path(paths), paths)}"
     return Section(title, ("stage", "wall", "finished"), tuple(rows))
 
 
 # ---- headline results ------------------------------------------------------------------------------
-
-
-def _relative(path: Path, paths: ProfilePaths) -> str:
-    return path.relative_to(paths.root).as_posix()
 
 
 def _load(cls: type[_R], paths: ProfilePaths, **names: str) -> tuple[_R | None, str]:
@@ -121,7 +123,7 @@ def _load(cls: type[_R], paths: ProfilePaths, **names: str) -> tuple[_R | None, 
         return None, f"missing: {name} ({writer})"
     try:
         return cls.load(path), name
-    except (ResultsError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError) as error:  # ResultsError and bad JSON are ValueErrors
         return None, f"unreadable: {name} ({type(error).__name__}: {error})"
 
 
