@@ -3,7 +3,8 @@
 #
 #   ./run_all.sh [PROFILE] [--only STAGE] [--from STAGE] [--force]
 #       PROFILE: ci | quick (default) | cpu-full | gpu
-#       then renders the manuscript (manuscript/_output/index.html) from the profile's results.
+#       then renders the manuscript (manuscript/_output/index.html) from the profile's results
+#       and prints the headline results with their files and the wall time of each stage.
 #   ./run_all.sh test
 #       lint, lib unit tests, every stage and the manuscript on the ci profile, then nbval.
 #
@@ -57,4 +58,6 @@ else
   "$PY" -m sematlas.pipeline run "$profile" "$@"
   # The manuscript last, from whatever the stages have written (quarto when installed, else pandoc).
   "$PY" -m sematlas.reporting.manuscript render "$profile"
+  # What came out: the headline results against their baselines, with their files, and each stage's wall time.
+  "$PY" -m sematlas.pipeline summary "$profile"
 fi

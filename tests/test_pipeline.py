@@ -16,7 +16,9 @@ from sematlas.pipeline import registry
 from sematlas.pipeline import stages as pipeline
 from sematlas.pipeline.freshness import inputs as stage_inputs
 from sematlas.pipeline.freshness import library_files, plan, why_stale, write_stamp
+from sematlas.pipeline.freshness import outputs as registry_outputs
 from sematlas.pipeline.registry import STAGES, Stage, UnknownStage, find_stage, writer, writer_of
+from sematlas.pipeline.summary import record_wall_time, stage_times
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +81,10 @@ def tiny(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_runs_then_skips_fresh_stages_then_reruns_what_changed(tiny: Path):
     timings = pipeline.run("ci", root=tiny)
     assert list(timings) == ["01_first", "02_second"]
+    paths = ProfilePaths.for_profile("ci", tiny)
+    assert {stem: entry["wall_seconds"] for stem, entry in stage_times(paths).items()} == {
+        stem: round(seconds, 1) for stem, seconds in timings.items()
+    }
     # papermill injected the profile and ran in the root
     assert (tiny / "data" / "results" / "ci" / "first" / "out.txt").read_text() == "ci"
     executed = ProfilePaths.for_profile("ci", tiny).executed
@@ -88,7 +94,9 @@ def test_runs_then_skips_fresh_stages_then_reruns_what_changed(tiny: Path):
     assert list(pipeline.run("ci", root=tiny)) == ["01_first", "02_second"]
     _edit(tiny / "notebooks" / "02_second.py")
     assert list(pipeline.run("ci", root=tiny)) == ["02_second"]
+    second = stage_times(paths)["02_second"]
     assert list(pipeline.run("ci", root=tiny, only="1", force=True)) == ["01_first"]
+    assert stage_times(paths)["02_second"] == second  # a run of one stage keeps the others' times
     # The forced rerun of 01 wrote the same bytes: 02's input did not change.
     assert pipeline.run("ci", root=tiny, start="second") == {}
     (tiny / "notebooks" / "01_first.py").write_text(_notebook("first", extra=" again"))
@@ -179,6 +187,16 @@ def test_editing_data_makes_curation_and_everything_downstream_stale(finished: P
 def test_new_modification_times_with_the_same_content_leave_everything_fresh(finished: ProfilePaths):
     _touch_everything(finished.root)
     assert plan(finished, STAGES) == {}
+
+
+def test_recorded_wall_times_leave_every_stage_fresh_and_belong_to_no_stage(finished: ProfilePaths):
+    for seconds, stage in enumerate(STAGES):
+        record_wall_time(finished, stage.stem, 10.0 + seconds)
+    assert plan(finished, STAGES) == {}
+    record_wall_time(finished, "02_train_volumetric", 1234.5)  # a longer record, another size
+    assert plan(finished, STAGES) == {}
+    assert len(stage_times(finished)) == len(STAGES)
+    assert not any("stage_times" in name for stage in STAGES for name in registry_outputs(stage, finished))
 
 
 def test_a_stage_whose_upstream_reran_with_different_outputs_is_stale(finished: ProfilePaths):

@@ -25,6 +25,7 @@ import torch
 from sematlas.core.grid import Grid
 from sematlas.core.metadata import MetadataEncoder
 from sematlas.core.params import Params
+from sematlas.core.progress import progress
 from sematlas.data.render import PeakRenderer
 from sematlas.data.studies import StudyDataModule, seeded_generator
 
@@ -234,7 +235,7 @@ class NeurosynthDataModule(StudyDataModule):
         mask = self.brain_mask()
         wanted = np.arange(len(self.tables[split])) if rows is None else np.asarray(rows, dtype=np.int64)
         chunks = []
-        for start in range(0, len(wanted), batch_size):
+        for start in progress(range(0, len(wanted), batch_size), f"rendering {split}", unit="batch"):
             image = self.render_rows(split, wanted[start : start + batch_size].tolist())["image"]
             chunks.append(image[..., mask])
         return torch.cat(chunks)

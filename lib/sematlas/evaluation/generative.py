@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from scipy import linalg
 
+from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, ProbabilisticPCA
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) 
     generator = torch.Generator().manual_seed(seed)
     chunks = []
     n = len(meta["cond"])
-    for start in range(0, n, datamodule.batch_size):
+    for start in progress(range(0, n, datamodule.batch_size), f"sampling for {split}", unit="batch"):
         rows = slice(start, min(start + datamodule.batch_size, n))
         batch_meta = {key: value[rows] for key, value in meta.items()}
         chunks.append(native_widest(model.generate(batch_meta, 1, generator)[0], mask))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
@@ -79,7 +80,7 @@ def collect_outputs(
     keys = ("inputs", "reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     ids: list[str] = []
-    for batch in datamodule.loader(split):
+    for batch in progress(datamodule.loader(split), f"evaluating on {split}", unit="batch"):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
         parts["inputs"].append(image[..., mask])
@@ -204,7 +205,7 @@ def latents_table(model: VolumetricVAE, datamodule: Any) -> pd.DataFrame:
     model.eval()
     frames = []
     for split in datamodule.tables:
-        for batch in datamodule.loader(split):
+        for batch in progress(datamodule.loader(split), f"encoding {split}", unit="batch"):
             mu, logvar = model.encode(batch["image"], batch["meta"])
             frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
             frame.insert(0, "split", split)

@@ -29,6 +29,7 @@ import torch
 from scipy.stats import norm
 
 from sematlas.core.grid import Grid
+from sematlas.core.progress import progress
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.metrics import masked_pearson
 from sematlas.inference.ensemble import AtlasEnsemble
@@ -272,7 +273,7 @@ def split_batches(
 ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """``(image, meta)`` batches of the first ``n`` studies of a split, unaugmented."""
     total = len(datamodule.tables[split]) if n is None else min(n, len(datamodule.tables[split]))
-    for start in range(0, total, datamodule.batch_size):
+    for start in progress(range(0, total, datamodule.batch_size), f"ensemble on {split}", unit="batch"):
         batch = datamodule.render_rows(split, list(range(start, min(start + datamodule.batch_size, total))))
         yield batch["image"], batch["meta"]
 

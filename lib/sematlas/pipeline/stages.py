@@ -12,6 +12,15 @@ last successful run). The stamp is removed before a stage starts and written
 only when it succeeds, so a killed or failed stage is never mistaken for a
 finished one. ``python -m sematlas.pipeline status PROFILE`` says what a run
 would execute, and why.
+
+While a stage runs, the terminal shows its progress bars (a bar over the
+notebook's cells, and those of its training, rendering and evaluation loops,
+each with the time spent and an estimate of the time left), copied from the
+kernel by :class:`~sematlas.pipeline.console.StageConsole`; everything else the
+notebook prints stays in the executed notebook. Each finished stage's wall time
+goes into ``notebooks/executed/<profile>/stage_times.json``, and
+``python -m sematlas.pipeline summary PROFILE`` prints the headline results with
+their files and those times (:mod:`sematlas.pipeline.summary`).
 """
 
 from __future__ import annotations
@@ -26,9 +35,12 @@ from typing import Any
 
 from sematlas.core.params import PROFILES, ParameterError, load_params
 from sematlas.core.paths import ProfilePaths, project_root
+from sematlas.core.progress import BAR_FORMAT
 from sematlas.models.registry import check_variants
+from sematlas.pipeline.console import StageConsole
 from sematlas.pipeline.freshness import inputs, plan, why_stale, write_stamp
 from sematlas.pipeline.registry import STAGES, Stage, UnknownStage, select
+from sematlas.pipeline.summary import record_wall_time, summary
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +80,20 @@ def run_stage(stage: Stage, paths: ProfilePaths) -> float:
     ran_with = inputs(stage, paths)  # before the run: an edit made while it runs leaves it stale
     started = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            load_notebook(stage.notebook(paths.root)),
-            str(executed),
-            parameters={"profile": paths.profile},
-            cwd=str(paths.root),
-            kernel_name="python3",
-            language="python",
-            progress_bar=True,
-        )
+        with StageConsole(stage.stem, sys.stderr) as console:
+            cells = {"desc": f"{stage.stem}  cells: ", "file": console, "leave": False, "ncols": console.columns}
+            papermill.execute_notebook(
+                load_notebook(stage.notebook(paths.root)),
+                str(executed),
+                parameters={"profile": paths.profile},
+                cwd=str(paths.root),
+                kernel_name="python3",
+                language="python",
+                progress_bar=cells | {"bar_format": BAR_FORMAT},
+                # The kernel's own log (a warning at start-up, a KeyboardInterrupt notice at shutdown)
+                # would land amid the bars.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
     except PapermillExecutionError as error:
         raise StageFailed(
             f"stage {stage.stem} failed on profile '{paths.profile}' ({error.ename}: {error.evalue}).\n"
@@ -110,6 +127,7 @@ def run(
             continue
         logger.info("%s: running on profile '%s' (%s) -> %s", stage.stem, profile, reason, stage.executed(paths))
         timings[stage.stem] = run_stage(stage, paths)
+        record_wall_time(paths, stage.stem, timings[stage.stem])
         logger.info("%s: done in %.1f s", stage.stem, timings[stage.stem])
     return timings
 
@@ -138,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--force", action="store_true", help="rerun stages even when up to date")
     status_parser = sub.add_parser("status", help="say which stages of a profile a run would execute, and why")
     status_parser.add_argument("profile", choices=PROFILES)
+    summary_parser = sub.add_parser("summary", help="print a profile's headline results and each stage's wall time")
+    summary_parser.add_argument("profile", choices=PROFILES)
     sub.add_parser("stages", help="list the stages, the stages each reads and the library code each runs")
     return parser
 
@@ -150,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "status":
         _print_status(args.profile)
+        return 0
+    if args.command == "summary":
+        print(summary(args.profile), flush=True)
         return 0
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("[sematlas] %(message)s"))

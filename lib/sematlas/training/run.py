@@ -49,6 +49,7 @@ from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
 from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
 from sematlas.training.launcher import EpochMetricsOnEveryRank, detect_launch
 from sematlas.training.module import AtlasModule
+from sematlas.training.progress import TrainingProgressBar
 
 _log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def fit_run(
         AtlasPayload(payload),
         BatchSeed(int(params["seed"]), name),
         EpochMetricsOnEveryRank(),
-        pl.callbacks.TQDMProgressBar(refresh_rate=max(1, train_size // t["batch_size"] // 10)),
+        TrainingProgressBar(name, refresh_rate=max(1, train_size // t["batch_size"] // 10)),
         *callbacks,
     ]
     last = checkpoints / "last.ckpt"
