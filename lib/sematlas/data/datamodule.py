@@ -5,10 +5,11 @@ of peak lists into density maps inside the data loader (see
 ``benchmarks/render_benchmark.py``), so augmentation (left-right flip, kernel
 choice) costs nothing and nothing large is cached on disk.
 
-Batches are dicts: ``{"image": (batch, channels, D, H, W), "meta": {...}, "id": [...]}``
+Batches are dicts: ``{"image": (batch, channels, d, h, w), "meta": {...}, "id": [...]}``
 on the network grid of the profile (:attr:`~sematlas.core.grid.Grid.network_shape`), with
-``meta`` as in :mod:`sematlas.core.metadata`. A training epoch is ``training.studies_per_epoch`` studies drawn afresh every epoch,
-each training batch augmented from its own seeded stream (:mod:`sematlas.data.studies`).
+``meta`` as in :mod:`sematlas.core.metadata`. A training epoch is ``training.studies_per_epoch``
+studies drawn afresh every epoch, each training batch augmented from its own seeded stream
+(:mod:`sematlas.data.studies`).
 """
 
 from __future__ import annotations
