@@ -150,6 +150,7 @@ class TrainingParams(Section):
     num_nodes: int
     strategy: str
     precision: str
+    fp32_variants: list
     deterministic: bool
     num_threads: int
     wandb: bool

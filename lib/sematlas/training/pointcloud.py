@@ -203,4 +203,5 @@ def train_pointcloud(
         payload=payload,
         callbacks=list(extra_callbacks or []),
         train_size=datamodule.studies_per_epoch_count,
+        variant=RUN_NAME,
     )

@@ -49,6 +49,7 @@ from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
 from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
 from sematlas.training.launcher import EpochMetricsOnEveryRank, detect_launch
 from sematlas.training.module import AtlasModule
+from sematlas.training.precision import run_precision
 from sematlas.training.progress import TrainingProgressBar
 
 _log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ def fit_run(
     callbacks: list[pl.Callback],
     train_size: int,
     strategy: str | None = None,
+    variant: str | None = None,
 ) -> TrainedRun:
     """Fit a LightningModule in a run folder: fresh start, resume or reuse, with the run's files.
 
@@ -272,6 +274,8 @@ def fit_run(
         Training studies per epoch (for the throughput in ``timing.json``; ``datamodule.studies_per_epoch_count``).
     strategy : str, optional
         Overrides ``training.strategy``.
+    variant : str, optional
+        The model trained, for ``training.precision: auto`` (:func:`~sematlas.training.precision.run_precision`).
 
     Returns
     -------
@@ -325,7 +329,7 @@ def fit_run(
         devices=launch.devices,
         num_nodes=launch.num_nodes,
         strategy=strategy or t["strategy"],
-        precision=t["precision"],
+        precision=run_precision(params.training, variant),
         deterministic=t["deterministic"],
         default_root_dir=str(run_dir),
         logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
@@ -483,6 +487,7 @@ def train_variant(
         callbacks=callbacks,
         train_size=datamodule.studies_per_epoch_count,
         strategy=strategy,
+        variant=variant,
     )
 
 
