@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -329,7 +329,7 @@ def fit_run(
         devices=launch.devices,
         num_nodes=launch.num_nodes,
         strategy=strategy or t["strategy"],
-        precision=run_precision(params.training, variant),
+        precision=cast(Any, run_precision(params.training, variant)),  # a Lightning precision string
         deterministic=t["deterministic"],
         default_root_dir=str(run_dir),
         logger=_loggers(run_dir, t["wandb"], name, params["profile"]),
