@@ -41,7 +41,7 @@ import torch
 import yaml
 
 from sematlas.core.io import package_versions, read_json, write_json, write_parquet
-from sematlas.core.params import Params, load_params
+from sematlas.core.params import Params, load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.data.studies import StudyDataModule
@@ -163,7 +163,8 @@ def fingerprint(
         The model's name.
     sections : sequence of str
         Further top-level parameter sections (e.g. ``pointcloud``).
-        ``training.max_epochs`` does not count: a longer run of the same model resumes.
+        ``training.max_epochs`` and ``training.variant_epochs`` do not count: a longer run
+        of the same model resumes.
     sources : sequence of str
         Library files or folders (relative to the package) whose code counts.
     options : mapping, optional
@@ -173,7 +174,8 @@ def fingerprint(
     plain = params.to_dict()
     relevant = {key: plain[key] for key in ("seed", "curation", "render", "model", "training", *sections)}
     # More (or fewer) epochs continue the same run: raising max_epochs resumes from last.ckpt.
-    relevant["training"] = {key: value for key, value in relevant["training"].items() if key != "max_epochs"}
+    epochs = ("max_epochs", "variant_epochs")
+    relevant["training"] = {key: value for key, value in relevant["training"].items() if key not in epochs}
     digest.update(yaml.safe_dump({"variant": variant, **relevant}, sort_keys=True).encode())
     if options:
         digest.update(yaml.safe_dump({"options": dict(options)}, sort_keys=True).encode())
@@ -427,7 +429,8 @@ def train_variant(
         Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
     run_name : str, optional
         The run folder under ``data/models/<profile>/`` (a relative path such as
-        ``ensemble/member_1``); defaults to the variant.
+        ``ensemble/member_1``); defaults to the variant, whose run then trains for
+        ``training.variant_epochs[variant]`` epochs when the profile sets them.
     module_options : mapping, optional
         Run options of :class:`AtlasModule` (e.g. a learning-rate schedule); they count in the fingerprint.
     sections : sequence of str
@@ -445,6 +448,10 @@ def train_variant(
         ``variant`` is not registered.
     """
     check_variants(params)
+    if run_name is None and variant in params.training.variant_epochs:
+        # The variant's own run trains for its own budget; named runs (ensembles, ablations) set theirs.
+        epochs = params.training.variant_epochs[variant]
+        params = override_params(params, {"training": {"max_epochs": epochs}}, f"training.variant_epochs.{variant}")
     t = params["training"]
     pl.seed_everything(int(params["seed"]), workers=True, verbose=False)
     if t["num_threads"] > 0:
