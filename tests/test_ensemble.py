@@ -245,7 +245,7 @@ def test_the_snapshot_run_needs_the_main_model_and_a_fitting_one(processed: Path
     paths = ProfilePaths("ci", tmp_path / "project")
     shutil.copytree(processed, paths.processed)
     datamodule = make_datamodule(params, paths)
-    with pytest.raises(CheckpointError, match=r"continues from the trained cbvae, and there is no .*best\.ckpt: run stage 02"):
+    with pytest.raises(CheckpointError, match=r"from the trained cbvae, and there is no .*best\.ckpt: run stage 02"):
         train_snapshot_ensemble(params, paths, datamodule)
 
     module = build_module(ensemble_params(params, 1), MAIN_VARIANT, datamodule)

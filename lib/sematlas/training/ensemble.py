@@ -189,12 +189,13 @@ def train_snapshot_ensemble(
         "snapshot ensemble from the main model",
     )
     schedule = {"lr_schedule": "cosine_restarts", "lr_cycle_epochs": cycle, "lr_min_ratio": float(e["lr_min_ratio"])}
+    inherit = InitialWeights(start, paths.models / run_name / "initial_weights.json")
     return train_variant(
         member,
         VARIANT,
         paths,
         datamodule=datamodule,
-        extra_callbacks=[InitialWeights(start, paths.models / run_name / "initial_weights.json"), SnapshotCheckpoint(cycle)],
+        extra_callbacks=[inherit, SnapshotCheckpoint(cycle)],
         strategy="auto",
         run_name=run_name,
         module_options=schedule,
