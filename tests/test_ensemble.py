@@ -17,6 +17,7 @@ from sematlas.core.errors import CheckpointError
 from sematlas.core.io import read_json, sha256_file
 from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.uncertainty import (
     CALIBRATION_LEVELS,
     TemperatureScaling,
@@ -360,6 +361,24 @@ def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
         assert len(by_kind["test"]) == results["n_test"] == len(datamodule.tables["test"])
         assert set(by_kind) == {"test", *images}
     assert np.isfinite(results["recon_median_r_ensemble"])
+
+
+@pytest.mark.slow
+def test_stage_04_renders_the_evaluated_studies_once_for_every_method(snapshots, rendered) -> None:
+    run, datamodule, _, _ = snapshots
+    maps = RenderedSplits(datamodule)
+    snapshot_files = sorted((run.run_dir / "snapshots").glob("*.ckpt"))
+    last = AtlasEnsemble.load(snapshot_files[-1])
+    methods = {"snapshot": AtlasEnsemble.load(snapshot_files), "mc_dropout": AtlasEnsemble.load(snapshot_files[-1], 3)}
+    ood = {"uniform": render_peak_lists(datamodule, uniform_brain_peaks(datamodule.grid, [4, 6], seed=0))}
+    maps.batch(datamodule, "test", [0])  # the notebook's example figure
+    summaries = {
+        m: evaluate_ensemble(e, last, datamodule, ood, 0.1, n_eval=2, maps=maps)[0] for m, e in methods.items()
+    }
+    assert rendered == rendered.once_each(datamodule, ["val", "test"], n=2)
+    # The same numbers as an evaluation that renders its own maps.
+    alone, _ = evaluate_ensemble(methods["snapshot"], last, datamodule, ood, 0.1, n_eval=2)
+    assert alone == summaries["snapshot"] and summaries["mc_dropout"]["n_val"] == 2
 
 
 def test_ensemble_params_set_the_members_decoder_and_seed() -> None:

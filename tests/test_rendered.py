@@ -23,25 +23,6 @@ from sematlas.training.run import make_datamodule, train_variant
 
 
 @pytest.fixture
-def rendered(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    """Studies rendered, per ``(split, kernel FWHMs)``: every map of a split goes through ``render_rows``."""
-    counts: Counter = Counter()
-    render_rows = NeurosynthDataModule.render_rows
-
-    def counting(self, split, rows, augment=False):
-        counts[split, self.fwhms] += len(rows)
-        return render_rows(self, split, rows, augment)
-
-    monkeypatch.setattr(NeurosynthDataModule, "render_rows", counting)
-    return counts
-
-
-def _sizes(datamodule: NeurosynthDataModule, splits=("train", "val", "test")) -> Counter:
-    """Each split's study count: what rendering it once costs."""
-    return Counter({(split, datamodule.fwhms): len(datamodule.tables[split]) for split in splits})
-
-
-@pytest.fixture
 def datamodule(processed: Path) -> NeurosynthDataModule:
     module = NeurosynthDataModule(processed, batch_size=3)
     module.setup()
@@ -74,7 +55,7 @@ def test_each_study_is_rendered_once_as_the_asked_prefix_grows(datamodule, rende
     assert rendered == Counter({("train", (6.0, 12.0)): 6})
     every = maps.images("train")
     list(maps.batches(datamodule, "train"))
-    assert torch.equal(every[:2], first) and rendered == _sizes(datamodule, ["train"])
+    assert torch.equal(every[:2], first) and rendered == rendered.once_each(datamodule, ["train"])
 
 
 def test_maps_rendered_otherwise_are_refused(datamodule, processed: Path) -> None:
@@ -111,7 +92,7 @@ def test_stages_02_and_05_render_each_split_once(trained, rendered) -> None:
     # Without a shared cache each call renders what it reads once: the held-out and training splits.
     atlas = AtlasModel.load(runs["baseline"].best_checkpoint)
     evaluate_run(atlas.network, datamodule, "baseline", params.evaluation, int(params.seed))
-    assert rendered == _sizes(datamodule, ["train", "test"])
+    assert rendered == rendered.once_each(datamodule, ["train", "test"])
     rendered.clear()
 
     # Stage 02: every variant's evaluation, latents and figures from one cache.
@@ -120,14 +101,14 @@ def test_stages_02_and_05_render_each_split_once(trained, rendered) -> None:
     for variant in ("baseline", MAIN_VARIANT):
         evaluate_trained_run(runs[variant], datamodule, params, paths, maps)
     maps.batch(datamodule, "test", range(3))
-    assert rendered == _sizes(datamodule)
+    assert rendered == rendered.once_each(datamodule)
     rendered.clear()
 
     # Stage 05: the H-VAE's evaluation and its level KLs.
     maps = RenderedSplits(datamodule)
     evaluation = evaluate_trained_run(runs[HIERARCHICAL_VARIANT], datamodule, params, paths, maps)
     kl = level_kls(evaluation.model.network, datamodule, "test", maps)
-    assert rendered == _sizes(datamodule) and kl["n_studies"] == len(datamodule.tables["test"])
+    assert rendered == rendered.once_each(datamodule) and kl["n_studies"] == len(datamodule.tables["test"])
 
 
 @pytest.mark.slow
@@ -162,5 +143,7 @@ def test_stage_09_renders_each_split_once_for_generation_and_the_ablations(train
     record = run_ablation(params, paths, kernel, maps)
     one_kernel = make_datamodule(kernel.apply(params), paths)
     # The locked run shares the stage's maps; the one-kernel ablation renders its own, once.
-    assert rendered == _sizes(datamodule, ["train", "test"]) + _sizes(one_kernel, ["train", "test"])
+    assert rendered == rendered.once_each(datamodule, ["train", "test"]) + rendered.once_each(
+        one_kernel, ["train", "test"]
+    )
     assert record["results"]["n_studies"] == len(datamodule.tables["test"])
