@@ -46,6 +46,7 @@ from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.criteria import sprint_criterion
 from sematlas.evaluation.reconstruction import results_table
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.reporting.plotting import plot_map_rows, plot_method_comparison, plot_training_curves
 from sematlas.training.run import make_datamodule, train_variant
@@ -55,6 +56,8 @@ paths = ProfilePaths.for_profile(profile)
 paths.figures.mkdir(parents=True, exist_ok=True)
 variants = params["model"]["variants"]
 datamodule = make_datamodule(params, paths)
+# Every evaluation and figure below reads its unaugmented maps from here: each study is rendered once.
+maps = RenderedSplits(datamodule)
 print(
     f"profile {profile}: variants {variants}; {datamodule.train_size} training studies "
     f"({'subset' if params['training']['use_subset'] else 'all studies'}), grid {datamodule.grid.shape} "
@@ -69,7 +72,7 @@ print(
 # validation studies, widest kernel, orthogonal slices through the grid centre:
 
 # %%
-examples = datamodule.render_rows("val", list(range(4)))
+examples = maps.batch(datamodule, "val", range(4))
 fig = plot_map_rows(
     {"input": [v[-1].numpy() for v in datamodule.grid.to_native(examples["image"])]},
     column_titles=[f"study {i}" for i in examples["id"]],
@@ -116,7 +119,7 @@ for variant, run in runs.items():
 # `latents.parquet` to `data/results/<profile>/<variant>/`.
 
 # %%
-evaluations = {variant: evaluate_trained_run(run, datamodule, params, paths) for variant, run in runs.items()}
+evaluations = {variant: evaluate_trained_run(run, datamodule, params, paths, maps) for variant, run in runs.items()}
 atlases = {variant: evaluation.model for variant, evaluation in evaluations.items()}
 results = {variant: evaluation.results for variant, evaluation in evaluations.items()}
 table = results_table(results)
@@ -150,7 +153,7 @@ criterion if len(criterion) else "needs both baseline and cbvae in model.variant
 # Four test studies: input, and each model's reconstruction (widest kernel).
 
 # %%
-test_batch = datamodule.render_rows("test", list(range(4)))
+test_batch = maps.batch(datamodule, "test", range(4))
 rows = {"input": [v[-1].numpy() for v in datamodule.grid.to_native(test_batch["image"])]}
 with torch.no_grad():
     for variant, atlas in atlases.items():

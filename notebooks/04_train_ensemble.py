@@ -27,8 +27,11 @@
 # Three ways to get those several models are compared (`ensemble.methods`):
 #
 # - **snapshot** ensemble (Huang et al., 2017): one run with a cosine learning rate
-#   restarted every `cycle_epochs`; the model at the end of each of the K cycles is a member;
-# - **independent** members (Lakshminarayanan et al., 2017): K runs from different seeds;
+#   restarted every `cycle_epochs`; the model at the end of each of the K cycles is a member.
+#   The run continues from stage 02's trained `cbvae`, so its members cost K x `cycle_epochs`
+#   epochs of fine-tuning rather than a training from scratch;
+# - **independent** members (Lakshminarayanan et al., 2017): K runs from different seeds,
+#   each from scratch (their independence is the point);
 # - **MC dropout** (Gal & Ghahramani, 2016): the snapshot run's final model with dropout
 #   left on at test time, S stochastic passes.
 #
@@ -52,12 +55,13 @@ import torch
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.criteria import ensemble_verdicts
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import EnsembleMethodResults, EnsembleResults
 from sematlas.evaluation.uncertainty import CALIBRATION_LEVELS, evaluate_ensemble, ood_peak_lists, render_peak_lists
 from sematlas.inference.ensemble import AtlasEnsemble, write_uncertainty_maps
 from sematlas.reporting.plotting import plot_map_rows
 from sematlas.reporting.uncertainty import plot_ood_histograms, plot_reliability
-from sematlas.training.ensemble import train_independent_members, train_snapshot_ensemble
+from sematlas.training.ensemble import initial_weights, train_independent_members, train_snapshot_ensemble
 from sematlas.training.run import make_datamodule
 
 params = load_params(profile)
@@ -67,6 +71,8 @@ paths.figures.mkdir(parents=True, exist_ok=True)
 results_dir = paths.results / "ensemble"
 methods = settings["methods"]
 datamodule = make_datamodule(params, paths)
+# Every evaluation below reads its validation and test maps from here: each study is rendered once.
+maps = RenderedSplits(datamodule)
 n_eval = settings["n_eval"] or None
 n_test = min(n_eval or len(datamodule.tables["test"]), len(datamodule.tables["test"]))
 print(
@@ -78,12 +84,18 @@ print(
 # %% [markdown]
 # ## Train
 #
-# The snapshot run trains K cycles of `cycle_epochs` epochs: the learning rate starts
-# each cycle at `training.lr` and is annealed along a cosine to `lr_min_ratio` times
-# that, and a snapshot (a complete checkpoint that loads alone) is written at each
-# cycle's end. The same run's final model serves MC dropout. Independent members,
-# when asked for, train `member_epochs` epochs each from seeds `seed + seed_offset * k`.
-# Reruns reuse finished runs and resume killed ones.
+# The snapshot run starts from the weights of stage 02's `cbvae`
+# (`data/models/<profile>/cbvae/checkpoints/best.ckpt`) and trains K cycles of
+# `cycle_epochs` epochs: the learning rate starts each cycle at `training.lr` and is
+# annealed along a cosine to `lr_min_ratio` times that, and a snapshot (a complete
+# checkpoint that loads alone) is written at each cycle's end. The member's architecture
+# adds to the main model's a variance output head (the aleatoric decoder), which starts
+# from the seeded initialisation, and dropout, which has no weights; every other tensor
+# is the main model's. The KL weights start at their end values (the main model went
+# through its warm-up). A retrained main model (another checkpoint hash) retrains the
+# snapshots. The same run's final model serves MC dropout. Independent members, when
+# asked for, train `member_epochs` epochs each from scratch, from seeds
+# `seed + seed_offset * k`. Reruns reuse finished runs and resume killed ones.
 
 # %%
 runs = {}
@@ -93,6 +105,7 @@ if "independent" in methods:
     runs["independent"] = train_independent_members(params, paths, datamodule)
 snapshot_files = sorted((runs["snapshot"].run_dir / "snapshots").glob("snapshot_*.ckpt")) if "snapshot" in runs else []
 train_seconds = {
+    # The fine-tuning alone: the main model it starts from is stage 02's, trained there.
     "snapshot": runs["snapshot"].timing["train_seconds"] if "snapshot" in runs else None,
     # MC dropout needs no training of its own: it reuses the snapshot run's final model.
     "mc_dropout": runs["snapshot"].timing["train_seconds"] if "snapshot" in runs else None,
@@ -102,6 +115,12 @@ pd.DataFrame({m: {"train seconds": train_seconds[m]} for m in methods}).T
 
 # %%
 if "snapshot" in runs:
+    start = initial_weights(runs["snapshot"])
+    if start is not None:
+        print(
+            f"the snapshot run started from {start['checkpoint']} (sha256 {start['sha256'][:12]}): "
+            f"{len(start['loaded'])} tensors inherited, new: {', '.join(start['new']) or 'none'}"
+        )
     curve = runs["snapshot"].metrics
     print(f"{len(snapshot_files)} snapshots: {[f.name for f in snapshot_files]}")
     shown_columns = [c for c in ("epoch", "val/loss", "val/recon", "val/recon_se") if c in curve]
@@ -144,7 +163,7 @@ if "independent" in methods:
 n_ood = min(settings["ood_maps"], n_test)
 ood_peaks = ood_peak_lists(datamodule, n_ood, settings["ood_true_foci"], seed)
 ood_images = {kind: render_peak_lists(datamodule, peaks) for kind, peaks in ood_peaks.items()}
-test_example = datamodule.grid.to_native(datamodule.render_rows("test", [0])["image"][0])
+test_example = datamodule.grid.to_native(maps.batch(datamodule, "test", [0])["image"][0])
 fig = plot_map_rows(
     {
         "test study": [test_example[-1].numpy()],
@@ -165,7 +184,7 @@ fig.savefig(paths.figures / "ensemble_ood_examples.png", dpi=120)
 method_results, details = {}, {}
 for method, (ensemble, single) in ensembles.items():
     summary, details[method] = evaluate_ensemble(
-        ensemble, single, datamodule, ood_images, settings["temperature_threshold"], n_eval=n_eval
+        ensemble, single, datamodule, ood_images, settings["temperature_threshold"], n_eval=n_eval, maps=maps
     )
     method_results[method] = EnsembleMethodResults.from_evaluation(summary, train_seconds[method])
 results = EnsembleResults(

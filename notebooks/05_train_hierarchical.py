@@ -65,6 +65,7 @@ from sematlas.analysis.hierarchy import (
 from sematlas.analysis.results import HierarchicalResults, Hierarchy
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import VolumetricResults
 from sematlas.evaluation.trained_run import evaluate_trained_run
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
@@ -79,6 +80,8 @@ paths = ProfilePaths.for_profile(profile)
 paths.figures.mkdir(parents=True, exist_ok=True)
 z_dim, top_dim = params["model"]["z_dim"], settings["top_dim"]
 datamodule = make_datamodule(params, paths)
+# The evaluation and the level KLs read their unaugmented maps from here: each study is rendered once.
+maps = RenderedSplits(datamodule)
 print(
     f"profile {profile}: z_dim {z_dim} = top level {top_dim} + lower level {z_dim - top_dim}; "
     f"top_beta {settings['top_beta']}, beta {params['training']['beta']}; "
@@ -124,7 +127,7 @@ fig.savefig(paths.figures / "hierarchical_training_curves.png", dpi=120)
 # `data/results/<profile>/hvae/` beside the other variants.
 
 # %%
-evaluation = evaluate_trained_run(run, datamodule, params, paths)
+evaluation = evaluate_trained_run(run, datamodule, params, paths, maps)
 atlas, result, latents = evaluation.model, evaluation.results, evaluation.latents
 model = atlas.network
 recon = result.reconstruction
@@ -142,7 +145,7 @@ pd.DataFrame(
 # level and the whole code are probed for context; the gate uses the top level.
 
 # %%
-kl = level_kls(model, datamodule, "test")
+kl = level_kls(model, datamodule, "test", maps)
 tasks = pd.concat([table.studies[["id", "task_category"]] for table in datamodule.tables.values()])
 latents = latents.merge(tasks, on="id", how="left", validate="one_to_one")
 codes = latents.filter(like="z_").to_numpy()

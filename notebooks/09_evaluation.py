@@ -56,6 +56,7 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.generative import evaluate_generation
 from sematlas.evaluation.probe import run_probe
 from sematlas.evaluation.reconstruction import training_sample
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import AblationSummary, EvaluationResults, GenerativeQuality, ZeroShotProbe
 from sematlas.inference.atlas import AtlasModel
 from sematlas.reporting.plotting import plot_ablations, plot_generative_quality, plot_probe
@@ -71,8 +72,10 @@ atlases = {
     for variant in params["model"]["variants"]
 }
 print(f"profile {profile}: evaluating {', '.join(atlases)} on {len(datamodule.tables['test'])} held-out studies")
-# The training maps that fit every linear baseline here (PPCA, the feature space, the probe's PCA): rendered once.
-train_maps = training_sample(datamodule, params["evaluation"]["pca_max_train"], int(params["seed"]))
+# The maps of every evaluation below, the ablation runs' included: each study rendered once.
+maps = RenderedSplits(datamodule)
+# The training maps that fit every linear baseline here (PPCA, the feature space, the probe's PCA).
+train_maps = training_sample(datamodule, params["evaluation"]["pca_max_train"], int(params["seed"]), maps)
 
 # %% [markdown]
 # ## Generative quality
@@ -89,6 +92,7 @@ generation = evaluate_generation(
     params["evaluation"],
     z_dim=params["model"]["z_dim"],
     seed=int(params["seed"]),
+    maps=maps,
 )
 write_parquet(generation, out_dir / "generative_quality.parquet")
 generation.round(4)
@@ -125,8 +129,9 @@ fig.savefig(paths.figures / "evaluation_zero_shot_probe.png", dpi=120, bbox_inch
 # hypothesis, and the criterion that decides PASS or FAIL. PASS means the locked
 # choice is justified by that criterion; FAIL is reported as measured. The locked
 # model and every ablation train through the same code (`sematlas.training.run.train_variant`)
-# under one budget and are evaluated like stage 02 on the held-out test split. A
-# killed run resumes from its last checkpoint; a finished one is reused.
+# under one budget and are evaluated like stage 02 on the held-out test split, from the
+# maps rendered once above (an ablation of the rendering, such as one kernel, renders its
+# own). A killed run resumes from its last checkpoint; a finished one is reused.
 
 # %%
 ablations = [load_ablation(name, params) for name in params["ablation"]["names"]]
@@ -135,8 +140,8 @@ for ablation in ablations:
     print(f"- {ablation.name}: {ablation.key} = {ablation.value}; PASS if {ablation.criterion.describe()}")
 
 # %%
-locked = run_ablation(params, paths, None)
-ablation_runs = {ablation.name: run_ablation(params, paths, ablation) for ablation in ablations}
+locked = run_ablation(params, paths, None, maps)
+ablation_runs = {ablation.name: run_ablation(params, paths, ablation, maps) for ablation in ablations}
 ablation_results = ablation_table(params, locked, ablation_runs, ablations)
 write_parquet(ablation_results, out_dir / "ablations.parquet")
 ablation_results.to_csv(out_dir / "ablations.csv", index=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,29 @@ def untrained_cbvae(processed):
         n_year_bins=datamodule.encoder.n_year_bins,
     )
     return build_model(config), datamodule
+
+
+class RenderCounts(Counter):
+    """Studies rendered per ``(split, kernel FWHMs)``."""
+
+    @staticmethod
+    def once_each(datamodule, splits=("train", "val", "test"), n: int | None = None) -> Counter:
+        """The counts when each split of ``datamodule`` (its first ``n`` studies) is rendered once."""
+        sizes = {split: len(datamodule.tables[split]) for split in splits}
+        return Counter({(split, datamodule.fwhms): min(size, n or size) for split, size in sizes.items()})
+
+
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> RenderCounts:
+    """Counts the studies rendered, where every map of a split is rendered (``render_rows``)."""
+    from sematlas.data.datamodule import NeurosynthDataModule
+
+    counts = RenderCounts()
+    render_rows = NeurosynthDataModule.render_rows
+
+    def counting(self, split, rows, augment=False):
+        counts[split, self.fwhms] += len(rows)
+        return render_rows(self, split, rows, augment)
+
+    monkeypatch.setattr(NeurosynthDataModule, "render_rows", counting)
+    return counts

@@ -6,6 +6,7 @@ import math
 import shutil
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from sematlas.core.errors import CheckpointError
+from sematlas.core.io import read_json, sha256_file
 from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.uncertainty import (
     CALIBRATION_LEVELS,
     TemperatureScaling,
@@ -34,8 +37,16 @@ from sematlas.inference.ensemble import AtlasEnsemble, combine
 from sematlas.models import ModelConfig, build_model, config_from_dict
 from sematlas.models.blocks import LOGVAR_MAX, LOGVAR_MIN
 from sematlas.models.losses import gaussian_nll_sum, masked_mse_sum
-from sematlas.training.ensemble import ensemble_params, train_snapshot_ensemble
-from sematlas.training.run import make_datamodule
+from sematlas.models.registry import MAIN_VARIANT
+from sematlas.training import ensemble as ensemble_training
+from sematlas.training.ensemble import (
+    InitialWeights,
+    ensemble_params,
+    initial_weights,
+    main_checkpoint,
+    train_snapshot_ensemble,
+)
+from sematlas.training.run import TrainedRun, build_module, make_datamodule, train_variant
 
 COND_DIM = 5
 
@@ -139,9 +150,36 @@ def test_auroc_on_a_separable_toy() -> None:
 # ---- a tiny trained snapshot ensemble ------------------------------------------------------------
 
 
+class _WeightsAtStart(pl.Callback):
+    """Records the module's tensors when fitting starts (after the callbacks before it) and at the first batch."""
+
+    def __init__(self) -> None:
+        self.at_fit_start: dict[str, torch.Tensor] = {}
+        self.at_first_batch: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.at_fit_start = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 0:
+            self.at_first_batch = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def _train_snapshots_watched(params, paths, datamodule) -> tuple[TrainedRun, _WeightsAtStart]:
+    """:func:`train_snapshot_ensemble` with a :class:`_WeightsAtStart` after its own callbacks."""
+    watcher = _WeightsAtStart()
+
+    def watched_train_variant(*args, extra_callbacks, **kwargs):
+        return train_variant(*args, extra_callbacks=[*extra_callbacks, watcher], **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ensemble_training, "train_variant", watched_train_variant)
+        return train_snapshot_ensemble(params, paths, datamodule), watcher
+
+
 @pytest.fixture(scope="module")
 def snapshots(processed: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Three 1-epoch cosine cycles of a tiny aleatoric cbvae on NiMARE's 20-study sample."""
+    """A tiny main cbvae (one epoch), then three 1-epoch cosine cycles of the aleatoric member from its weights."""
     params = override_params(
         load_params("ci"),
         {
@@ -153,12 +191,82 @@ def snapshots(processed: Path, tmp_path_factory: pytest.TempPathFactory):
     paths = ProfilePaths("ci", tmp_path_factory.mktemp("project"))
     shutil.copytree(processed, paths.processed)
     datamodule = make_datamodule(params, paths)
-    return train_snapshot_ensemble(params, paths, datamodule), datamodule, params
+    train_variant(override_params(params, {"training": {"max_epochs": 1}}), MAIN_VARIANT, paths, datamodule=datamodule)
+    run, watcher = _train_snapshots_watched(params, paths, datamodule)
+    return run, datamodule, params, watcher
+
+
+@pytest.mark.slow
+def test_the_snapshot_run_starts_from_the_main_model(snapshots) -> None:
+    run, _, _, watcher = snapshots
+    main = torch.load(main_checkpoint(_paths_of(run)), weights_only=False)["state_dict"]
+    new = ["model.decoder.out_logvar.bias", "model.decoder.out_logvar.weight"]
+    # Before its first step the member holds the main model's every tensor, and only the variance head besides.
+    assert sorted(set(watcher.at_first_batch) - set(main)) == new
+    for name, value in main.items():
+        torch.testing.assert_close(watcher.at_first_batch[name], value, rtol=0, atol=0, msg=name)
+    account = initial_weights(run)
+    assert account is not None and account["new"] == new and sorted(account["loaded"]) == sorted(main)
+    assert account["sha256"] == sha256_file(main_checkpoint(_paths_of(run)))
+    assert "InitialWeights: starting from" in (run.run_dir / "train.log").read_text()
+    # Training moved the inherited weights: the last snapshot is not the main model.
+    last = torch.load(run.run_dir / "snapshots" / "snapshot_03.ckpt", weights_only=False)["state_dict"]
+    assert any(not torch.equal(last[name], value) for name, value in main.items())
+
+
+@pytest.mark.slow
+def test_a_retrained_main_model_retrains_the_snapshots(snapshots, tmp_path: Path) -> None:
+    run, _, params, _ = snapshots
+    # A copy of the project, so that the other tests keep their snapshots.
+    paths = ProfilePaths("ci", tmp_path / "project")
+    shutil.copytree(_paths_of(run).root, paths.root)
+    datamodule = make_datamodule(params, paths)
+    stamp = paths.models / "ensemble" / "snapshot" / "fingerprint.json"
+    before = read_json(stamp)["fingerprint"]
+
+    again, watcher = _train_snapshots_watched(params, paths, datamodule)
+    assert again.resumed and read_json(stamp)["fingerprint"] == before  # same main model: reused
+    last = torch.load(again.last_checkpoint, weights_only=False)["state_dict"]
+    for name, value in last.items():  # a resumed run keeps its own weights, not the main model's
+        torch.testing.assert_close(watcher.at_fit_start[name], value, rtol=0, atol=0, msg=name)
+
+    checkpoint = torch.load(main_checkpoint(paths), weights_only=False)
+    checkpoint["state_dict"]["model.decoder.out.bias"] += 0.5
+    torch.save(checkpoint, main_checkpoint(paths))
+    retrained, watcher = _train_snapshots_watched(params, paths, datamodule)
+    assert not retrained.resumed and read_json(stamp)["fingerprint"] != before
+    torch.testing.assert_close(
+        watcher.at_first_batch["model.decoder.out.bias"], checkpoint["state_dict"]["model.decoder.out.bias"]
+    )
+    assert initial_weights(retrained)["sha256"] == sha256_file(main_checkpoint(paths))
+
+
+def test_the_snapshot_run_needs_the_main_model_and_a_fitting_one(processed: Path, tmp_path: Path) -> None:
+    params = load_params("ci")
+    paths = ProfilePaths("ci", tmp_path / "project")
+    shutil.copytree(processed, paths.processed)
+    datamodule = make_datamodule(params, paths)
+    with pytest.raises(CheckpointError, match=r"from the trained cbvae, and there is no .*best\.ckpt: run stage 02"):
+        train_snapshot_ensemble(params, paths, datamodule)
+
+    module = build_module(ensemble_params(params, 1), MAIN_VARIANT, datamodule)
+    other = build_module(override_params(params, {"model": {"z_dim": 3}}), MAIN_VARIANT, datamodule)
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": other.state_dict()}, foreign)
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(CheckpointError, match=r"other\.ckpt does not fit the model being trained: .*of another shape"):
+        InitialWeights(foreign, tmp_path / "record.json").on_fit_start(trainer, module)
+    assert not (tmp_path / "record.json").exists()
+
+
+def _paths_of(run: TrainedRun) -> ProfilePaths:
+    """The project of a run folder ``<root>/data/models/ci/ensemble/snapshot``."""
+    return ProfilePaths("ci", run.run_dir.parents[4])
 
 
 @pytest.mark.slow
 def test_cosine_restart_run_writes_one_loadable_snapshot_per_cycle(snapshots) -> None:
-    run, _, params = snapshots
+    run, _, params, _ = snapshots
     files = sorted((run.run_dir / "snapshots").glob("*.ckpt"))
     assert [f.name for f in files] == ["snapshot_01.ckpt", "snapshot_02.ckpt", "snapshot_03.ckpt"]
     assert not list((run.run_dir / "snapshots").glob(".*partial"))
@@ -175,7 +283,7 @@ def test_cosine_restart_run_writes_one_loadable_snapshot_per_cycle(snapshots) ->
 
 @pytest.mark.slow
 def test_atlas_ensemble_predicts_mean_aleatoric_and_epistemic(snapshots) -> None:
-    run, datamodule, _ = snapshots
+    run, datamodule, _, _ = snapshots
     ensemble = AtlasEnsemble.load(run.run_dir)  # a run folder: its snapshots/
     assert len(ensemble.members) == 3 and ensemble.n_passes == 3
     batch = datamodule.render_rows("test", [0, 1])
@@ -203,7 +311,7 @@ def test_atlas_ensemble_predicts_mean_aleatoric_and_epistemic(snapshots) -> None
 
 @pytest.mark.slow
 def test_atlas_ensemble_refuses_members_that_do_not_fit(snapshots, tmp_path: Path) -> None:
-    run, _, _ = snapshots
+    run, _, _, _ = snapshots
     last = run.run_dir / "snapshots" / "snapshot_03.ckpt"
     state = torch.load(last, weights_only=False)
     state["sematlas"]["voxel_size"] = 2
@@ -225,7 +333,7 @@ def test_atlas_ensemble_refuses_members_that_do_not_fit(snapshots, tmp_path: Pat
 
 @pytest.mark.slow
 def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
-    run, datamodule, params = snapshots
+    run, datamodule, params, _ = snapshots
     grid = datamodule.grid
     test_peaks = split_peak_lists(datamodule, "test", 3)
     counts = [len(p) for p in test_peaks]
@@ -253,6 +361,24 @@ def test_ood_maps_and_the_evaluation_of_a_method(snapshots) -> None:
         assert len(by_kind["test"]) == results["n_test"] == len(datamodule.tables["test"])
         assert set(by_kind) == {"test", *images}
     assert np.isfinite(results["recon_median_r_ensemble"])
+
+
+@pytest.mark.slow
+def test_stage_04_renders_the_evaluated_studies_once_for_every_method(snapshots, rendered) -> None:
+    run, datamodule, _, _ = snapshots
+    maps = RenderedSplits(datamodule)
+    snapshot_files = sorted((run.run_dir / "snapshots").glob("*.ckpt"))
+    last = AtlasEnsemble.load(snapshot_files[-1])
+    methods = {"snapshot": AtlasEnsemble.load(snapshot_files), "mc_dropout": AtlasEnsemble.load(snapshot_files[-1], 3)}
+    ood = {"uniform": render_peak_lists(datamodule, uniform_brain_peaks(datamodule.grid, [4, 6], seed=0))}
+    maps.batch(datamodule, "test", [0])  # the notebook's example figure
+    summaries = {
+        m: evaluate_ensemble(e, last, datamodule, ood, 0.1, n_eval=2, maps=maps)[0] for m, e in methods.items()
+    }
+    assert rendered == rendered.once_each(datamodule, ["val", "test"], n=2)
+    # The same numbers as an evaluation that renders its own maps.
+    alone, _ = evaluate_ensemble(methods["snapshot"], last, datamodule, ood, 0.1, n_eval=2)
+    assert alone == summaries["snapshot"] and summaries["mc_dropout"]["n_val"] == 2
 
 
 def test_ensemble_params_set_the_members_decoder_and_seed() -> None:

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -36,6 +36,9 @@ from sematlas.core.io import read_json, sha256_file, write_json
 from sematlas.core.params import ParameterError, Params, override_params
 from sematlas.core.paths import ProfilePaths, project_root
 from sematlas.models.registry import MAIN_VARIANT
+
+if TYPE_CHECKING:
+    from sematlas.evaluation.rendered import RenderedSplits
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +280,9 @@ def ablation_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     return {name: float(_lookup(results, path)) for name, (_, _, path) in METRICS.items()}
 
 
-def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None = None) -> dict[str, Any]:
+def run_ablation(
+    params: Params, paths: ProfilePaths, ablation: Ablation | None = None, maps: RenderedSplits | None = None
+) -> dict[str, Any]:
     """Train (or resume, or reuse) and evaluate one run of the protocol.
 
     The run folder is ``data/models/<profile>/ablations/<name>/`` (``locked``
@@ -292,6 +297,10 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
     paths : ProfilePaths
     ablation : Ablation, optional
         ``None`` runs the locked reference.
+    maps : RenderedSplits, optional
+        The stage's rendered splits: the run is evaluated on them when it renders its
+        maps the same way (every ablation but those of ``render``, e.g. one kernel),
+        so the protocol renders the held-out and training maps once, not once per run.
 
     Returns
     -------
@@ -319,7 +328,10 @@ def run_ablation(params: Params, paths: ProfilePaths, ablation: Ablation | None 
             logger.info("[ablation %s] evaluation of this checkpoint reused from %s", name, result_file.name)
             return dict(cached)
     model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).network
-    results, _ = evaluate_run(model, datamodule, MAIN_VARIANT, run_params["evaluation"], int(run_params["seed"]))
+    shared = maps if maps is not None and maps.renders_like(datamodule) else None
+    results, _ = evaluate_run(
+        model, datamodule, MAIN_VARIANT, run_params["evaluation"], int(run_params["seed"]), maps=shared
+    )
     record = {
         "name": name,
         "key": ablation.key if ablation is not None else None,

@@ -31,6 +31,7 @@ import torch
 
 from sematlas.evaluation.criteria import FAIL, PASS
 from sematlas.evaluation.metrics import balanced_accuracy
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.models.hvae import hierarchical_kl
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def level_kls(model: HierarchicalVAE, datamodule: Any, split: str = "test") -> dict[str, float]:
+def level_kls(
+    model: HierarchicalVAE, datamodule: Any, split: str = "test", maps: RenderedSplits | None = None
+) -> dict[str, float]:
     """Mean per-study KL of each level of an H-VAE over a split.
 
     The posterior is :meth:`~sematlas.models.hvae.HierarchicalVAE.encode`'s: the
@@ -52,6 +55,8 @@ def level_kls(model: HierarchicalVAE, datamodule: Any, split: str = "test") -> d
     datamodule : NeurosynthDataModule
         Set up.
     split : str
+    maps : RenderedSplits, optional
+        The stage's rendered splits; by default the split is rendered for this call.
 
     Returns
     -------
@@ -60,7 +65,7 @@ def level_kls(model: HierarchicalVAE, datamodule: Any, split: str = "test") -> d
     """
     model.eval()
     top, lower = [], []
-    for batch in datamodule.loader(split):
+    for batch in RenderedSplits.shared(maps, datamodule).batches(datamodule, split):
         mu, logvar = model.encode(batch["image"], batch["meta"])
         kl_top, kl_lower = hierarchical_kl(mu, logvar, model.top_dim)
         top.append(kl_top)

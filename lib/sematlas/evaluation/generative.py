@@ -31,6 +31,7 @@ from scipy import linalg
 
 from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, ProbabilisticPCA
+from sematlas.evaluation.rendered import RenderedSplits
 
 if TYPE_CHECKING:
     from sematlas.models import VolumetricVAE
@@ -191,6 +192,7 @@ def evaluate_generation(
     z_dim: int,
     seed: int,
     split: str = "test",
+    maps: RenderedSplits | None = None,
 ) -> pd.DataFrame:
     """Generative quality of every model next to probabilistic PCA and real training maps.
 
@@ -209,6 +211,8 @@ def evaluate_generation(
         PPCA's number of components (the models' latent size).
     seed : int
     split : str
+    maps : RenderedSplits, optional
+        The stage's rendered splits; by default ``split`` is rendered for this call.
 
     Returns
     -------
@@ -216,7 +220,7 @@ def evaluate_generation(
         As :func:`generative_quality`, with ``ppca`` (the linear baseline) and
         ``training_maps`` (real maps of the training split: the ceiling) as methods.
     """
-    real = datamodule.all_images(split)[:, -1].numpy()
+    real = RenderedSplits.shared(maps, datamodule).images(split)[:, -1].numpy()
     train = train_maps[:, -1].numpy()
     rng = np.random.default_rng(seed)
     samples = {name: prior_samples(model, datamodule, split, seed).numpy() for name, model in models.items()}

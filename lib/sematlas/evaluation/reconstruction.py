@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
 
 if TYPE_CHECKING:
@@ -43,10 +43,16 @@ def training_sample_rows(n_train: int, max_rows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_train)[:max_rows])
 
 
-def training_sample(datamodule: Any, max_rows: int, seed: int) -> torch.Tensor:
-    """The training maps of :func:`training_sample_rows`, rendered once, shape ``(n, C, n_mask_voxels)``."""
+def training_sample(datamodule: Any, max_rows: int, seed: int, maps: RenderedSplits | None = None) -> torch.Tensor:
+    """The training maps of :func:`training_sample_rows`, shape ``(n, C, n_mask_voxels)``.
+
+    From the stage's rendered splits when given (they then hold the whole training split,
+    which the stage's other evaluations need anyway); otherwise only the sample is rendered.
+    """
     rows = training_sample_rows(datamodule.train_size, max_rows, seed)
-    return datamodule.all_images("train", rows=rows)
+    if maps is None:
+        return datamodule.all_images("train", rows=rows)
+    return RenderedSplits.shared(maps, datamodule).images("train")[torch.from_numpy(rows)]
 
 
 # ------------------------------------------------------------------ evaluating a run
@@ -62,9 +68,27 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def collect_outputs(
-    model: VolumetricVAE, datamodule: Any, split: str, n_prior_samples: int, seed: int
+    model: VolumetricVAE,
+    datamodule: Any,
+    split: str,
+    n_prior_samples: int,
+    seed: int,
+    maps: RenderedSplits | None = None,
 ) -> dict[str, Any]:
     """Run a model over a split (no augmentation) and keep everything evaluation needs.
+
+    Parameters
+    ----------
+    model : VolumetricVAE
+    datamodule : NeurosynthDataModule
+        Set up; its batch size, metadata and ids.
+    split : str
+    n_prior_samples : int
+        Prior samples averaged per generated map.
+    seed : int
+        Seeds the prior samples.
+    maps : RenderedSplits, optional
+        The stage's rendered splits; by default the split is rendered for this call.
 
     Returns
     -------
@@ -75,15 +99,15 @@ def collect_outputs(
         has a year head; ``meta`` (the split's metadata tensors); ``id``.
     """
     model.eval()
+    maps = RenderedSplits.shared(maps, datamodule)
     mask = datamodule.brain_mask()
     generator = torch.Generator().manual_seed(seed)
-    keys = ("inputs", "reconstruction", "generated", "mu", "logvar", "year_pred")
+    keys = ("reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     ids: list[str] = []
-    for batch in progress(datamodule.loader(split), f"evaluating on {split}", unit="batch"):
+    for batch in maps.batches(datamodule, split, description=f"evaluating on {split}"):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
-        parts["inputs"].append(image[..., mask])
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
         # Generation from metadata alone: the average decoded map over prior samples.
         samples = model.generate(meta, max(n_prior_samples, 1), generator)
@@ -94,6 +118,7 @@ def collect_outputs(
             parts["year_pred"].append(out["year_logits"].argmax(1))
         ids += batch["id"]
     collected: dict[str, Any] = {key: torch.cat(value) for key, value in parts.items() if value}
+    collected["inputs"] = maps.images(split)
     collected["target"] = _widest(collected["inputs"])
     collected["meta"] = datamodule.meta[split]
     collected["id"] = ids
@@ -101,7 +126,13 @@ def collect_outputs(
 
 
 def evaluate_run(
-    model: VolumetricVAE, datamodule: Any, variant: str, evaluation: Mapping[str, Any], seed: int, split: str = "test"
+    model: VolumetricVAE,
+    datamodule: Any,
+    variant: str,
+    evaluation: Mapping[str, Any],
+    seed: int,
+    split: str = "test",
+    maps: RenderedSplits | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Held-out metrics of a model against the linear baselines at equal latent size.
 
@@ -117,6 +148,9 @@ def evaluate_run(
     seed : int
     split : str
         The held-out split (``test``).
+    maps : RenderedSplits, optional
+        The stage's rendered splits, shared by its evaluations; by default the
+        held-out and training splits are rendered for this call, once each.
 
     Returns
     -------
@@ -128,18 +162,19 @@ def evaluate_run(
     per_study : DataFrame
         One row per held-out study: every method's Pearson r and SSIM.
     """
-    out = collect_outputs(model, datamodule, split, int(evaluation["n_prior_samples"]), seed)
+    maps = RenderedSplits.shared(maps, datamodule)
+    out = collect_outputs(model, datamodule, split, int(evaluation["n_prior_samples"]), seed, maps)
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
     z_dim = out["mu"].shape[1]
 
-    train_maps = datamodule.all_images("train")  # (n_train, C, V)
-    n_train = len(train_maps)
-    mean_map = _widest(train_maps).mean(0, keepdim=True).expand_as(target)
+    all_train = maps.images("train")  # (n_train, C, V)
+    n_train = len(all_train)
+    mean_map = _widest(all_train).mean(0, keepdim=True).expand_as(target)
     rows = training_sample_rows(n_train, int(evaluation["pca_max_train"]), seed)
-    train_maps = train_maps[rows]
+    train_maps = all_train[torch.from_numpy(rows)]
     pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
-    test_maps = out["inputs"]  # rendered once, by collect_outputs
+    test_maps = out["inputs"]
     pca_reconstruction = torch.from_numpy(pca.reconstruct(test_maps.flatten(1).numpy())).float()
     pca_reconstruction = pca_reconstruction.view_as(test_maps)[:, -1]
     ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], _widest(train_maps).numpy())
@@ -193,8 +228,16 @@ def evaluate_run(
 
 
 @torch.no_grad()
-def latents_table(model: VolumetricVAE, datamodule: Any) -> pd.DataFrame:
+def latents_table(model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | None = None) -> pd.DataFrame:
     """Posterior means of every study of every split.
+
+    Parameters
+    ----------
+    model : VolumetricVAE
+    datamodule : NeurosynthDataModule
+        Set up.
+    maps : RenderedSplits, optional
+        The stage's rendered splits; by default every split is rendered for this call.
 
     Returns
     -------
@@ -203,9 +246,10 @@ def latents_table(model: VolumetricVAE, datamodule: Any) -> pd.DataFrame:
         ``logvar_mean`` (mean posterior log-variance, a per-study uncertainty).
     """
     model.eval()
+    maps = RenderedSplits.shared(maps, datamodule)
     frames = []
     for split in datamodule.tables:
-        for batch in progress(datamodule.loader(split), f"encoding {split}", unit="batch"):
+        for batch in maps.batches(datamodule, split, description=f"encoding {split}"):
             mu, logvar = model.encode(batch["image"], batch["meta"])
             frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
             frame.insert(0, "split", split)

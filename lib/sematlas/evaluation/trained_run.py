@@ -21,6 +21,7 @@ import pandas as pd
 from sematlas.data.pointcloud import PointCloudDataModule
 from sematlas.evaluation.pointcloud import evaluate_pointcloud, pointcloud_latents
 from sematlas.evaluation.reconstruction import evaluate_run, latents_table, save_results
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import PointCloudResults, PointCloudTraining, VolumetricResults, VolumetricTraining
 from sematlas.inference.atlas import AtlasModel
 from sematlas.inference.pointcloud import PointCloudModel
@@ -57,7 +58,9 @@ class RunEvaluation:
     points: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def evaluate_trained_run(run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths) -> RunEvaluation:
+def evaluate_trained_run(
+    run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths, maps: RenderedSplits | None = None
+) -> RunEvaluation:
     """Evaluate a run's best checkpoint on the test split, then save its results, per-study table and latents.
 
     Parameters
@@ -71,22 +74,32 @@ def evaluate_trained_run(run: TrainedRun, datamodule: Any, params: Params, paths
     paths : ProfilePaths
         The results go to ``data/results/<profile>/<variant>/`` for a volumetric run (its
         checkpoint names the variant) and to ``data/results/<profile>/pointcloud/``.
+    maps : RenderedSplits, optional
+        A volumetric stage's rendered splits, shared by the runs it evaluates (each split
+        rendered once per stage); by default a volumetric run renders each split once for
+        this call. A point-cloud run renders nothing and takes none.
 
     Returns
     -------
     RunEvaluation
     """
-    evaluate = _evaluate_points if isinstance(datamodule, PointCloudDataModule) else _evaluate_maps
-    evaluation = evaluate(run, datamodule, params, paths)
+    if isinstance(datamodule, PointCloudDataModule):
+        if maps is not None:
+            raise ValueError("a point-cloud run is evaluated on peak sets: it takes no rendered maps")
+        evaluation = _evaluate_points(run, datamodule, params, paths)
+    else:
+        evaluation = _evaluate_maps(run, datamodule, params, RenderedSplits.shared(maps, datamodule))
     save_results(evaluation.results, evaluation.per_study, evaluation.latents, paths)
     return evaluation
 
 
-def _evaluate_maps(run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths) -> RunEvaluation:
+def _evaluate_maps(run: TrainedRun, datamodule: Any, params: Params, maps: RenderedSplits) -> RunEvaluation:
     atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
-    summary, per_study = evaluate_run(atlas.network, datamodule, atlas.variant, params.evaluation, int(params.seed))
+    summary, per_study = evaluate_run(
+        atlas.network, datamodule, atlas.variant, params.evaluation, int(params.seed), maps=maps
+    )
     results = VolumetricResults(**summary, training=VolumetricTraining.from_run(run))
-    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule))
+    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule, maps))
 
 
 def _evaluate_points(

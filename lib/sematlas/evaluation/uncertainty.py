@@ -29,9 +29,9 @@ import torch
 from scipy.stats import norm
 
 from sematlas.core.grid import Grid
-from sematlas.core.progress import progress
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.metrics import masked_pearson
+from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.inference.ensemble import AtlasEnsemble
 
 #: Central-interval levels of the reliability diagram: 0.05, 0.10, ..., 0.95.
@@ -269,12 +269,10 @@ def render_peak_lists(datamodule: NeurosynthDataModule, peak_lists: Sequence[np.
 
 # ------------------------------------------------------------------ running an ensemble over maps
 def split_batches(
-    datamodule: NeurosynthDataModule, split: str, n: int | None = None
+    maps: RenderedSplits, datamodule: NeurosynthDataModule, split: str, n: int | None = None
 ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """``(image, meta)`` batches of the first ``n`` studies of a split, unaugmented."""
-    total = len(datamodule.tables[split]) if n is None else min(n, len(datamodule.tables[split]))
-    for start in progress(range(0, total, datamodule.batch_size), f"ensemble on {split}", unit="batch"):
-        batch = datamodule.render_rows(split, list(range(start, min(start + datamodule.batch_size, total))))
+    """``(image, meta)`` batches of the first ``n`` studies of a split, unaugmented, from the rendered splits."""
+    for batch in maps.batches(datamodule, split, n, description=f"ensemble on {split}"):
         yield batch["image"], batch["meta"]
 
 
@@ -316,6 +314,7 @@ def evaluate_ensemble(
     ood_images: Mapping[str, torch.Tensor],
     temperature_threshold: float,
     n_eval: int | None = None,
+    maps: RenderedSplits | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration, OOD detection and reconstruction of one ensemble method on held-out maps.
 
@@ -333,6 +332,9 @@ def evaluate_ensemble(
         The temperature is applied when the validation ECE exceeds it.
     n_eval : int, optional
         Use only the first ``n_eval`` validation and test studies.
+    maps : RenderedSplits, optional
+        The stage's rendered splits, shared by the methods it compares; by default the
+        validation and test studies are rendered for this call, once each.
 
     Returns
     -------
@@ -346,8 +348,9 @@ def evaluate_ensemble(
         (per score of :func:`ood_scores`: ``test`` and each OOD kind, one value per map),
         and the test predictions.
     """
-    val = predict_maps(ensemble, split_batches(datamodule, "val", n_eval))
-    test = predict_maps(ensemble, split_batches(datamodule, "test", n_eval))
+    maps = RenderedSplits.shared(maps, datamodule)
+    val = predict_maps(ensemble, split_batches(maps, datamodule, "val", n_eval))
+    test = predict_maps(ensemble, split_batches(maps, datamodule, "test", n_eval))
     sd = {"val": _predictive_sd(val), "test": _predictive_sd(test)}
     ece_val = expected_calibration_error(val["target"].numpy(), val["mean"].numpy(), sd["val"])
     scaling = TemperatureScaling().fit(val["target"].numpy(), val["mean"].numpy(), sd["val"])
@@ -362,7 +365,7 @@ def evaluate_ensemble(
         prediction = predict_maps(ensemble, image_batches(images, meta, datamodule.batch_size))
         for name, values in ood_scores(prediction).items():
             scores[name][kind] = values
-    single_mean = predict_maps(single, split_batches(datamodule, "test", n_eval))["mean"]
+    single_mean = predict_maps(single, split_batches(maps, datamodule, "test", n_eval))["mean"]
     results = {
         "n_passes": ensemble.n_passes,
         "n_test": len(target),

@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
         "04",
         "train_ensemble",
         library=("core", "data", "evaluation", "inference", "models", "reporting", "training"),
-        reads=("01",),
+        reads=("01", "02"),
         writes=("models/ensemble", "results/ensemble", "figures/ensemble_*"),
     ),
     Stage(

@@ -405,6 +405,7 @@ def train_variant(
     run_name: str | None = None,
     module_options: Mapping[str, Any] | None = None,
     sections: Sequence[str] = (),
+    depends_on: Mapping[str, str] | None = None,
 ) -> TrainedRun:
     """Train (or resume, or reuse) one registered volumetric variant of a profile.
 
@@ -435,6 +436,9 @@ def train_variant(
         Run options of :class:`AtlasModule` (e.g. a learning-rate schedule); they count in the fingerprint.
     sections : sequence of str
         Further parameter sections the run depends on (see :func:`fingerprint`).
+    depends_on : mapping of str to str, optional
+        Identities of inputs beside the parameters and the code (e.g. the SHA-256 of a
+        checkpoint the run starts from); they count in the fingerprint.
 
     Returns
     -------
@@ -482,7 +486,7 @@ def train_variant(
     callbacks += extra_callbacks or []
     # The built config counts too: it holds what the model reads beyond the model and training sections
     # (the hvae's level sizes), and not the rest of those sections (the hvae's stage-gate thresholds).
-    trained_by = {"config": module.config.to_dict()}
+    trained_by = {"config": module.config.to_dict(), **({"depends_on": dict(depends_on)} if depends_on else {})}
     return fit_run(
         module,
         datamodule,
