@@ -102,6 +102,18 @@ def test_more_epochs_continue_the_same_run(tiny):
     assert extended.resumed and extended.metrics["epoch"].max() == first.metrics["epoch"].max() + 1
 
 
+def test_a_variant_s_own_budget_comes_from_variant_epochs(tiny):
+    params, paths = tiny
+    budget = override_params(params, {"training": {"variant_epochs": {"baseline": params.training.max_epochs + 1}}})
+    # A budget is not what the weights depend on: the run continues, it is not a new one.
+    assert fingerprint(budget, "baseline") == fingerprint(params, "baseline")
+    run = train_variant(budget, "baseline", paths)
+    assert run.metrics["epoch"].max() + 1 == params.training.max_epochs + 1
+    # A named run (an ensemble member, an ablation) keeps the budget it was given.
+    named = train_variant(budget, "baseline", paths, run_name="named/baseline")
+    assert named.metrics["epoch"].max() + 1 == params.training.max_epochs
+
+
 @pytest.fixture
 def trained(tiny):
     params, paths = tiny
