@@ -162,6 +162,16 @@ class Grid:
         return pads
 
 
+def mask_box(mask: torch.Tensor) -> tuple[slice, slice, slice]:
+    """Bounding box of a 3-D boolean mask: the slices outside which it is all False."""
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = torch.nonzero(mask.any(dim=other)).flatten()
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.numel() else slice(0, 0))
+    return box[0], box[1], box[2]
+
+
 @lru_cache(maxsize=2)
 def _network_box(voxel_size: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """``(origin, shape)`` of the network grid: the mask's bounding box grown about its centre to multiples."""

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from sematlas.core.grid import mask_box
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -80,16 +82,6 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return gaussian_kl_per_dim(mu, logvar).sum(dim=1)
 
 
-def _mask_box(mask: Tensor) -> tuple[slice, slice, slice]:
-    """Bounding box of a 3-D boolean mask: the slices outside which it is all False."""
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = torch.nonzero(mask.any(dim=other)).flatten()
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.numel() else slice(0, 0))
-    return box[0], box[1], box[2]
-
-
 def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Sum of squared errors per sample over channels and the voxels in ``mask``.
 
@@ -113,7 +105,7 @@ def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = Non
         x_hat, x = x_hat.float(), x.float()
         if mask is None:
             return (x_hat - x).pow(2).sum(dim=(1, 2, 3, 4))
-        box = (slice(None), slice(None), *_mask_box(mask))
+        box = (slice(None), slice(None), *mask_box(mask))
         keep = mask[box[2:]].to(x.dtype)
         return ((x_hat[box] - x[box]).pow(2) * keep).sum(dim=(1, 2, 3, 4))
 
@@ -174,7 +166,7 @@ def gaussian_nll_sum(x: Tensor, mean: Tensor, logvar: Tensor, mask: Tensor | Non
         nll = -gaussian_log_density(x.float(), mean.float(), logvar.float())
         if mask is not None:
             # Same bounding-box crop as squared_error_per_sample.
-            box = (slice(None), slice(None), *_mask_box(mask))
+            box = (slice(None), slice(None), *mask_box(mask))
             nll = nll[box] * mask[box[2:]].to(nll.dtype)
         return nll.sum(dim=(1, 2, 3, 4)).mean()
 
