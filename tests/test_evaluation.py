@@ -58,3 +58,35 @@ def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):
     year = results["year_debiasing"]
     assert 0 <= year["balanced_accuracy"] <= 1 and year["chance"] == pytest.approx(1 / year["n_bins"])
     assert results["z_dim"] == 3 and 0 <= results["active_units"] <= 3
+
+
+def test_the_blur_of_ssim_is_the_zero_padded_gaussian_convolution():
+    import torch.nn.functional as F
+
+    from sematlas.evaluation.metrics import _blur, _gaussian_window
+
+    window = _gaussian_window(1.5)
+    volume = torch.rand(3, 1, 9, 14, 11, generator=torch.Generator().manual_seed(0))
+    reference = volume
+    for axis in range(3):
+        shape, padding = [1, 1, 1, 1, 1], [0, 0, 0]
+        shape[2 + axis], padding[axis] = len(window), len(window) // 2
+        reference = F.conv3d(reference, window.view(shape), padding=tuple(padding))
+    torch.testing.assert_close(_blur(volume, window), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_ssim_on_the_mask_box_equals_ssim_on_the_whole_grid():
+    generator = torch.Generator().manual_seed(1)
+    mask = torch.zeros(20, 22, 18, dtype=torch.bool)
+    mask[4:15, 6:17, 3:12] = True
+    x = unmask(torch.rand(2, int(mask.sum()), generator=generator), mask)
+    y = unmask(torch.rand(2, int(mask.sum()), generator=generator), mask)
+    everywhere = torch.ones_like(mask)
+    # Inside the box the blurred maps are the whole grid's: the box crop changes nothing.
+    whole = ssim3d(x, y, everywhere)
+    assert torch.isfinite(whole).all()
+    boxed = ssim3d(x, y, mask)
+    padded_mask = torch.zeros(30, 30, 30, dtype=torch.bool)
+    padded_mask[:20, :22, :18] = mask
+    padded = [torch.nn.functional.pad(v, (0, 12, 0, 8, 0, 10)) for v in (x, y)]
+    torch.testing.assert_close(ssim3d(*padded, padded_mask), boxed)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from sematlas.core.grid import mask_box
 from sematlas.core.stats import balanced_accuracy
@@ -50,16 +49,28 @@ def _gaussian_window(sigma: float, truncate: float = 3.5) -> torch.Tensor:
     return (window / window.sum()).float()
 
 
-def _blur(volume: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of ``(n, 1, D, H, W)`` with zero padding."""
+def _band(size: int, window: torch.Tensor) -> torch.Tensor:
+    """The ``(size, size)`` matrix of a zero-padded 1-D convolution with ``window``: ``out = band @ x``."""
     pad = len(window) // 2
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = len(window)
-        padding = [0, 0, 0]
-        padding[axis] = pad
-        volume = F.conv3d(volume, window.view(shape), padding=tuple(padding))
-    return volume
+    index = torch.arange(size)
+    offset = index[None, :] - index[:, None] + pad
+    inside = (offset >= 0) & (offset < len(window))
+    return torch.where(inside, window[offset.clamp(0, len(window) - 1)], torch.zeros((), dtype=window.dtype))
+
+
+def _blur(volume: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of ``(n, 1, D, H, W)`` with zero padding.
+
+    Each axis is a product with a banded matrix (:func:`_band`): the same sums as a
+    ``conv3d`` with a 1-D kernel, several times faster on a CPU, whose convolution
+    kernels vectorise one-channel, one-dimensional filters badly.
+    """
+    v = volume[:, 0]
+    d, h, w = v.shape[1:]
+    v = torch.einsum("ndhw,ed->nehw", v, _band(d, window))
+    v = torch.einsum("ndhw,eh->ndew", v, _band(h, window))
+    v = torch.einsum("ndhw,ew->ndhe", v, _band(w, window))
+    return v.unsqueeze(1)
 
 
 def ssim3d(
