@@ -105,9 +105,9 @@ def rendered(monkeypatch: pytest.MonkeyPatch) -> RenderCounts:
     counts = RenderCounts()
     render_rows = NeurosynthDataModule.render_rows
 
-    def counting(self, split, rows, augment=False):
+    def counting(self, split, rows, augment=False, generator=None):
         counts[split, self.fwhms] += len(rows)
-        return render_rows(self, split, rows, augment)
+        return render_rows(self, split, rows, augment, generator)
 
     monkeypatch.setattr(NeurosynthDataModule, "render_rows", counting)
     return counts

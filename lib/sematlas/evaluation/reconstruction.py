@@ -66,6 +66,40 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _widest(volume[..., mask])
 
 
+def _linear_baselines(
+    maps: RenderedSplits, datamodule: Any, split: str, z_dim: int, pca_max_train: int, seed: int
+) -> dict[str, Any]:
+    """PCA at ``z_dim`` components (reconstruction), ridge from the metadata (generation) and the mean map.
+
+    Fitted on at most ``pca_max_train`` training maps (a seeded sample), scored on ``split``.
+
+    Returns
+    -------
+    dict
+        ``n_train``, ``rows`` (the training rows fitted on) and ``metrics``: method -> per-study
+        :func:`map_metrics` against the widest channel of ``split``'s maps.
+    """
+    all_train = maps.images("train")  # (n_train, C, V)
+    held_out = maps.images(split)
+    target = _widest(held_out)
+    rows = training_sample_rows(len(all_train), pca_max_train, seed)
+    train_maps = all_train[torch.from_numpy(rows)]
+    pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
+    pca_reconstruction = torch.from_numpy(pca.reconstruct(held_out.flatten(1).numpy())).float()
+    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], _widest(train_maps).numpy())
+    predictions = {
+        "pca": pca_reconstruction.view_as(held_out)[:, -1],
+        "ridge": torch.from_numpy(ridge.predict(metadata_matrix(datamodule.meta[split]))).float(),
+        "mean_map": _widest(all_train).mean(0, keepdim=True).expand_as(target),
+    }
+    mask = torch.from_numpy(datamodule.grid.mask())
+    return {
+        "n_train": len(all_train),
+        "rows": rows,
+        "metrics": {method: map_metrics(prediction, target, mask) for method, prediction in predictions.items()},
+    }
+
+
 @torch.no_grad()
 def collect_outputs(
     model: VolumetricVAE,
@@ -167,27 +201,19 @@ def evaluate_run(
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
     z_dim = out["mu"].shape[1]
-
-    all_train = maps.images("train")  # (n_train, C, V)
-    n_train = len(all_train)
-    mean_map = _widest(all_train).mean(0, keepdim=True).expand_as(target)
-    rows = training_sample_rows(n_train, int(evaluation["pca_max_train"]), seed)
-    train_maps = all_train[torch.from_numpy(rows)]
-    pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
-    test_maps = out["inputs"]
-    pca_reconstruction = torch.from_numpy(pca.reconstruct(test_maps.flatten(1).numpy())).float()
-    pca_reconstruction = pca_reconstruction.view_as(test_maps)[:, -1]
-    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], _widest(train_maps).numpy())
-    ridge_prediction = torch.from_numpy(ridge.predict(metadata_matrix(out["meta"]))).float()
-    del train_maps
-
-    methods = {
-        ("reconstruction", "model"): out["reconstruction"],
-        ("reconstruction", "pca"): pca_reconstruction,
-        ("reconstruction", "mean_map"): mean_map,
-        ("conditional_generation", "model"): out["generated"],
-        ("conditional_generation", "ridge"): ridge_prediction,
-        ("conditional_generation", "mean_map"): mean_map,
+    # The same for every model of the stage with this latent size: fitted and scored once.
+    linear = maps.memo(
+        ("linear baselines", split, z_dim, int(evaluation["pca_max_train"]), seed),
+        lambda: _linear_baselines(maps, datamodule, split, z_dim, int(evaluation["pca_max_train"]), seed),
+    )
+    n_train, rows = linear["n_train"], linear["rows"]
+    metrics_of = {
+        ("reconstruction", "model"): map_metrics(out["reconstruction"], target, mask),
+        ("reconstruction", "pca"): linear["metrics"]["pca"],
+        ("reconstruction", "mean_map"): linear["metrics"]["mean_map"],
+        ("conditional_generation", "model"): map_metrics(out["generated"], target, mask),
+        ("conditional_generation", "ridge"): linear["metrics"]["ridge"],
+        ("conditional_generation", "mean_map"): linear["metrics"]["mean_map"],
     }
     results: dict[str, Any] = {
         "variant": variant,
@@ -202,8 +228,7 @@ def evaluate_run(
         "conditional_generation": {},
     }
     per_study = pd.DataFrame({"id": out["id"]})
-    for (task, method), prediction in methods.items():
-        metrics = map_metrics(prediction, target, mask)
+    for (task, method), metrics in metrics_of.items():
         results[task][method] = summarise(metrics)
         per_study[f"{task}_{method}_pearson_r"] = metrics["pearson_r"].to_numpy()
         per_study[f"{task}_{method}_ssim"] = metrics["ssim"].to_numpy()

@@ -16,8 +16,8 @@ Batches for a network are scattered back onto the network grid
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from sematlas.core.progress import progress
 
 if TYPE_CHECKING:
     from sematlas.data.datamodule import NeurosynthDataModule
+
+_T = TypeVar("_T")
 
 
 def _render_identity(datamodule: NeurosynthDataModule) -> tuple[Any, ...]:
@@ -60,6 +62,7 @@ class RenderedSplits:
         self._datamodule = datamodule
         self._identity = _render_identity(datamodule)
         self._maps: dict[str, torch.Tensor] = {}
+        self._memo: dict[Hashable, Any] = {}
         network_mask = datamodule.brain_mask()
         if int(network_mask.sum()) != int(datamodule.grid.mask().sum()):
             raise ValueError("the network grid must hold every brain-mask voxel of the native grid")
@@ -79,6 +82,16 @@ class RenderedSplits:
         if not maps.renders_like(datamodule):
             raise ValueError("these rendered maps are not the DataModule's: other studies, kernels or grid")
         return maps
+
+    def memo(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """``compute()`` once per cache and ``key``: what every model of a stage is compared with.
+
+        For results that depend on these maps and not on the model evaluated, e.g. the
+        linear baselines fitted on the training maps and scored on the held-out ones.
+        """
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(_T, self._memo[key])
 
     def renders_like(self, datamodule: NeurosynthDataModule) -> bool:
         """Whether ``datamodule``'s unaugmented maps are this cache's (same studies, grid and kernels)."""
