@@ -15,7 +15,13 @@ from sematlas.core.params import load_params, override_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.pointcloud import cache_path, make_datamodule
 from sematlas.data.pointcloud_cache import build_cache, load_or_build_cache, normalise_points, read_cache
-from sematlas.evaluation.pointcloud import chamfer_mm, emd_mm, evaluate_pointcloud, pointcloud_latents
+from sematlas.evaluation.pointcloud import (
+    chamfer_mm,
+    emd_mm,
+    evaluate_pointcloud,
+    nearest_by_chamfer,
+    pointcloud_latents,
+)
 from sematlas.inference.pointcloud import PointCloudModel
 from sematlas.models.losses import chamfer_distance, sinkhorn_divergence
 from sematlas.models.pointcloud import PointCloudConfig, PointCloudVAE, pointcloud_vae_loss
@@ -135,6 +141,21 @@ def test_metrics_are_in_millimetres():
     assert torch.allclose(chamfer_mm(peaks, shifted), torch.tensor([10.0]), atol=1e-4)
     assert torch.allclose(emd_mm(peaks, shifted), torch.tensor([10.0]), atol=0.1)
     assert emd_mm(peaks, peaks).abs().max() < 1e-3 and chamfer_mm(peaks, peaks).abs().max() < 1e-6
+
+
+def test_the_nearest_training_study_is_the_brute_force_chamfer_argmin():
+    generator = torch.Generator().manual_seed(7)
+    pool = torch.rand(60, 30, 3, generator=generator) * 140 - 70  # MNI-like mm
+    pool_weights = torch.rand(60, 30, generator=generator)
+    pool_weights /= pool_weights.sum(1, keepdim=True)
+    # Queries: noisy copies of pool sets 3, 41 and 17, and two unrelated sets.
+    query = torch.cat([pool[[3, 41, 17]] + torch.randn(3, 30, 3, generator=generator), torch.rand(2, 30, 3) * 140 - 70])
+    query_weights = torch.full((5, 30), 1 / 30)
+    brute_force = torch.stack(
+        [chamfer_mm(q.expand(60, 30, 3), pool, w.expand(60, 30), pool_weights) for q, w in zip(query, query_weights)]
+    ).argmin(1)
+    found = nearest_by_chamfer(query, query_weights, pool, pool_weights)
+    assert found.tolist() == brute_force.tolist() and found[:3].tolist() == [3, 41, 17]
 
 
 # ------------------------------------------------------------------------------------------------ model

@@ -330,7 +330,13 @@ def run_ablation(
     model = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size).network
     shared = maps if maps is not None and maps.renders_like(datamodule) else None
     results, _ = evaluate_run(
-        model, datamodule, MAIN_VARIANT, run_params["evaluation"], int(run_params["seed"]), maps=shared
+        model,
+        datamodule,
+        MAIN_VARIANT,
+        run_params["evaluation"],
+        int(run_params["seed"]),
+        maps=shared,
+        baseline_store=paths.linear_baselines,
     )
     record = {
         "name": name,

@@ -162,6 +162,7 @@ class EvaluationParams(Section):
 
     n_prior_samples: int
     pca_max_train: int
+    latents_every_split: list
     traversal_dims: int
     traversal_range: float
     prd_features: int
@@ -524,5 +525,12 @@ def _check_values(params: dict[str, Any], sources: str) -> None:
         )
     if params["ensemble"]["n_members"] < 2 or not 0.0 < params["ensemble"]["dropout"] < 1.0:
         raise ParameterError(f"'ensemble.n_members' must be >= 2 and 'ensemble.dropout' in (0, 1) ({sources})")
+    every_split = params["evaluation"]["latents_every_split"]
+    for section in ("cca", "clustering", "forecasting"):
+        if params[section]["variant"] not in every_split:
+            raise ParameterError(
+                f"'{section}.variant' ({params[section]['variant']}) reads the latents of every split: "
+                f"list it in 'evaluation.latents_every_split' (now {every_split}) ({sources})"
+            )
     if params["training"]["beta_schedule"] not in ("constant", "linear", "cyclical"):
         raise ParameterError(f"'training.beta_schedule' must be constant, linear or cyclical ({sources})")

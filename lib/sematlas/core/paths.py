@@ -74,6 +74,11 @@ class ProfilePaths:
         return self.root / "data" / "results" / self.profile
 
     @property
+    def linear_baselines(self) -> Path:
+        """The linear baselines' saved scores, shared by every stage (:mod:`sematlas.evaluation.linear`)."""
+        return self.results / "linear_baselines"
+
+    @property
     def release(self) -> Path:
         return self.root / "data" / "release" / self.profile
 

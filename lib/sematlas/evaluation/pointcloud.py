@@ -23,11 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+import sematlas.data.render  # noqa: F401  (selects numba's fork-safe threading layer before the first launch)
 from sematlas.data.pointcloud import PointCloudDataModule
 from sematlas.data.pointcloud_cache import normalise_studies
 from sematlas.inference.pointcloud import PointCloudModel
@@ -38,8 +40,6 @@ from sematlas.models.losses import chamfer_distance, sinkhorn_divergence
 EMD_BLUR_MM = 0.5
 #: eps-scaling ratio of the metric's Sinkhorn solver (closer to 1: more iterations, more exact).
 EMD_SCALING = 0.9
-#: Bound on the pairwise-distance elements held at once by the retrieval baseline.
-_MAX_ELEMENTS = 20_000_000
 
 
 def chamfer_mm(a: Tensor, b: Tensor, weights_a: Tensor | None = None, weights_b: Tensor | None = None) -> Tensor:
@@ -112,6 +112,10 @@ def set_metrics(
 def nearest_by_chamfer(query: Tensor, query_weights: Tensor, pool: Tensor, pool_weights: Tensor) -> np.ndarray:
     """For each query set, the pool set with the smallest :func:`chamfer_mm` (an exhaustive search).
 
+    Compiled (:func:`_nearest_by_chamfer`): every pair of points is visited once, in registers, and
+    a pool set is dropped as soon as its partial sum passes the best so far, so the 2,078 x 9,700
+    set pairs of ``quick`` (17 G point pairs) take seconds where the tensor form took minutes.
+
     Parameters
     ----------
     query : Tensor, shape (q, n_points, 3)
@@ -122,20 +126,46 @@ def nearest_by_chamfer(query: Tensor, query_weights: Tensor, pool: Tensor, pool_
     Returns
     -------
     ndarray of int64, shape (q,)
-        Row indices into ``pool``.
+        Row indices into ``pool``; the first of equally near sets.
     """
-    n_pool, n_points = pool.shape[:2]
-    chunk = max(1, _MAX_ELEMENTS // (n_pool * n_points * n_points))
-    found = []
-    for start in range(0, len(query), chunk):
-        q = query[start : start + chunk]
-        c = len(q)
-        a = q[:, None].expand(c, n_pool, n_points, 3).reshape(c * n_pool, n_points, 3)
-        wa = query_weights[start : start + chunk][:, None].expand(c, n_pool, n_points).reshape(c * n_pool, n_points)
-        b = pool[None].expand(c, n_pool, n_points, 3).reshape(c * n_pool, n_points, 3)
-        wb = pool_weights[None].expand(c, n_pool, n_points).reshape(c * n_pool, n_points)
-        found.append(chamfer_mm(a, b, wa, wb).view(c, n_pool).argmin(dim=1))
-    return torch.cat(found).numpy()
+
+    def plain(x: Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
+
+    return _nearest_by_chamfer(plain(query), plain(query_weights), plain(pool), plain(pool_weights))
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _nearest_by_chamfer(
+    query: np.ndarray, query_weights: np.ndarray, pool: np.ndarray, pool_weights: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled; tested against the tensor chamfer_mm
+    # 2 chamfer_mm = sum_i w_i min_j ||a_i - b_j|| + sum_j v_j min_i ||a_i - b_j||, both sums non-negative.
+    n_query, n, _ = query.shape
+    n_pool, m, _ = pool.shape
+    nearest = np.zeros(n_query, dtype=np.int64)
+    for s in numba.prange(n_query):
+        best = np.inf
+        to_query = np.empty(m)
+        for t in range(n_pool):
+            to_query[:] = np.inf
+            total = 0.0
+            for i in range(n):
+                x, y, z = query[s, i, 0], query[s, i, 1], query[s, i, 2]
+                closest = np.inf
+                for j in range(m):
+                    d = (x - pool[t, j, 0]) ** 2 + (y - pool[t, j, 1]) ** 2 + (z - pool[t, j, 2]) ** 2
+                    closest = min(closest, d)
+                    to_query[j] = min(to_query[j], d)
+                total += query_weights[s, i] * np.sqrt(closest)
+                if total >= best:  # the rest only adds: this set cannot be nearer
+                    break
+            if total >= best:
+                continue
+            for j in range(m):
+                total += pool_weights[t, j] * np.sqrt(to_query[j])
+            if total < best:
+                best, nearest[s] = total, t
+    return nearest
 
 
 def category_pool_samples(

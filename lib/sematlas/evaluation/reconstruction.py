@@ -12,15 +12,15 @@ the brain mask, on the widest-kernel channel), the baselines
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
+from sematlas.evaluation.linear import linear_baseline_scores
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
 from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
@@ -66,40 +66,6 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _widest(volume[..., mask])
 
 
-def _linear_baselines(
-    maps: RenderedSplits, datamodule: Any, split: str, z_dim: int, pca_max_train: int, seed: int
-) -> dict[str, Any]:
-    """PCA at ``z_dim`` components (reconstruction), ridge from the metadata (generation) and the mean map.
-
-    Fitted on at most ``pca_max_train`` training maps (a seeded sample), scored on ``split``.
-
-    Returns
-    -------
-    dict
-        ``n_train``, ``rows`` (the training rows fitted on) and ``metrics``: method -> per-study
-        :func:`map_metrics` against the widest channel of ``split``'s maps.
-    """
-    all_train = maps.images("train")  # (n_train, C, V)
-    held_out = maps.images(split)
-    target = _widest(held_out)
-    rows = training_sample_rows(len(all_train), pca_max_train, seed)
-    train_maps = all_train[torch.from_numpy(rows)]
-    pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
-    pca_reconstruction = torch.from_numpy(pca.reconstruct(held_out.flatten(1).numpy())).float()
-    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], _widest(train_maps).numpy())
-    predictions = {
-        "pca": pca_reconstruction.view_as(held_out)[:, -1],
-        "ridge": torch.from_numpy(ridge.predict(metadata_matrix(datamodule.meta[split]))).float(),
-        "mean_map": _widest(all_train).mean(0, keepdim=True).expand_as(target),
-    }
-    mask = torch.from_numpy(datamodule.grid.mask())
-    return {
-        "n_train": len(all_train),
-        "rows": rows,
-        "metrics": {method: map_metrics(prediction, target, mask) for method, prediction in predictions.items()},
-    }
-
-
 @torch.no_grad()
 def collect_outputs(
     model: VolumetricVAE,
@@ -118,7 +84,9 @@ def collect_outputs(
         Set up; its batch size, metadata and ids.
     split : str
     n_prior_samples : int
-        Prior samples averaged per generated map.
+        Prior samples averaged per generated map. An unconditional model's generated map
+        does not depend on the study: one average of ``n_prior_samples`` decoded prior
+        samples serves every study.
     seed : int
         Seeds the prior samples.
     maps : RenderedSplits, optional
@@ -139,13 +107,20 @@ def collect_outputs(
     keys = ("reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     ids: list[str] = []
+    n_samples = max(n_prior_samples, 1)
+    # Without metadata to read, the expected decoded prior map is the same for every study: decoded once.
+    shared_generation = None
+    if not model.is_conditional:
+        shared_generation = native_widest(model.generate(None, n_samples, generator).mean(0), mask)
     for batch in maps.batches(datamodule, split, description=f"evaluating on {split}"):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
         # Generation from metadata alone: the average decoded map over prior samples.
-        samples = model.generate(meta, max(n_prior_samples, 1), generator)
-        parts["generated"].append(native_widest(samples.mean(0), mask))
+        if shared_generation is None:
+            parts["generated"].append(native_widest(model.generate(meta, n_samples, generator).mean(0), mask))
+        else:
+            parts["generated"].append(shared_generation.expand(len(image), -1))
         parts["mu"].append(out["mu"])
         parts["logvar"].append(out["logvar"])
         if "year_logits" in out:
@@ -167,6 +142,7 @@ def evaluate_run(
     seed: int,
     split: str = "test",
     maps: RenderedSplits | None = None,
+    baseline_store: Path | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Held-out metrics of a model against the linear baselines at equal latent size.
 
@@ -185,6 +161,10 @@ def evaluate_run(
     maps : RenderedSplits, optional
         The stage's rendered splits, shared by its evaluations; by default the
         held-out and training splits are rendered for this call, once each.
+    baseline_store : Path, optional
+        Where the linear baselines' scores are kept across evaluations and stages
+        (:func:`~sematlas.evaluation.linear.linear_baseline_scores`,
+        ``ProfilePaths.linear_baselines``); ``None`` fits and scores them for this call.
 
     Returns
     -------
@@ -201,28 +181,26 @@ def evaluate_run(
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
     z_dim = out["mu"].shape[1]
-    # The same for every model of the stage with this latent size: fitted and scored once.
-    linear = maps.memo(
-        ("linear baselines", split, z_dim, int(evaluation["pca_max_train"]), seed),
-        lambda: _linear_baselines(maps, datamodule, split, z_dim, int(evaluation["pca_max_train"]), seed),
+    # The same for every model with this latent size: fitted and scored once, then read back.
+    linear = linear_baseline_scores(
+        maps, datamodule, split, z_dim, int(evaluation["pca_max_train"]), seed, store=baseline_store
     )
-    n_train, rows = linear["n_train"], linear["rows"]
     metrics_of = {
         ("reconstruction", "model"): map_metrics(out["reconstruction"], target, mask),
-        ("reconstruction", "pca"): linear["metrics"]["pca"],
-        ("reconstruction", "mean_map"): linear["metrics"]["mean_map"],
+        ("reconstruction", "pca"): linear.metrics["pca"],
+        ("reconstruction", "mean_map"): linear.metrics["mean_map"],
         ("conditional_generation", "model"): map_metrics(out["generated"], target, mask),
-        ("conditional_generation", "ridge"): linear["metrics"]["ridge"],
-        ("conditional_generation", "mean_map"): linear["metrics"]["mean_map"],
+        ("conditional_generation", "ridge"): linear.metrics["ridge"],
+        ("conditional_generation", "mean_map"): linear.metrics["mean_map"],
     }
     results: dict[str, Any] = {
         "variant": variant,
         "split": split,
         "n_studies": len(target),
         "z_dim": z_dim,
-        "n_train": n_train,
-        "pca_fitted_on": len(rows),
-        "ridge_fitted_on": len(rows),
+        "n_train": linear.n_train,
+        "pca_fitted_on": linear.fitted_on,
+        "ridge_fitted_on": linear.fitted_on,
         "channel": "widest kernel",
         "reconstruction": {},
         "conditional_generation": {},
@@ -253,8 +231,10 @@ def evaluate_run(
 
 
 @torch.no_grad()
-def latents_table(model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | None = None) -> pd.DataFrame:
-    """Posterior means of every study of every split.
+def latents_table(
+    model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | None = None, splits: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Posterior means of every study of ``splits`` (default: every split).
 
     Parameters
     ----------
@@ -263,6 +243,8 @@ def latents_table(model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | 
         Set up.
     maps : RenderedSplits, optional
         The stage's rendered splits; by default every split is rendered for this call.
+    splits : sequence of str, optional
+        The splits encoded, in this order (default: the DataModule's, train, val, test).
 
     Returns
     -------
@@ -273,7 +255,7 @@ def latents_table(model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | 
     model.eval()
     maps = RenderedSplits.shared(maps, datamodule)
     frames = []
-    for split in datamodule.tables:
+    for split in datamodule.tables if splits is None else splits:
         for batch in maps.batches(datamodule, split, description=f"encoding {split}"):
             mu, logvar = model.encode(batch["image"], batch["meta"])
             frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])

@@ -4,7 +4,8 @@ Stages 02 (each volumetric variant), 03 (the point cloud) and 05 (the H-VAE) cal
 :func:`evaluate_trained_run` on the run :func:`~sematlas.training.run.train_variant`
 or :func:`~sematlas.training.pointcloud.train_pointcloud` returned. It loads the best
 checkpoint, evaluates it against the baselines, adds the training summary, encodes
-every study and writes ``data/results/<profile>/<name>/``: the results file
+the studies (every split for the variants of ``evaluation.latents_every_split``, the
+test split for the others) and writes ``data/results/<profile>/<name>/``: the results file
 (:class:`~sematlas.evaluation.results.VolumetricResults` or
 :class:`~sematlas.evaluation.results.PointCloudResults`), ``per_study.parquet`` and
 ``latents.parquet``.
@@ -45,7 +46,8 @@ class RunEvaluation:
     per_study : DataFrame
         One row per held-out study: every method's metrics.
     latents : DataFrame
-        Posterior means of every study of every split (``id``, ``split``, ``z_00`` ..., ``logvar_mean``).
+        Posterior means (``id``, ``split``, ``z_00`` ..., ``logvar_mean``) of every study of every
+        split, or of the test split for a variant not in ``evaluation.latents_every_split``.
     points : dict of ndarray
         The point cloud's MNI mm sets per method, for figures
         (:class:`~sematlas.evaluation.pointcloud.PointCloudEvaluation`); empty for a volumetric run.
@@ -88,18 +90,27 @@ def evaluate_trained_run(
             raise ValueError("a point-cloud run is evaluated on peak sets: it takes no rendered maps")
         evaluation = _evaluate_points(run, datamodule, params, paths)
     else:
-        evaluation = _evaluate_maps(run, datamodule, params, RenderedSplits.shared(maps, datamodule))
+        evaluation = _evaluate_maps(run, datamodule, params, paths, RenderedSplits.shared(maps, datamodule))
     save_results(evaluation.results, evaluation.per_study, evaluation.latents, paths)
     return evaluation
 
 
-def _evaluate_maps(run: TrainedRun, datamodule: Any, params: Params, maps: RenderedSplits) -> RunEvaluation:
+def _evaluate_maps(
+    run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths, maps: RenderedSplits
+) -> RunEvaluation:
     atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
     summary, per_study = evaluate_run(
-        atlas.network, datamodule, atlas.variant, params.evaluation, int(params.seed), maps=maps
+        atlas.network,
+        datamodule,
+        atlas.variant,
+        params.evaluation,
+        int(params.seed),
+        maps=maps,
+        baseline_store=paths.linear_baselines,
     )
     results = VolumetricResults(**summary, training=VolumetricTraining.from_run(run))
-    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule, maps))
+    splits = None if atlas.variant in params.evaluation.latents_every_split else ["test"]
+    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule, maps, splits))
 
 
 def _evaluate_points(
