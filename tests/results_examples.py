@@ -36,6 +36,19 @@ def map_metrics(r: float, n: int = 6) -> dict[str, Any]:
     }
 
 
+def paired(difference: float, n: int = 6) -> dict[str, Any]:
+    """A paired comparison whose every value derives from the median ``difference``."""
+    return {
+        "median_difference": difference,
+        "median_difference_ci": [difference - 0.02, difference + 0.02],
+        "win_rate": 0.5 + difference,
+        "win_rate_ci": [0.4 + difference, 0.6 + difference],
+        "n_studies": n,
+        "n_resamples": 2000,
+        "confidence": 0.95,
+    }
+
+
 def training(**extra: float) -> dict[str, Any]:
     return {"train_seconds": 12.5, "epochs": 2, "studies_per_second": 17.9, "best_val_loss": 178.2, **extra}
 
@@ -55,12 +68,16 @@ def volumetric(variant: str = "cbvae", **overrides: Any) -> VolumetricResults:
             "pca": map_metrics(0.52),
             "mean_map": map_metrics(0.12),
             "model_beats_pca_fraction": 0.25,
+            "vs_pca": paired(-0.11),
+            "vs_mean_map": paired(0.29),
         },
         "conditional_generation": {
             "model": map_metrics(0.19),
             "ridge": map_metrics(0.21),
             "mean_map": map_metrics(0.12),
             "uses_metadata": True,
+            "vs_ridge": paired(-0.02),
+            "vs_mean_map": paired(0.07),
         },
         "active_units": 7,
         "year_debiasing": {

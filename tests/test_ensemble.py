@@ -208,7 +208,9 @@ def test_the_snapshot_run_starts_from_the_main_model(snapshots) -> None:
     account = initial_weights(run)
     assert account is not None and account["new"] == new and sorted(account["loaded"]) == sorted(main)
     assert account["sha256"] == sha256_file(main_checkpoint(_paths_of(run)))
-    assert "InitialWeights: starting from" in (run.run_dir / "train.log").read_text()
+    log = (run.run_dir / "train.log").read_text()
+    assert "InitialWeights: starting from" in log and "from scratch" not in log
+    assert f"(starting from the weights of {main_checkpoint(_paths_of(run))})" in log
     # Training moved the inherited weights: the last snapshot is not the main model.
     last = torch.load(run.run_dir / "snapshots" / "snapshot_03.ckpt", weights_only=False)["state_dict"]
     assert any(not torch.equal(last[name], value) for name, value in main.items())

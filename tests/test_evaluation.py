@@ -52,8 +52,16 @@ def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):
     model, datamodule = untrained_cbvae
     results, per_study = evaluate_run(model, datamodule, "cbvae", {"n_prior_samples": 1, "pca_max_train": 100}, seed=0)
     assert results["n_studies"] == len(per_study) == len(datamodule.tables["test"])
-    assert set(results["reconstruction"]) == {"model", "pca", "mean_map", "model_beats_pca_fraction"}
-    assert set(results["conditional_generation"]) == {"model", "ridge", "mean_map", "uses_metadata"}
+    assert set(results["reconstruction"]) == {
+        "model", "pca", "mean_map", "model_beats_pca_fraction", "vs_pca", "vs_mean_map"
+    }  # fmt: skip
+    assert set(results["conditional_generation"]) == {
+        "model", "ridge", "mean_map", "uses_metadata", "vs_ridge", "vs_mean_map"
+    }  # fmt: skip
+    vs_pca = results["reconstruction"]["vs_pca"]
+    model_r, pca_r = per_study["reconstruction_model_pearson_r"], per_study["reconstruction_pca_pearson_r"]
+    assert vs_pca["median_difference"] == pytest.approx(model_r.median() - pca_r.median())
+    assert vs_pca["win_rate"] == pytest.approx(results["reconstruction"]["model_beats_pca_fraction"])
     assert -1 <= results["reconstruction"]["pca"]["pearson_r_median"] <= 1
     year = results["year_debiasing"]
     assert 0 <= year["balanced_accuracy"] <= 1 and year["chance"] == pytest.approx(1 / year["n_bins"])
@@ -90,3 +98,34 @@ def test_ssim_on_the_mask_box_equals_ssim_on_the_whole_grid():
     padded_mask[:20, :22, :18] = mask
     padded = [torch.nn.functional.pad(v, (0, 12, 0, 8, 0, 10)) for v in (x, y)]
     torch.testing.assert_close(ssim3d(*padded, padded_mask), boxed)
+
+
+def test_paired_bootstrap_of_equal_shifted_and_noisy_scores():
+    from sematlas.evaluation.paired import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    baseline = rng.uniform(0.0, 0.8, 400)
+    same = paired_bootstrap(baseline, baseline, seed=0)
+    assert same.median_difference == 0 and same.median_difference_ci == [0.0, 0.0] and same.win_rate == 0
+    # A constant shift is known exactly on every resample: a zero-width interval around it, and every study a win.
+    shifted = paired_bootstrap(baseline + 0.05, baseline, seed=0)
+    assert shifted.median_difference_ci == pytest.approx([0.05, 0.05]) and shifted.win_rate_ci == [1.0, 1.0]
+    assert shifted.model_is_better and not shifted.model_is_worse
+    # Noise around a small gain: the interval covers the true gain and the win rate stays near its expectation.
+    model = baseline + 0.02 + rng.normal(0, 0.05, 400)
+    noisy = paired_bootstrap(model, baseline, seed=1)
+    low, high = noisy.median_difference_ci
+    assert low < 0.02 < high and high - low < 0.1 and 0.55 < noisy.win_rate < 0.75
+    assert paired_bootstrap(model, baseline, seed=1) == noisy  # seeded: a rerun gives the same interval
+
+
+def test_paired_bootstrap_drops_studies_without_both_scores_and_refuses_unpaired_input():
+    from sematlas.evaluation.paired import paired_bootstrap
+
+    model, baseline = np.array([0.3, np.nan, 0.5, 0.4]), np.array([0.2, 0.1, np.nan, 0.1])
+    comparison = paired_bootstrap(model, baseline, seed=0)
+    assert comparison.n_studies == 2 and comparison.median_difference == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="two 1-D arrays of one length"):
+        paired_bootstrap(np.zeros(3), np.zeros(4), seed=0)
+    with pytest.raises(ValueError, match="no study has both scores"):
+        paired_bootstrap(np.array([np.nan]), np.array([0.1]), seed=0)

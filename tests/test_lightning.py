@@ -68,11 +68,12 @@ def fit(
     callbacks: list[pl.Callback] | None = None,
     validate: bool = True,
     config: dict[str, Any] | None = None,
+    precision: str = "32-true",
     **training: Any,
 ) -> tuple[AtlasModule, pl.Trainer, list[float]]:
     """Fit a tiny module on CPU, deterministically; returns it, its trainer and the step losses.
 
-    ``config`` changes the model's fields, ``training`` the training section's.
+    ``config`` changes the model's fields, ``training`` the training section's; ``precision`` is the Trainer's.
     """
     pl.seed_everything(seed, verbose=False)
     model_config = tiny_config(variant, **(config or {}))
@@ -81,6 +82,7 @@ def fit(
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
+        precision=precision,  # type: ignore[arg-type]  # a Lightning precision string
         deterministic=True,
         logger=False,
         enable_checkpointing=False,

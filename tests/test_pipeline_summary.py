@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from results_examples import evaluation, map_metrics, pointcloud, volumetric
+from results_examples import evaluation, map_metrics, paired, pointcloud, volumetric
 
 import sematlas.core.io
 from sematlas.core.paths import ProfilePaths
@@ -27,6 +27,8 @@ def results(project: Path) -> ProfilePaths:
             "pca": map_metrics(0.402),
             "mean_map": map_metrics(0.118),
             "model_beats_pca_fraction": 0.75,
+            "vs_pca": paired(0.063, n=24),
+            "vs_mean_map": paired(0.347, n=24),
         },
     )
     for result in (volumetric("baseline", n_studies=24), cbvae, pointcloud(), evaluation()):
@@ -46,18 +48,19 @@ def test_the_summary_gives_each_model_against_its_baselines_with_its_file(result
     text = summary("ci", results.root)
     reconstruction = _section(text, "reconstruction of 24 held-out maps")
     assert _line(reconstruction, "cbvae").split() == [
-        "cbvae", "0.465", "0.402", "0.118", "75%", "data/results/ci/cbvae/test_results.json"
+        "cbvae", "0.465", "0.402", "+0.063", "[+0.043,", "+0.083]", "0.118", "75%",
+        "data/results/ci/cbvae/test_results.json"
     ]  # fmt: skip
-    assert _line(reconstruction, "baseline").split()[1:5] == ["0.410", "0.520", "0.120", "25%"]
+    assert _line(reconstruction, "baseline").split()[1:8] == [
+        "0.410", "0.520", "-0.110", "[-0.130,", "-0.090]", "0.120", "25%"
+    ]  # fmt: skip
     generation = _section(text, "maps from metadata alone")
-    assert _line(generation, "variant").split() == ["variant", "model", "ridge", "mean", "map", "file"]
+    assert _line(generation, "variant").split() == [
+        "variant", "model", "ridge", "model", "-", "ridge", "[95%", "CI]", "mean", "map", "file"
+    ]  # fmt: skip
     assert _line(generation, "cbvae").split() == [
-        "cbvae",
-        "0.190",
-        "0.210",
-        "0.120",
-        "data/results/ci/cbvae/test_results.json",
-    ]
+        "cbvae", "0.190", "0.210", "-0.020", "[-0.040,", "+0.000]", "0.120", "data/results/ci/cbvae/test_results.json"
+    ]  # fmt: skip
     assert _line(_section(text, "point-cloud model"), "pointcloud").split() == [
         "pointcloud", "5.0", "4.0", "8.0", "7.5", "data/results/ci/pointcloud/test_results.json"
     ]  # fmt: skip

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from test_lightning import TinyMaps, brain_mask
+from test_lightning import fit
 from test_models import batch as meta_batch
 from tiny_models import tiny_config, tiny_training
-from torch.utils.data import DataLoader
 
 from sematlas.models import build_model
-from sematlas.training.module import AtlasModule
 from sematlas.training.precision import BF16, FP32, resolve_precision, run_precision
 
 
@@ -62,20 +59,6 @@ def test_a_bf16_step_and_an_fp32_step_from_the_same_weights_agree(variant: str) 
 def test_the_float32_path_of_a_machine_without_bf16_trains() -> None:
     """What ``auto`` does on a CPU without bf16 flags, exercised whatever this machine's CPU has."""
     precision = resolve_precision("auto", "cpu", "cbvae", flags={"avx2"})
-    pl.seed_everything(0, verbose=False)
-    module = AtlasModule(tiny_config("cbvae"), tiny_training(), brain_mask(), dataset_size=4)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        precision=precision,  # type: ignore[arg-type]
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, DataLoader(TinyMaps(4, seed=0), batch_size=2))
-    assert trainer.precision == FP32 and trainer.global_step == 2
+    module, trainer, losses = fit("cbvae", max_epochs=1, validate=False, precision=precision)
+    assert trainer.precision == FP32 and trainer.global_step == 2 and len(losses) == 2
     assert all(p.dtype == torch.float32 and bool(torch.isfinite(p).all()) for p in module.parameters())

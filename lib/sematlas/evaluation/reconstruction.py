@@ -22,6 +22,7 @@ import torch
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.linear import linear_baseline_scores
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
+from sematlas.evaluation.paired import paired_bootstrap
 from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
 
@@ -214,6 +215,11 @@ def evaluate_run(
         (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean()
     )
     results["conditional_generation"]["uses_metadata"] = model.is_conditional
+    # Each claim against its baseline on the same studies: paired bootstrap CIs of the median r difference.
+    for task, baselines in (("reconstruction", ("pca", "mean_map")), ("conditional_generation", ("ridge", "mean_map"))):
+        for baseline in baselines:
+            model_r, baseline_r = (per_study[f"{task}_{method}_pearson_r"].to_numpy() for method in ("model", baseline))
+            results[task][f"vs_{baseline}"] = paired_bootstrap(model_r, baseline_r, seed).to_dict()
     results["active_units"] = int((out["mu"].var(0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
     if "year_pred" in out:
         accuracy = balanced_accuracy(out["meta"]["year_bin"].numpy(), out["year_pred"].numpy())

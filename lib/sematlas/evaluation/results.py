@@ -25,6 +25,7 @@ import pandas as pd
 from sematlas.core.params import EnsembleParams, EvaluationParams
 from sematlas.core.results import ResultSection, StageResults, Table, parse
 from sematlas.evaluation.criteria import ECE_GOAL, OOD_AUROC_GOAL
+from sematlas.evaluation.paired import PairedComparison
 
 
 class _TrainedRun(Protocol):
@@ -93,22 +94,33 @@ class MapMetrics(ResultSection):
 
 @dataclass(frozen=True, kw_only=True)
 class VolumetricReconstruction(ResultSection):
-    """Input map -> model -> map, against PCA at the model's latent size and the training mean map."""
+    """Input map -> model -> map, against PCA at the model's latent size and the training mean map.
+
+    ``vs_pca`` and ``vs_mean_map`` compare the per-study Pearson r of the model with the baseline's
+    on the same studies (paired bootstrap CIs, :func:`~sematlas.evaluation.paired.paired_bootstrap`).
+    """
 
     model: MapMetrics
     pca: MapMetrics
     mean_map: MapMetrics
     model_beats_pca_fraction: float
+    vs_pca: PairedComparison
+    vs_mean_map: PairedComparison
 
 
 @dataclass(frozen=True, kw_only=True)
 class VolumetricGeneration(ResultSection):
-    """Maps from metadata alone (the mean over prior samples), against ridge and the training mean map."""
+    """Maps from metadata alone (the mean over prior samples), against ridge and the training mean map.
+
+    ``vs_ridge`` and ``vs_mean_map``: paired comparisons of the per-study Pearson r, as in reconstruction.
+    """
 
     model: MapMetrics
     ridge: MapMetrics
     mean_map: MapMetrics
     uses_metadata: bool
+    vs_ridge: PairedComparison
+    vs_mean_map: PairedComparison
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +143,8 @@ class VolumetricResults(StageResults):
     """
 
     LOCATION: ClassVar[str] = "{variant}/test_results.json"
+    #: 2: the paired comparisons (``vs_pca``, ``vs_mean_map``, ``vs_ridge``) of both tasks.
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     variant: str
     split: str
@@ -152,9 +166,13 @@ class VolumetricResults(StageResults):
         return {
             "model r (median)": recon.model.pearson_r_median,
             "PCA r (median)": recon.pca.pearson_r_median,
+            "model - PCA r, 95% CI low": recon.vs_pca.median_difference_ci[0],
+            "model - PCA r, 95% CI high": recon.vs_pca.median_difference_ci[1],
             "studies where model beats PCA": recon.model_beats_pca_fraction,
             "generation r (median)": generation.model.pearson_r_median,
             "ridge r (median)": generation.ridge.pearson_r_median,
+            "model - ridge r, 95% CI low": generation.vs_ridge.median_difference_ci[0],
+            "model - ridge r, 95% CI high": generation.vs_ridge.median_difference_ci[1],
             "year head balanced accuracy": (
                 self.year_debiasing.balanced_accuracy if self.year_debiasing else float("nan")
             ),
@@ -381,9 +399,15 @@ class EvaluationResults(StageResults):
 
 
 def metric_blocks(section: ResultSection) -> dict[str, ResultSection]:
-    """The per-method metric blocks of a task section, by method, in field order (e.g. model, pca, mean_map)."""
+    """The per-method metric blocks of a task section, by method, in field order (e.g. model, pca, mean_map).
+
+    The methods' own metrics only: not the paired comparisons between them.
+    """
     return {
-        f.name: getattr(section, f.name) for f in fields(section) if isinstance(getattr(section, f.name), ResultSection)
+        f.name: getattr(section, f.name)
+        for f in fields(section)
+        if isinstance(getattr(section, f.name), ResultSection)
+        and not isinstance(getattr(section, f.name), PairedComparison)
     }
 
 

@@ -35,6 +35,7 @@ from sematlas.core.io import read_json, write_json
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.core.results import StageResults
+from sematlas.evaluation.paired import PairedComparison
 from sematlas.evaluation.results import EvaluationResults, PointCloudResults, VolumetricResults
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import STAGES, UnknownStage, writer_of
@@ -131,6 +132,11 @@ def _r(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _difference(comparison: PairedComparison) -> str:
+    low, high = comparison.median_difference_ci
+    return f"{comparison.median_difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def _share(value: float) -> str:
     return f"{value:.0%}"
 
@@ -161,13 +167,19 @@ def _volumetric_sections(paths: ProfilePaths, variants: Sequence[str]) -> list[S
         return (
             _r(task.model.pearson_r_median),
             _r(task.pca.pearson_r_median),
+            _difference(task.vs_pca),
             _r(task.mean_map.pearson_r_median),
             _share(task.model_beats_pca_fraction),
         )
 
     def generation(results: VolumetricResults) -> tuple[str, ...]:
         task = results.conditional_generation
-        return _r(task.model.pearson_r_median), _r(task.ridge.pearson_r_median), _r(task.mean_map.pearson_r_median)
+        return (
+            _r(task.model.pearson_r_median),
+            _r(task.ridge.pearson_r_median),
+            _difference(task.vs_ridge),
+            _r(task.mean_map.pearson_r_median),
+        )
 
     found, recon_rows = _rows(variants, load, reconstruction)
     _, generation_rows = _rows(variants, load, generation)
@@ -175,13 +187,14 @@ def _volumetric_sections(paths: ProfilePaths, variants: Sequence[str]) -> list[S
     studies = f"{' or '.join(map(str, sorted({r.n_studies for r in found})))} " if found else ""
     return [
         Section(
-            f"reconstruction of {studies}held-out maps, median r (beats PCA: share of the studies)",
-            ("variant", "model", "PCA", "mean map", "beats PCA", "file"),
+            f"reconstruction of {studies}held-out maps, median r (model - PCA: paired bootstrap 95% CI;"
+            " beats PCA: share of the studies)",
+            ("variant", "model", "PCA", "model - PCA [95% CI]", "mean map", "beats PCA", "file"),
             recon_rows,
         ),
         Section(
-            "maps from metadata alone, median r",
-            ("variant", "model", "ridge", "mean map", "file"),
+            "maps from metadata alone, median r (model - ridge: paired bootstrap 95% CI)",
+            ("variant", "model", "ridge", "model - ridge [95% CI]", "mean map", "file"),
             generation_rows,
         ),
     ]

@@ -36,6 +36,7 @@ import yaml
 from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.io import atomic_path
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.paired import PairedComparison
 from sematlas.evaluation.results import (
     EnsembleResults,
     EvaluationResults,
@@ -108,12 +109,16 @@ VARIABLES: dict[str, Variable[Any]] = {
     "pca_recon_r": _v(_CBVAE, lambda r: r.reconstruction.pca.pearson_r_median),
     "mean_map_recon_r": _v(_CBVAE, lambda r: r.reconstruction.mean_map.pearson_r_median),
     "cbvae_beats_pca": _v(_CBVAE, lambda r: r.reconstruction.model_beats_pca_fraction, ".0%"),
+    "cbvae_minus_pca": _v(_CBVAE, lambda r: _paired(r.reconstruction.vs_pca), ""),
     "baseline_recon_r": _v(_BASELINE, lambda r: r.reconstruction.model.pearson_r_median),
     "tcvae_recon_r": _v(_TCVAE, lambda r: r.reconstruction.model.pearson_r_median),
     "tcvae_active_units": _v(_TCVAE, lambda r: r.active_units, "d"),
     "cbvae_active_units": _v(_CBVAE, lambda r: r.active_units, "d"),
     "cbvae_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.model.pearson_r_median),
     "ridge_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.ridge.pearson_r_median),
+    "mean_map_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.mean_map.pearson_r_median),
+    "cbvae_minus_ridge": _v(_CBVAE, lambda r: _paired(r.conditional_generation.vs_ridge), ""),
+    "cbvae_minus_mean_map_generation": _v(_CBVAE, lambda r: _paired(r.conditional_generation.vs_mean_map), ""),
     "year_balanced_accuracy": _v(_CBVAE, lambda r: _year(r).balanced_accuracy),
     "year_chance": _v(_CBVAE, lambda r: _year(r).chance),
     "points_recon_chamfer": _v(_POINTS, lambda r: r.reconstruction.model.chamfer_mm_median, ".1f"),
@@ -178,6 +183,12 @@ VARIABLES: dict[str, Variable[Any]] = {
     "ablation_locked_r": _v(_EVAL, lambda r: r.ablations.locked["reconstruction_r"]),
     "ablation_locked_beats_pca": _v(_EVAL, lambda r: r.ablations.locked["beats_pca"], ".0%"),
 }
+
+
+def _paired(comparison: PairedComparison) -> str:
+    """A median difference with its paired bootstrap interval, as the text quotes it."""
+    low, high = comparison.median_difference_ci
+    return f"{comparison.median_difference:+.3f} (95% CI {low:+.3f} to {high:+.3f})"
 
 
 def _year(results: VolumetricResults) -> YearDebiasing:

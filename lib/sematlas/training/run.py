@@ -232,6 +232,16 @@ def _epoch_metrics(run_dir: Path) -> pd.DataFrame:
     return frame.groupby("epoch")[epoch_columns].last().reset_index()
 
 
+def _starting_point(resumed: bool, callbacks: Sequence[pl.Callback]) -> str:
+    """How a run starts, for its log: its own last checkpoint, another run's weights, or a seeded initialisation."""
+    if resumed:
+        return "resuming from last.ckpt"
+    from sematlas.training.ensemble import InitialWeights  # here: ensemble imports this module
+
+    initial = [callback.checkpoint for callback in callbacks if isinstance(callback, InitialWeights)]
+    return f"starting from the weights of {initial[0]}" if initial else "from scratch"
+
+
 def fit_run(
     module: pl.LightningModule,
     datamodule: StudyDataModule,
@@ -352,12 +362,7 @@ def fit_run(
     timing_file = run_dir / "timing.json"
     timing = read_json(timing_file) if resumed and timing_file.is_file() else {"train_seconds": 0.0, "epochs": 0}
     try:
-        _log.info(
-            "training %s on profile %s (%s)",
-            name,
-            params["profile"],
-            "resuming from last.ckpt" if resumed else "from scratch",
-        )
+        _log.info("training %s on profile %s (%s)", name, params["profile"], _starting_point(resumed, all_callbacks))
         _log.info("devices and nodes: %s", launch.describe())
         # A checkpoint saved at the end of epoch e (0-based) holds e + 1 completed epochs.
         completed_before = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if resumed else 0
