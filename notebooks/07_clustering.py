@@ -138,13 +138,14 @@ fig.savefig(paths.figures / "clustering_topics.png", dpi=120, bbox_inches="tight
 # %% [markdown]
 # ## The latent space in two dimensions
 #
-# A t-SNE of the standardised latents (seeded), coloured by cluster, noise in grey. t-SNE keeps
+# A t-SNE of the standardised latents (seeded; at most `clustering.embedding_max_studies` of them,
+# a seeded sample), coloured by cluster, noise in grey. t-SNE keeps
 # neighbourhoods, not distances: the gaps between islands are not to scale, and HDBSCAN worked
 # in the full latent space, not in this picture.
 
 # %%
-embedding = embed_2d(z, seed=int(params["seed"]))
-fig = plot_embedding(embedding, clustering.labels_, clusters["name"].tolist())
+rows, embedding = embed_2d(z, seed=int(params["seed"]), max_studies=section["embedding_max_studies"])
+fig = plot_embedding(embedding, clustering.labels_[rows], clusters["name"].tolist())
 fig.savefig(paths.figures / "clustering_embedding.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]

@@ -87,7 +87,16 @@ def test_determinism_with_a_seed(fitted):
     again = LatentClustering(min_cluster_size=15, min_samples=5, n_bootstrap=5, seed=1).fit(z)
     np.testing.assert_array_equal(again.labels_, clustering.labels_)
     np.testing.assert_array_equal(again.bootstrap_ari_, clustering.bootstrap_ari_)
-    np.testing.assert_array_equal(embed_2d(z[:80], seed=3), embed_2d(z[:80], seed=3))
+    rows, embedding = embed_2d(z[:80], seed=3)
+    np.testing.assert_array_equal(rows, np.arange(80))
+    np.testing.assert_array_equal(embedding, embed_2d(z[:80], seed=3)[1])
+
+
+def test_the_embedding_of_many_studies_is_a_seeded_sample(fitted):
+    _, z, _ = fitted
+    rows, embedding = embed_2d(z, seed=3, max_studies=50)
+    assert embedding.shape == (50, 2) and len(set(rows.tolist())) == 50 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, embed_2d(z, seed=3, max_studies=50)[0])
 
 
 def test_standardisation_makes_scale_irrelevant(fitted):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.stats import norm
 
 from sematlas.core.errors import CheckpointError
 from sematlas.core.io import read_json, sha256_file
@@ -138,6 +139,19 @@ def test_ece_of_calibrated_and_overconfident_gaussians_and_temperature_scaling()
     scaling = TemperatureScaling().fit(target, mean, overconfident)
     assert scaling.temperature_ == pytest.approx(3.0, rel=0.03)
     assert expected_calibration_error(target, mean, scaling.transform(overconfident)) < 0.01
+
+
+def test_coverage_counts_the_residuals_inside_each_interval_exactly() -> None:
+    rng = np.random.default_rng(1)
+    target, mean, sd = rng.uniform(0, 1, (3, 40, 50))
+    sd[0, :5] = 0.0  # a zero sd covers a zero residual only
+    target[0, :3] = mean[0, :3]
+    levels = np.array([0.9, 0.1, 0.5, 0.95])  # any order
+    residuals = np.abs(target - mean) / np.where(sd > 0, sd, np.inf)
+    residuals[(sd == 0) & (target != mean)] = np.inf
+    half_widths = norm.ppf((1 + levels) / 2)
+    expected = [(residuals <= width).mean() for width in half_widths]
+    np.testing.assert_array_equal(interval_coverage(target, mean, sd, levels), expected)
 
 
 def test_auroc_on_a_separable_toy() -> None:

@@ -452,8 +452,22 @@ def write_centroid_maps(atlas: Any, maps: torch.Tensor, clusters: pd.Series, fol
 
 
 # ------------------------------------------------------------------ embedding
-def embed_2d(z: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded t-SNE of the standardised latents, shape ``(n_studies, 2)`` (PCA start, perplexity <= 30)."""
-    x = standardise(z)
+def embed_2d(z: np.ndarray, seed: int, max_studies: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded t-SNE of the standardised latents (PCA start, perplexity <= 30), of at most ``max_studies``.
+
+    A picture of many thousand overlapping points shows no more than one of a few thousand, and
+    Barnes-Hut t-SNE costs ``O(n log n)``: beyond ``max_studies`` (0: no limit) a seeded sample is embedded.
+
+    Returns
+    -------
+    rows : ndarray of int64, shape (n_embedded,)
+        The embedded studies, sorted rows of ``z``.
+    embedding : ndarray, shape (n_embedded, 2)
+    """
+    rows = np.arange(len(z))
+    if 0 < max_studies < len(z):
+        rows = np.sort(np.random.default_rng(seed).choice(len(z), max_studies, replace=False))
+    x = standardise(z)[rows]  # standardised with every study's moments, as the clustering saw them
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=1).fit_transform(x)
+    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, n_jobs=1).fit_transform(x)
+    return rows, embedding

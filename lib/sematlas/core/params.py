@@ -249,6 +249,7 @@ class ClusteringParams(Section):
     n_bootstrap: int
     bootstrap_fraction: float
     top_topics: int
+    embedding_max_studies: int
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,16 @@ def interval_coverage(
     ndarray, shape (L,)
         Observed fraction of targets inside each interval.
     """
-    residuals = np.sort(_standardised_residuals(target, mean, sd))
-    return _coverage_from_sorted(residuals, norm.ppf((1.0 + np.asarray(levels)) / 2.0))
+    residuals = _standardised_residuals(target, mean, sd)
+    half_widths = norm.ppf((1.0 + np.asarray(levels)) / 2.0)
+    # Millions of residuals against a few half-widths: bin each residual by the first half-width it does not
+    # exceed (O(n log L)) instead of sorting the residuals (O(n log n)); equal counts, as many times faster.
+    order = np.argsort(half_widths)
+    first_covering = np.searchsorted(half_widths[order], residuals, side="left")
+    covered = np.cumsum(np.bincount(first_covering, minlength=len(levels) + 1))[: len(levels)]
+    coverage = np.empty(len(levels))
+    coverage[order] = covered / max(len(residuals), 1)
+    return coverage
 
 
 def expected_calibration_error(
