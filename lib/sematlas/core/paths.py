@@ -74,9 +74,14 @@ class ProfilePaths:
         return self.root / "data" / "results" / self.profile
 
     @property
+    def cache(self) -> Path:
+        """Computations any stage may reuse, saved under a fingerprint of their inputs: in no stage's outputs."""
+        return self.root / "data" / "cache" / self.profile
+
+    @property
     def linear_baselines(self) -> Path:
         """The linear baselines' saved scores, shared by every stage (:mod:`sematlas.evaluation.linear`)."""
-        return self.results / "linear_baselines"
+        return self.cache / "linear_baselines"
 
     @property
     def release(self) -> Path:

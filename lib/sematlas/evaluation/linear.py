@@ -7,7 +7,8 @@ held-out maps (:mod:`sematlas.evaluation.baselines`): PCA at the model's latent 
 training mean map. They depend on the studies, how they are rendered, the latent
 size, the PCA sample size and the seed, never on the model. So :func:`linear_baseline_scores`
 fits and scores them once, saves the per-study metrics as a
-:class:`LinearBaselineScores` under a fingerprint of those inputs, and every later
+:class:`LinearBaselineScores` under a fingerprint of those inputs (in
+``data/cache/<profile>/linear_baselines/``, outside every stage's outputs), and every later
 evaluation with the same fingerprint (in this stage or a later one) reads them back
 instead of rendering the training split and refitting.
 """
@@ -175,7 +176,7 @@ def linear_baseline_scores(
         Training maps PCA and ridge are fitted on, at most (a seeded sample).
     seed : int
     store : Path, optional
-        Folder of saved scores (``data/results/<profile>/linear_baselines``); computed scores are
+        Folder of saved scores (``data/cache/<profile>/linear_baselines``); computed scores are
         saved there. ``None``: always computed, nothing written.
 
     Returns
