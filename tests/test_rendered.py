@@ -56,6 +56,8 @@ def test_each_study_is_rendered_once_as_the_asked_prefix_grows(datamodule, rende
     every = maps.images("train")
     list(maps.batches(datamodule, "train"))
     assert torch.equal(every[:2], first) and rendered == rendered.once_each(datamodule, ["train"])
+    # The prefix grows in one buffer: what was served earlier is a view of it, never copied again.
+    assert first.data_ptr() == every.data_ptr() == maps.images("train", 3).data_ptr()
 
 
 def test_maps_rendered_otherwise_are_refused(datamodule, processed: Path) -> None:
