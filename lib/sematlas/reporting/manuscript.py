@@ -110,6 +110,8 @@ VARIABLES: dict[str, Variable[Any]] = {
     "mean_map_recon_r": _v(_CBVAE, lambda r: r.reconstruction.mean_map.pearson_r_median),
     "cbvae_beats_pca": _v(_CBVAE, lambda r: r.reconstruction.model_beats_pca_fraction, ".0%"),
     "cbvae_minus_pca": _v(_CBVAE, lambda r: _paired(r.reconstruction.vs_pca), ""),
+    "bootstrap_resamples": _v(_CBVAE, lambda r: r.reconstruction.vs_pca.n_resamples, ",d"),
+    "bootstrap_confidence": _v(_CBVAE, lambda r: r.reconstruction.vs_pca.confidence, ".0%"),
     "baseline_recon_r": _v(_BASELINE, lambda r: r.reconstruction.model.pearson_r_median),
     "tcvae_recon_r": _v(_TCVAE, lambda r: r.reconstruction.model.pearson_r_median),
     "tcvae_active_units": _v(_TCVAE, lambda r: r.active_units, "d"),
