@@ -436,7 +436,7 @@ def test_evaluate_trained_run_saves_what_the_evaluation_computed(untrained_cbvae
         "best_val_recon": 3.0,
     }
     assert json.loads((folder / "test_results.json").read_text()) == json.loads(
-        json.dumps({SCHEMA_KEY: 1, **expected, "training": training})
+        json.dumps({SCHEMA_KEY: VolumetricResults.SCHEMA_VERSION, **expected, "training": training})
     )
     latents = latents_table(model, datamodule)
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "per_study.parquet"), per_study)
