@@ -76,7 +76,8 @@ def test_peak_table_gathers_each_studys_peaks(processed):
 
 def test_all_images_renders_the_asked_rows_in_order(processed):
     from sematlas.data.datamodule import NeurosynthDataModule
-    from sematlas.evaluation.reconstruction import training_sample, training_sample_rows
+    from sematlas.evaluation.baselines import training_sample_rows
+    from sematlas.evaluation.reconstruction import training_sample
 
     datamodule = NeurosynthDataModule(processed, batch_size=2)
     datamodule.setup()

@@ -4,7 +4,8 @@
   the training maps (also the fixed feature space of generative quality and probes);
 - :class:`RidgeBaseline`: conditional generation by ridge regression from the same
   metadata vector the models read (:func:`metadata_matrix`) to the map;
-- :class:`ProbabilisticPCA`: the linear generative model (Tipping & Bishop, 1999).
+- :class:`ProbabilisticPCA`: the linear generative model (Tipping & Bishop, 1999);
+- :func:`training_sample_rows`: the training maps they are fitted on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+
+
+def training_sample_rows(n_train: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted rows of the seeded sample of at most ``max_rows`` training maps that fits the linear baselines.
+
+    One rule for every stage (PCA, ridge, PPCA, the probe's PCA features), so they all see the same maps
+    and the memory of a CPU bounds them.
+    """
+    return np.sort(np.random.default_rng(seed).permutation(n_train)[:max_rows])
 
 
 class PCABaseline:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from sematlas.core.io import read_json, sha256_file, write_json, write_parquet
-from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix
+from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix, training_sample_rows
 from sematlas.evaluation.metrics import map_metrics
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class LinearBaselineScores:
         Training studies (the mean map averages all of them).
     fitted_on : int
         Training maps PCA and ridge were fitted on (a seeded sample,
-        :func:`~sematlas.evaluation.reconstruction.training_sample_rows`).
+        :func:`~sematlas.evaluation.baselines.training_sample_rows`).
     fingerprint : str
         :func:`baseline_fingerprint` of the inputs the scores were computed from.
     """
@@ -131,8 +131,6 @@ def _score(
     maps: RenderedSplits, datamodule: NeurosynthDataModule, split: str, z_dim: int, pca_max_train: int, seed: int
 ) -> tuple[dict[str, pd.DataFrame], int, int]:
     """Fit PCA (``z_dim`` components) and ridge on a seeded training sample, and score them and the mean map."""
-    from sematlas.evaluation.reconstruction import training_sample_rows
-
     all_train = maps.images("train")  # (n_train, C, V)
     held_out = maps.images(split)
     target = held_out[:, -1]  # the widest kernel

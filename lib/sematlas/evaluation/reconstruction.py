@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
 
+from sematlas.evaluation.baselines import training_sample_rows
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.linear import linear_baseline_scores
 from sematlas.evaluation.metrics import balanced_accuracy, map_metrics, summarise
@@ -33,15 +33,6 @@ if TYPE_CHECKING:
     from sematlas.core.results import StageResults
     from sematlas.evaluation.results import VolumetricResults
     from sematlas.models import VolumetricVAE
-
-
-def training_sample_rows(n_train: int, max_rows: int, seed: int) -> np.ndarray:
-    """Sorted rows of the seeded sample of at most ``max_rows`` training maps that fits the linear baselines.
-
-    One rule for every stage (PCA, ridge, PPCA, the probe's PCA features), so they all see the same maps
-    and the memory of a CPU bounds them.
-    """
-    return np.sort(np.random.default_rng(seed).permutation(n_train)[:max_rows])
 
 
 def training_sample(datamodule: Any, max_rows: int, seed: int, maps: RenderedSplits | None = None) -> torch.Tensor:
