@@ -56,15 +56,52 @@ def sample_params():
     return override_params(load_params("ci", ROOT), {"curation": {"subset_size": 10, "min_peaks": 1}})
 
 
+def _sample_topics(metadata: Path, folder: Path, params) -> dict[str, Path]:
+    """LDA-50 features and vocabulary files for the NiMARE sample, which ships none.
+
+    Seeded Dirichlet weights on the topics no task category reads; studies 0, 4, 8, ...
+    put half their weight on the emotion topic, studies 1, 5, ... on pain and 2, 6, ...
+    on working memory, the others stay ``other``. So the curated studies carry
+    ``topic_00`` ... ``topic_49`` like the real data and these categories have topic
+    profiles of their own (the splits do not depend on categories).
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+
+    n_topics = 50
+    mapping = params["curation"]["task_categories"]
+    read = {int(topic) for topics in mapping.values() for topic in topics}
+    free = [topic for topic in range(n_topics) if topic not in read]
+    leaning = [mapping[name][0] for name in ("emotion", "pain", "working_memory")]
+    n_studies = len(pd.read_table(metadata))
+    weights = np.zeros((n_studies, n_topics))
+    weights[:, free] = np.random.default_rng(0).dirichlet(np.ones(len(free)), n_studies)
+    for study in range(n_studies):
+        if study % 4 < len(leaning):
+            weights[study] *= 0.5
+            weights[study, leaning[study % 4]] = 0.5
+    # NiMARE reads the vocabulary, source and value type of features from their file names.
+    files = {
+        "features": folder / "data-neurosynth_version-7_vocab-LDA50_source-abstract_type-weight_features.npz",
+        "vocabulary": folder / "data-neurosynth_version-7_vocab-LDA50_vocabulary.txt",
+    }
+    sparse.save_npz(files["features"], sparse.csr_matrix(weights))
+    files["vocabulary"].write_text("".join(f"{topic}_topic_{topic}\n" for topic in range(n_topics)))
+    return files
+
+
 @pytest.fixture(scope="session")
 def processed(nimare_sample, sample_params, tmp_path_factory) -> Path:
-    """The NiMARE 20-study sample curated into a processed folder (every study in the subset)."""
+    """The NiMARE 20-study sample, with synthetic LDA-50 topic weights, curated into a processed folder
+    (every study in the subset)."""
     from sematlas.core.params import override_params
     from sematlas.data.curation import curate, write_outputs
 
     folder = tmp_path_factory.mktemp("processed")
     params = override_params(sample_params, {"curation": {"subset_size": 100}})
-    write_outputs(curate(nimare_sample, params), folder, params, {}, {})
+    topics = _sample_topics(nimare_sample["metadata"], tmp_path_factory.mktemp("sample_topics"), params)
+    write_outputs(curate({**nimare_sample, **topics}, params), folder, params, {}, {})
     return folder
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.params import load_params
 from sematlas.evaluation.results import (
+    ConditionalAtlasResults,
     EnsembleResults,
     EvaluationResults,
     PointCloudResults,
@@ -74,9 +75,18 @@ def volumetric(variant: str = "cbvae", **overrides: Any) -> VolumetricResults:
         "conditional_generation": {
             "model": map_metrics(0.19),
             "ridge": map_metrics(0.21),
+            "mlp": map_metrics(0.2),
             "mean_map": map_metrics(0.12),
             "uses_metadata": True,
+            "estimators": {
+                "n_studies": 6,
+                "n_samples": 4,
+                "prior_mean_r_median": 0.19,
+                "sample_average_r_median": 0.2,
+                "sample_average_vs_prior_mean": paired(0.01),
+            },
             "vs_ridge": paired(-0.02),
+            "vs_mlp": paired(-0.01),
             "vs_mean_map": paired(0.07),
         },
         "active_units": 7,
@@ -346,6 +356,60 @@ def evaluation(**overrides: Any) -> EvaluationResults:
     return EvaluationResults(**(fields | overrides))
 
 
+def category_method(r: float, identified: float) -> dict[str, float]:
+    return {"median_r": r, "mean_r": r - 0.02, "identification_accuracy": identified}
+
+
+def conditional_atlas(**overrides: Any) -> ConditionalAtlasResults:
+    fields: dict[str, Any] = {
+        "profile": "ci",
+        "variant": "cbvae",
+        "split": "test",
+        "category_level": {
+            "categories": ["emotion", "language", "motor"],
+            "min_test_studies": 3,
+            "n_test_studies": 11,
+            "chance": 1 / 3,
+            "mkda_map": "stat",
+            "model": category_method(0.45, 2 / 3),
+            "training_mean": category_method(0.8, 1.0),
+            "mkda": category_method(0.78, 1.0),
+            "vs_mkda": paired(-0.33, 3),
+            "vs_training_mean": paired(-0.35, 3),
+        },
+        "counterfactual_size": {
+            "generated": 0.95,
+            "held_out": 0.5,
+            "difference": 0.45,
+            "goal_within": 0.1,
+            "meets_goal": False,
+        },
+        "classification_accuracy_score": {
+            "classifier": "multinomial logistic regression",
+            "n_features": 8,
+            "max_per_category": 100,
+            "n_train": 42,
+            "n_test": 11,
+            "chance": 1 / 3,
+            "model": 0.3,
+            "ridge": 0.4,
+            "real": 0.6,
+            "model_ratio": 0.5,
+            "ridge_ratio": 2 / 3,
+            "vs_ridge": {
+                "difference": -0.1,
+                "difference_ci": [-0.3, 0.1],
+                "model_only_correct": 0.1,
+                "baseline_only_correct": 0.2,
+                "n_studies": 11,
+                "n_resamples": 2000,
+                "confidence": 0.95,
+            },
+        },
+    }
+    return ConditionalAtlasResults(**(fields | overrides))
+
+
 #: Every stage's results file, one example each.
 EXAMPLES = {
     "volumetric": volumetric,
@@ -356,4 +420,5 @@ EXAMPLES = {
     "clustering": clustering,
     "forecasting": forecasting,
     "evaluation": evaluation,
+    "conditional_atlas": conditional_atlas,
 }

@@ -25,15 +25,22 @@ def test_batches_follow_the_data_contract(processed):
     assert meta["cond"].shape == (4, module.encoder.cond_dim)
     assert meta["sparse"].shape == meta["sparse_mask"].shape == (4, 1) and meta["sparse_mask"].dtype == torch.bool
     assert meta["year_bin"].dtype == torch.long and int(meta["year_bin"].max()) < module.encoder.n_year_bins
-    # task one-hot, then year and log peaks, then space one-hot
-    n_categories = len(module.encoder.categories)
-    assert torch.equal(meta["cond"][:, :n_categories].argmax(1), meta["task"])
+    # the 50 standardised topic weights, then year and log peaks, then space one-hot
+    assert module.encoder.n_topics == 50 and module.encoder.cond_dim == 50 + 2 + 3
     assert torch.all(meta["cond"][:, -3:].sum(1) == 1)
     # Padding stays empty and the native grid holds the maps, zero outside the brain.
     image = batch["image"]
     assert image[..., 46:, :, :].abs().sum() == 0 and image[..., :, 55:, :].abs().sum() == 0
     assert image[:, :, ~module.brain_mask()].abs().sum() == 0
     assert torch.allclose(image.amax(dim=(2, 3, 4)), torch.ones(4, 2))
+
+
+def test_category_metadata_gives_the_task_one_hot(processed):
+    module = _module(processed, metadata="category")
+    meta = module.meta["train"]
+    n_categories = len(module.encoder.categories)
+    assert module.encoder.inputs == "category" and meta["cond"].shape[1] == n_categories + 2 + 3
+    assert torch.equal(meta["cond"][:, :n_categories].argmax(1), meta["task"])
 
 
 def test_evaluation_batches_equal_the_reference_renderer(processed):

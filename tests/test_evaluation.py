@@ -56,7 +56,7 @@ def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):
         "model", "pca", "mean_map", "model_beats_pca_fraction", "vs_pca", "vs_mean_map"
     }  # fmt: skip
     assert set(results["conditional_generation"]) == {
-        "model", "ridge", "mean_map", "uses_metadata", "vs_ridge", "vs_mean_map"
+        "model", "ridge", "mlp", "mean_map", "uses_metadata", "estimators", "vs_ridge", "vs_mlp", "vs_mean_map"
     }  # fmt: skip
     vs_pca = results["reconstruction"]["vs_pca"]
     model_r, pca_r = per_study["reconstruction_model_pearson_r"], per_study["reconstruction_pca_pearson_r"]

@@ -11,9 +11,13 @@ from sematlas.evaluation.generative import (
     frechet_distance,
     generative_quality,
     knn_radii,
+    mixture_samples,
     precision_recall,
     prior_samples,
+    standard_normal_samples,
 )
+from sematlas.evaluation.reconstruction import latents_table
+from sematlas.inference.density import LatentMixture
 
 
 def test_knn_radii_match_brute_force():
@@ -85,3 +89,39 @@ def test_prior_samples_give_one_masked_map_per_study(untrained_cbvae):
     assert first.shape == (datamodule.train_size, int(datamodule.grid.mask().sum()))
     assert torch.equal(first, prior_samples(model, datamodule, "train", seed=0))
     assert not torch.equal(first, prior_samples(model, datamodule, "train", seed=1))
+
+
+def two_clusters(n: int, seed: int) -> np.ndarray:
+    """``n`` points in 3-d around (-5, 0, 0) and (5, 0, 0), half each."""
+    rng = np.random.default_rng(seed)
+    centres = np.where(np.arange(n)[:, None] % 2 == 0, [-5.0, 0.0, 0.0], [5.0, 0.0, 0.0])
+    return centres + rng.normal(size=(n, 3))
+
+
+def test_the_latent_mixture_chooses_its_size_on_held_out_codes_and_samples_reproducibly():
+    mixture = LatentMixture(components=(1, 2), seed=0).fit(two_clusters(400, 0), two_clusters(200, 1))
+    assert mixture.n_components == 2
+    assert mixture.validation_log_likelihood_[2] > mixture.validation_log_likelihood_[1]
+    drawn = mixture.sample(300)
+    np.testing.assert_array_equal(drawn, mixture.sample(300))
+    # Both clusters, in any prefix: the draws are shuffled out of sklearn's per-component order.
+    assert 0.3 < (drawn[:100, 0] > 0).mean() < 0.7
+    typical, atypical = mixture.log_density(np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert typical > atypical + 5
+    with pytest.raises(ValueError, match="more training codes than components"):
+        LatentMixture(components=(4,)).fit(two_clusters(4, 0), two_clusters(4, 1))
+
+
+def test_mixture_and_standard_normal_samples_decode_maps_of_a_conditional_model(untrained_cbvae):
+    model, datamodule = untrained_cbvae
+    latents = latents_table(model, datamodule, splits=["train", "val"])
+    n_voxels = int(datamodule.grid.mask().sum())
+    maps, mixture = mixture_samples(model, datamodule, latents, 5, seed=0)
+    assert maps.shape == (5, n_voxels) and mixture.n_components >= 1
+    # The mixture is over [z, m]: the code and its metadata vector.
+    assert mixture.mixture_.means_.shape[1] == model.config.z_dim + model.config.meta_dim
+    again, _ = mixture_samples(model, datamodule, latents, 5, seed=0)
+    torch.testing.assert_close(maps, again)
+    standard = standard_normal_samples(model, datamodule, "test", seed=0)
+    assert standard.shape == (len(datamodule.tables["test"]), n_voxels)
+    assert torch.isfinite(standard).all()

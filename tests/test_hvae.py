@@ -101,7 +101,7 @@ def test_no_gradient_flows_through_the_top_down_skip() -> None:
     torch.manual_seed(0)
     model = build_model(tiny())
     torch.nn.init.normal_(model.decoder.film.mlp[-1].weight)  # the skip's output depends on z_top
-    sources = [model.stem, model.local_stages, model.global_stage, model.top_head, model.lower_head, model.prior]
+    sources = [model.stem, model.local_stages, model.global_stage, model.top_head, model.lower_head, model.lower_prior]
 
     _skip_output_loss(model, detach=True)
     for module in sources:
@@ -130,7 +130,7 @@ def test_the_full_forward_uses_the_protected_skip() -> None:
 def test_lower_kl_equals_kl_against_the_conditional_prior() -> None:
     torch.manual_seed(0)
     model = build_model(tiny())
-    torch.nn.init.normal_(model.prior[-1].weight, std=0.5)  # a non-trivial p(z_low | z_top)
+    torch.nn.init.normal_(model.lower_prior[-1].weight, std=0.5)  # a non-trivial p(z_low | z_top)
     g = torch.Generator().manual_seed(1)
     mu, logvar = torch.randn(4, Z, generator=g), torch.randn(4, Z, generator=g).clamp(-2, 2)
     z_top = torch.randn(4, TOP, generator=g)

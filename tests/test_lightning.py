@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sematlas.core.stats import balanced_accuracy
 from sematlas.models import VARIANTS
-from sematlas.training.callbacks import GRLLambdaRamp, KLController, dann_lambda
+from sematlas.training.callbacks import GRLLambdaRamp, dann_lambda
 from sematlas.training.module import AtlasModule, beta_at, beta_tc_at, lr_at
 
 
@@ -168,7 +168,7 @@ def test_module_takes_plain_data_and_saves_it() -> None:
 
 
 def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
-    # The TCVAE's weight ramps on its own schedule, not scaled by the KL controller's multiplier.
+    # The TCVAE's weight ramps on its own schedule.
     tc = AtlasModule(
         tiny_config("tcvae_sbd", alpha=0.5),
         tiny_training(beta_tc_target=6.0, beta_tc_annealing_epochs=2),
@@ -176,16 +176,13 @@ def test_loss_weights_follow_schedules_and_validation_uses_targets() -> None:
     )
     assert tc.loss_weights(0.0) == {"beta_tc": 0.0, "alpha": 0.5, "gamma": 1.0}
     assert tc.loss_weights(1.0)["beta_tc"] == 3.0
-    tc.beta_multiplier.fill_(4.0)
-    assert tc.loss_weights(None)["beta_tc"] == 6.0 and not tc.uses_beta
+    assert tc.loss_weights(None)["beta_tc"] == 6.0
     # The H-VAE's two levels follow beta's schedule, each a fraction of its own maximum.
     linear = tiny_training(beta=2.0, beta_schedule="linear", beta_warmup_epochs=4)
     h = AtlasModule(tiny_config("hvae", top_beta=1.0), linear)
     assert h.loss_weights(0.0) == {"beta": 0.0, "top_beta": 0.0}
     assert h.loss_weights(1.0) == {"beta": 0.5, "top_beta": 0.25}
-    assert h.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0} and h.uses_beta
-    h.beta_multiplier.fill_(4.0)
-    assert h.loss_weights(1.0) == {"beta": 2.0, "top_beta": 1.0}
+    assert h.loss_weights(None) == {"beta": 2.0, "top_beta": 1.0}
     # The cbvae's term weights come with its KL weight, unscheduled.
     cb = AtlasModule(tiny_config("cbvae"), tiny_training(beta=0.5, imputation_weight=2.0, year_weight=0.1))
     assert cb.loss_weights(3.0) == {"beta": 0.5, "imputation_weight": 2.0, "year_weight": 0.1}
@@ -211,9 +208,10 @@ def test_logged_metrics_per_variant() -> None:
     module, trainer, _ = fit("cbvae", max_epochs=1, callbacks=[ramp])
     metrics = trainer.callback_metrics
     expected = ["train/loss", "train/recon", "train/kl", "train/imputation_kl", "train/imputation_nll"]
-    expected += ["train/year_ce", "train/kl_share"]
+    expected += ["train/year_ce", "train/kl_share", "train/recon_se", "train/noise_sigma_0", "train/noise_sigma_1"]
     expected += ["beta", "grl_lambda", "val/loss", "val/year_balanced_accuracy", "val/active_units"]
-    expected += ["val/kl_per_active_dim"]
+    expected += ["val/kl_per_active_dim", "val/recon_se"]
+    expected += [f"val/kl_unit_{unit:02d}" for unit in range(module.config.z_dim)]
     for key in expected:
         assert key in metrics, key
     # The ramp set lambda from the last step's progress (global_step 1 of 2 before the last batch).
@@ -225,38 +223,7 @@ def test_logged_metrics_per_variant() -> None:
         assert key in trainer.callback_metrics, key
 
 
-@pytest.mark.slow
-def test_kl_controller_raises_beta_when_kl_is_suppressed() -> None:
-    # beta = 1e-6: the weighted KL is a vanishing share of the loss, epoch after epoch.
-    controller = KLController(threshold=0.05, patience=3, factor=2.0)
-    module, trainer, _ = fit("baseline", max_epochs=3, callbacks=[controller], validate=False, beta=1e-6)
-    assert float(module.beta_multiplier) == 2.0
-    assert float(trainer.callback_metrics["kl_controller/beta_multiplier"]) == 2.0
-    assert module.loss_weights(None)["beta"] == pytest.approx(2e-6)
-    # After two suppressed epochs nothing has happened yet.
-    module, _, _ = fit("baseline", max_epochs=2, callbacks=[KLController(patience=3)], validate=False, beta=1e-6)
-    assert float(module.beta_multiplier) == 1.0
-
-
-def test_kl_controller_counts_consecutive_suppressed_epochs() -> None:
-    # The decision logic alone, driven by hand: a share above the threshold resets the count.
-    module = SimpleNamespace(beta_multiplier=torch.tensor(1.0), device=torch.device("cpu"), log=lambda *a, **k: None)
-    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))
-    controller = KLController(threshold=0.05, patience=3, factor=2.0)
-    multipliers = []
-    for share in (0.01, 0.01, 0.2, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01):
-        controller.on_train_epoch_start(trainer, module)
-        for _ in range(2):
-            controller.on_train_batch_end(trainer, module, {"kl_share": torch.tensor(share)}, None, 0)
-        controller.on_train_epoch_end(trainer, module)
-        multipliers.append(float(module.beta_multiplier))
-    assert multipliers == [1, 1, 1, 1, 1, 2, 2, 2, 4]
-    assert controller.state_dict() == {"suppressed_epochs": 0}
-
-
 def test_callbacks_refuse_variants_they_cannot_drive() -> None:
-    with pytest.raises(ValueError, match="beta"):
-        fit("tcvae_sbd", max_epochs=1, callbacks=[KLController()], validate=False)
     with pytest.raises(ValueError, match="gradient reversal"):
         fit("baseline", max_epochs=1, callbacks=[GRLLambdaRamp()], validate=False)
 
@@ -276,3 +243,11 @@ def test_checkpoint_rebuilds_the_module(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = module(batch["image"], batch["meta"])["x_hat"]
         torch.testing.assert_close(restored(batch["image"], batch["meta"])["x_hat"], expected, rtol=0, atol=0)
+
+
+def test_each_parameter_group_learns_at_its_scale_of_the_learning_rate() -> None:
+    from sematlas.models.cbvae import PRIOR_LR_SCALE
+
+    module = AtlasModule(tiny_config("cbvae"), tiny_training(lr=2e-3))
+    optimizer = module.configure_optimizers()
+    assert [group["lr"] for group in optimizer.param_groups] == [2e-3, pytest.approx(2e-3 * PRIOR_LR_SCALE)]

@@ -292,13 +292,14 @@ def test_pinned_baseline_loss() -> None:
 
 
 # Recorded from the tiny cbvae below (torch 2.13, CPU, training mode: dropout and sampling on) before
-# the aleatoric option existed: a cbvae without it must keep stage 02's initialisation and objective.
+# the aleatoric option existed: a cbvae without it, with the standard prior and the fixed likelihood
+# (the ablations of issue 16), must keep stage 02's initialisation and objective of issue 15.
 PINNED_CBVAE_LOSS = 31609.779296875  # re-recorded on the 48^3 network grid (issue 15)
 
 
 def test_pinned_cbvae_loss_without_the_aleatoric_head() -> None:
     torch.manual_seed(0)
-    model = build_model(tiny_config("cbvae", dropout=0.1))
+    model = build_model(tiny_config("cbvae", dropout=0.1, prior="standard", likelihood="fixed"))
     image, meta = batch(2, seed=0)
     mask = torch.rand(48, 48, 48) > 0.5
     out = model(image, meta)
@@ -324,13 +325,19 @@ def test_ablation_choices_are_cbvae_only_and_validated() -> None:
         tiny_config("tcvae_sbd", decoder="sbd")
     with pytest.raises(ValueError, match="no aleatoric head"):
         tiny_config("cbvae", decoder="sbd", aleatoric=True)
+    with pytest.raises(ValueError, match=r"prior must be one of \('conditional', 'standard'\)"):
+        tiny_config("cbvae", prior="flow")
+    with pytest.raises(ValueError, match=r"likelihood must be one of \('learned', 'fixed'\)"):
+        tiny_config("cbvae", likelihood="laplace")
 
 
 def test_default_choices_build_the_locked_network() -> None:
     torch.manual_seed(0)
     locked = build_model(tiny_config("cbvae"))
     torch.manual_seed(0)
-    explicit = build_model(tiny_config("cbvae", conditioning="film", decoder="conv", imputation=True))
+    explicit = build_model(
+        tiny_config("cbvae", conditioning="film", decoder="conv", imputation=True, prior="conditional", likelihood="learned")
+    )
     assert locked.state_dict().keys() == explicit.state_dict().keys()
     for key, value in locked.state_dict().items():
         torch.testing.assert_close(value, explicit.state_dict()[key])

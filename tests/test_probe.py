@@ -98,9 +98,9 @@ def test_neutral_metadata_hides_the_task(analyses):
             "sample_size": [20.0, np.nan],
         }
     )
-    encoder = MetadataEncoder(categories=["working_memory", "other"], year_bin_edges=list(range(1996, 2020, 2))).fit(
-        studies
-    )
+    encoder = MetadataEncoder(
+        categories=["working_memory", "other"], year_bin_edges=list(range(1996, 2020, 2)), inputs="category"
+    ).fit(studies)
     meta = neutral_metadata(encoder, table.iloc[:4])
     assert (meta["task"] == 1).all() and not meta["sparse_mask"].any()
     assert torch.equal(meta["cond"][:, :2], torch.tensor([[0.0, 1.0]]).repeat(4, 1))

@@ -92,12 +92,23 @@ def test_onnx_ensemble_decoder_gives_the_ensembles_moments(tmp_path: Path) -> No
 def test_metadata_encoder_spec_rebuilds_the_metadata_vector() -> None:
     atlas = tiny_atlas("cbvae", seed=0)
     spec = json.loads(json.dumps(metadata_encoder_spec(atlas)))  # what a non-Python program reads
-    s = spec["stats"]
-    by_hand = np.zeros(spec["meta_dim"], dtype=np.float32)
-    by_hand[spec["categories"].index("pain")] = 1
-    by_hand[len(spec["categories"])] = (2009 - s["year_mean"]) / s["year_std"]
-    by_hand[len(spec["categories"]) + 2 + spec["spaces"].index("MNI")] = 1
-    np.testing.assert_allclose(metadata_vector(atlas, {"task": "pain", "year": 2009})[0].numpy(), by_hand, atol=1e-6)
+    s, corpus, std = spec["stats"], np.array(spec["corpus_profile"]), np.array(spec["topic_std"])
+    assert spec["inputs"] == "topics"
+    n_topics = len(corpus)
+
+    def by_hand(profile: np.ndarray) -> np.ndarray:
+        vector = np.zeros(spec["meta_dim"], dtype=np.float32)
+        vector[:n_topics] = (profile - corpus) / std
+        vector[n_topics] = (2009 - s["year_mean"]) / s["year_std"]
+        vector[n_topics + 2 + spec["spaces"].index("MNI")] = 1
+        return vector
+
+    pain = np.array(spec["category_profiles"]["pain"])
+    np.testing.assert_allclose(metadata_vector(atlas, {"task": "pain", "year": 2009})[0].numpy(), by_hand(pain), atol=1e-6)
+    query = spec["query_blend"] * np.eye(n_topics)[1] + (1 - spec["query_blend"]) * corpus
+    np.testing.assert_allclose(
+        metadata_vector(atlas, {"topics": {1: 2.0}, "year": 2009})[0].numpy(), by_hand(query), atol=1e-6
+    )
     assert spec["grid_shape"] == [46, 55, 46] and np.allclose(spec["affine"], Grid(4).affine)
 
 
@@ -176,7 +187,12 @@ def small_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Atlas
     """A release folder holding what the examples read: the cbvae decoder, the metadata spec, tables, a map."""
     release = tmp_path_factory.mktemp("release")
     atlas = tiny_atlas("cbvae", seed=5)
-    export_model_onnx(atlas, release / "onnx", "cbvae")
+    with torch.no_grad():  # a prior that moves with the metadata, as a trained one does
+        for parameter in atlas.network.prior_net.parameters():
+            parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(5))
+    exported = export_model_onnx(atlas, release / "onnx", "cbvae")
+    assert list(exported) == ["encoder", "decoder", "prior"]
+    assert exported["prior"]["outputs"] == ["mu", "logvar"] and exported["prior"]["max_abs_difference"] < 1e-5
     (release / "metadata_encoder.json").write_text(json.dumps(metadata_encoder_spec(atlas)))
     assignments = pd.DataFrame(
         {
@@ -227,9 +243,15 @@ def test_node_example_generates_the_map_pytorch_generates(small_release, tmp_pat
         ["node", "generate.mjs", str(release), "pain", "2009", str(output)], cwd=node_dir, check=True, timeout=120
     )
     image = nib.load(output)
-    expected = atlas.decode(torch.zeros(1, 4), {"task": "pain", "year": 2009})[0, -1].numpy()
+    # The prior mean mu(m), decoded: what AtlasModel.generate gives.
+    expected = atlas.generate({"task": "pain", "year": 2009})[0, -1].numpy()
     np.testing.assert_allclose(image.get_fdata(), expected, atol=1e-5, rtol=0)
     assert np.allclose(image.affine, Grid(4).affine) and image.header.get_sform(coded=True)[1] == 4
+    subprocess.run(
+        ["node", "generate.mjs", str(release), "topics:1=2", "2009", str(output)], cwd=node_dir, check=True, timeout=120
+    )
+    expected = atlas.generate({"topics": {1: 2.0}, "year": 2009})[0, -1].numpy()
+    np.testing.assert_allclose(nib.load(output).get_fdata(), expected, atol=1e-5, rtol=0)
     bad = subprocess.run(
         ["node", "generate.mjs", str(release), "juggling", "2009", str(output)], cwd=node_dir, capture_output=True
     )

@@ -174,6 +174,7 @@ def test_each_file_knows_where_it_lies_and_which_stage_writes_it(tmp_path):
         "clustering/results.json": "07",
         "forecasting/results.json": "08",
         "evaluation/evaluation_results.json": "09",
+        "evaluation/conditional_atlas.json": "09",
     }
     assert all(issubclass(type(make()), StageResults) for make in EXAMPLES.values())
 
@@ -390,6 +391,7 @@ def test_results_table_lists_each_baseline_once():
         "reconstruction: mean_map",
         "conditional generation: baseline",
         "conditional generation: ridge",
+        "conditional generation: mlp",
         "conditional generation: mean_map",
         "reconstruction: cbvae",
         "conditional generation: cbvae",

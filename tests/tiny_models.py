@@ -67,6 +67,8 @@ def tiny_atlas(variant: str, seed: int, aleatoric: bool = False) -> AtlasModel:
             "n_peaks": np.arange(5, 17),
             "space": "MNI",
             "sample_size": [np.nan, 20.0, 30.0] * 4,
+            # Three topics, each category leaning on its own (as real abstracts do), "other" on none.
+            **{f"topic_{t:02d}": [0.6 if k == t else 0.2 for k in range(len(CATEGORIES))] * 3 for t in range(3)},
         }
     )
     encoder = MetadataEncoder(CATEGORIES, [1997, 2005, 2018]).fit(studies)

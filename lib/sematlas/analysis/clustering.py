@@ -41,8 +41,6 @@ from sklearn.metrics import adjusted_rand_score
 
 from sematlas.core.io import atomic_path
 
-#: LDA-50 topic keys shipped with Neurosynth v7 (index, Dirichlet weight, key words; no header).
-TOPIC_KEYS_FILE = "data-neurosynth_version-7_vocab-LDA50_keys.tsv"
 NOISE = -1
 
 

@@ -116,6 +116,9 @@ class ModelParams(Section):
     decoder: str
     imputation: bool
     aleatoric: bool
+    prior: str
+    likelihood: str
+    metadata: str
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,6 @@ class TrainingParams(Section):
     imputation_weight: float
     year_weight: float
     grl_max_lambda: float
-    kl_controller_threshold: float
-    kl_controller_patience: int
-    kl_controller_factor: float
     recon_every_n_epochs: int
     num_recon_samples: int
     accelerator: str
@@ -161,6 +161,8 @@ class EvaluationParams(Section):
     """Held-out evaluation, generative quality and the zero-shot probe (``evaluation``)."""
 
     n_prior_samples: int
+    estimator_studies: int
+    estimator_samples: int
     pca_max_train: int
     latents_every_split: list
     traversal_dims: int

@@ -99,6 +99,9 @@ class NeurosynthDataModule(StudyDataModule):
     val_studies : int
         Validation studies of the Trainer's validation loader, the first of the
         split (0: all); :meth:`loader` gives the whole split for evaluation.
+    metadata : {"topics", "category"}
+        What the metadata vector says the study is about: its LDA topic weights, or
+        its task category (:class:`~sematlas.core.metadata.MetadataEncoder` ``inputs``).
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class NeurosynthDataModule(StudyDataModule):
         seed: int = 0,
         studies_per_epoch: int = 0,
         val_studies: int = 0,
+        metadata: str = "topics",
     ) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -127,6 +131,7 @@ class NeurosynthDataModule(StudyDataModule):
         self.seed = seed
         self.studies_per_epoch = studies_per_epoch
         self.val_studies = val_studies
+        self.metadata = metadata
         self.tables: dict[str, PeakTable] = {}
         self.encoder: MetadataEncoder | None = None
 
@@ -147,6 +152,7 @@ class NeurosynthDataModule(StudyDataModule):
             seed=int(params["seed"]),
             studies_per_epoch=training["studies_per_epoch"],
             val_studies=training["val_studies"],
+            metadata=params["model"]["metadata"],
         )
 
     # ------------------------------------------------------------------ properties

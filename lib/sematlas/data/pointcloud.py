@@ -69,6 +69,9 @@ class PointCloudDataModule(StudyDataModule):
     batch_size : int
     seed : int
         Seeds the cache's resampling and the epochs' draws, so reruns see identical batches.
+    metadata : {"topics", "category"}
+        What the metadata vector says the study is about: its LDA topic weights, or
+        its task category (:class:`~sematlas.core.metadata.MetadataEncoder` ``inputs``).
 
     Notes
     -----
@@ -88,6 +91,7 @@ class PointCloudDataModule(StudyDataModule):
         use_subset: bool = True,
         batch_size: int = 32,
         seed: int = 0,
+        metadata: str = "topics",
     ) -> None:
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -98,6 +102,7 @@ class PointCloudDataModule(StudyDataModule):
         self.use_subset = use_subset
         self.batch_size = batch_size
         self.seed = seed
+        self.metadata = metadata
         self.tables: dict[str, PointSplit] = {}
         self.encoder: MetadataEncoder | None = None
         self.meta: dict[str, dict[str, Tensor]] = {}
@@ -114,6 +119,7 @@ class PointCloudDataModule(StudyDataModule):
             use_subset=params["training"]["use_subset"],
             batch_size=section["batch_size"],
             seed=int(params["seed"]),
+            metadata=params["model"]["metadata"],
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -5,7 +5,11 @@ Both :class:`~sematlas.data.datamodule.NeurosynthDataModule` (rendered maps) and
 curated study table of stage 01, keep the development subset's split or the
 full split, and encode every study's metadata with a
 :class:`~sematlas.core.metadata.MetadataEncoder` fitted on the training split
-alone, so that no statistic of the held-out studies leaks into the inputs.
+alone, so that no statistic of the held-out studies leaks into the inputs. What the
+metadata vector says the study is about (``metadata``: its LDA topic weights, or
+its task category) is the profile's ``model.metadata``; the encoder also keeps
+the topics' key words (for topic names and text queries) from the LDA-50 keys
+file the project fetched (``data/raw/neurosynth``).
 
 Every random draw of a training run is a function of (seed, run, epoch,
 position) and of nothing that happened before: the epoch's studies and their
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -34,8 +39,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sematlas.core.io import read_json
-from sematlas.core.metadata import MetadataEncoder
+from sematlas.core.metadata import TOPIC_KEYS_FILE, MetadataEncoder, read_topic_keys
 from sematlas.data.splits import SPLITS
+
+logger = logging.getLogger(__name__)
 
 
 def stable_seed(*parts: object) -> int:
@@ -142,14 +149,17 @@ class IndexDataset(Dataset[Any]):
 class StudyDataModule(pl.LightningDataModule):
     """Base of the DataModules: studies by split, the metadata encoder, the loaders and their seeded draws.
 
-    Subclasses set ``processed_dir``, ``use_subset``, ``batch_size`` and ``seed``
-    in their constructor, fill ``tables`` (one entry per split, each with a
+    Subclasses set ``processed_dir``, ``use_subset``, ``batch_size``, ``seed`` and
+    ``metadata`` in their constructor, fill ``tables`` (one entry per split, each with a
     ``studies`` frame) in ``setup`` and implement :meth:`_batch`.
 
     Attributes
     ----------
     tables : dict
         Split name -> that split's studies and data.
+    metadata : {"topics", "category"}
+        What the encoder's ``cond`` holds besides year, peaks and space
+        (:class:`~sematlas.core.metadata.MetadataEncoder` ``inputs``).
     encoder : MetadataEncoder or None
         Fitted on the training split by :meth:`_fit_metadata`.
     meta : dict
@@ -166,6 +176,7 @@ class StudyDataModule(pl.LightningDataModule):
     use_subset: bool
     batch_size: int
     seed: int
+    metadata: str = "topics"
     tables: dict[str, Any]
     encoder: MetadataEncoder | None
     meta: dict[str, dict[str, Tensor]]
@@ -215,13 +226,48 @@ class StudyDataModule(pl.LightningDataModule):
             studies = studies.loc[studies["in_subset"]]
         return {split: studies.loc[studies[self.split_column] == split] for split in SPLITS}
 
+    def _topic_keys_file(self, manifest: dict[str, Any]) -> Path | None:
+        """The LDA-50 topic keys the project fetched, or None where there are none.
+
+        Looked for in ``data/raw/neurosynth/`` of the project holding ``processed_dir``
+        (``data/processed/<profile>``), then in the folder the curation manifest records
+        its inputs came from (``report.inputs_source.folder``).
+
+        Parameters
+        ----------
+        manifest : dict
+            The curation manifest of ``processed_dir``.
+
+        Returns
+        -------
+        Path or None
+        """
+        folders = [self.processed_dir.resolve().parent.parent / "raw" / "neurosynth"]
+        recorded = manifest.get("report", {}).get("inputs_source", {}).get("folder")
+        if recorded:
+            folders.append(Path(recorded))
+        for folder in folders:
+            if (folder / TOPIC_KEYS_FILE).is_file():
+                return folder / TOPIC_KEYS_FILE
+        logger.warning(
+            "no %s in %s: the metadata encoder is fitted without topic keys, so it has no topic names "
+            "and refuses text queries",
+            TOPIC_KEYS_FILE,
+            " or ".join(str(folder) for folder in folders),
+        )
+        return None
+
     def _fit_metadata(self) -> None:
         """Fit the metadata encoder on the training studies and encode every split with it."""
         manifest = read_json(self.processed_dir / "manifest.json")
         self.encoder = MetadataEncoder(
-            categories=manifest["task_categories"], year_bin_edges=manifest["report"]["year_bin_edges"]
+            categories=manifest["task_categories"],
+            year_bin_edges=manifest["report"]["year_bin_edges"],
+            inputs=self.metadata,
         )
-        self.encoder.fit(self.tables["train"].studies)
+        keys_file = self._topic_keys_file(manifest)
+        topic_keys = read_topic_keys(keys_file) if keys_file is not None else None
+        self.encoder.fit(self.tables["train"].studies, topic_keys=topic_keys)
         self.meta = {split: self.encoder.transform(table.studies) for split, table in self.tables.items()}
 
     def epoch_sampler(self, split: str = "train") -> EpochSampler:

@@ -68,16 +68,15 @@ OOD_AUROC_GOAL = Goal(0.85, "above")
 YEAR_DEBIASING_GOAL = Goal(0.15, "at_most")
 
 #: Stage 02's sprint criterion: the training summaries on which the conditional model must beat the plain VAE.
-SPRINT_KEYS = ("best_val_loss", "best_val_recon")
+#: The squared error only: the losses are different objectives (the cbvae's is a calibrated
+#: likelihood in nats, the plain VAE's a squared error), so their values do not compare.
+SPRINT_KEYS = ("best_val_recon",)
 #: The variant the conditional model is measured against by the sprint criterion.
 SPRINT_REFERENCE = REFERENCE_VARIANT
 
 
 def sprint_criterion(results: Mapping[str, VolumetricResults]) -> pd.DataFrame:
-    """The conditional model's best validation loss and reconstruction against the plain VAE's.
-
-    The losses share the reconstruction and KL terms; the conditional model adds its
-    imputation and adversarial terms, so the reconstruction is compared as well.
+    """The conditional model's best validation reconstruction (summed squared error) against the plain VAE's.
 
     Parameters
     ----------

@@ -16,6 +16,14 @@ training maps, so every model and baseline is judged by the same ruler.
 - The linear baseline is probabilistic PCA (Tipping & Bishop, 1999;
   :class:`sematlas.evaluation.baselines.ProbabilisticPCA`) with as many components
   as the model has latent dimensions.
+
+Each model is sampled from its prior with the held-out studies' metadata
+(:func:`prior_samples`; ``p(z | m)`` for a conditional prior). For the variants whose
+training codes are given, three more sets show where its samples stand: codes from
+a Gaussian mixture fitted to the training codes (:func:`mixture_samples`, Ghosh et
+al. 2020), codes from ``N(0, I)`` whatever the prior (:func:`standard_normal_samples`),
+and the model's reconstructions of the held-out maps, the ceiling any sampler of
+that decoder can reach.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from scipy import linalg
 from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, ProbabilisticPCA
 from sematlas.evaluation.rendered import RenderedSplits
+from sematlas.inference.density import LatentMixture
 
 if TYPE_CHECKING:
     from sematlas.models import VolumetricVAE
@@ -143,6 +152,93 @@ def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) 
     return torch.cat(chunks)
 
 
+@torch.no_grad()
+def _decode_codes(
+    model: VolumetricVAE, codes: torch.Tensor, meta: torch.Tensor | None, batch_size: int, mask: torch.Tensor
+) -> torch.Tensor:
+    """Decoded maps of codes ``(n, z)`` (with metadata vectors ``(n, meta_dim)``), widest kernel inside ``mask``."""
+    from sematlas.evaluation.reconstruction import native_widest
+
+    chunks = []
+    for start in range(0, len(codes), batch_size):
+        rows = slice(start, start + batch_size)
+        chunks.append(native_widest(model.decode(codes[rows], None if meta is None else meta[rows]), mask))
+    return torch.cat(chunks)
+
+
+def _codes(latents: pd.DataFrame, split: str) -> np.ndarray:
+    """The posterior means ``(n, z)`` of ``split``'s studies in a latents table (``z_00`` ... columns)."""
+    columns = [c for c in latents.columns if c.startswith("z_")]
+    return latents.loc[latents["split"] == split, columns].to_numpy(dtype=np.float64)
+
+
+@torch.no_grad()
+def mixture_samples(
+    model: VolumetricVAE, datamodule: Any, latents: pd.DataFrame, n: int, seed: int
+) -> tuple[torch.Tensor, LatentMixture]:
+    """``n`` maps decoded from a Gaussian mixture fitted to the training studies' codes (Ghosh et al. 2020).
+
+    A conditional model's codes are fitted jointly with their studies' metadata vectors
+    ``[z, m]``, so each sample decodes with metadata that goes with its code. The number
+    of components is chosen on the validation split's codes (:class:`~sematlas.inference.density.LatentMixture`).
+
+    Parameters
+    ----------
+    model : VolumetricVAE
+    datamodule : NeurosynthDataModule
+        Set up; the training and validation metadata, in the latents' study order.
+    latents : DataFrame
+        The model's latents table (:func:`sematlas.evaluation.reconstruction.latents_table`)
+        with the ``train`` and ``val`` splits.
+    n : int
+    seed : int
+
+    Returns
+    -------
+    maps : Tensor, shape (n, n_mask_voxels)
+    mixture : LatentMixture
+        The fitted density (its ``n_components`` and validation log-likelihoods).
+    """
+    model.eval()
+    features = {split: _codes(latents, split) for split in ("train", "val")}
+    z_dim = features["train"].shape[1]
+    if model.is_conditional:
+        features = {
+            split: np.concatenate([codes, model.meta_vector(datamodule.meta[split]).numpy()], axis=1)
+            for split, codes in features.items()
+        }
+    mixture = LatentMixture(seed=seed).fit(features["train"], features["val"])
+    drawn = torch.from_numpy(mixture.sample(n)).float()
+    meta = drawn[:, z_dim:] if model.is_conditional else None
+    return _decode_codes(model, drawn[:, :z_dim], meta, datamodule.batch_size, datamodule.brain_mask()), mixture
+
+
+@torch.no_grad()
+def standard_normal_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) -> torch.Tensor:
+    """One map per study of ``split``: a code ``z ~ N(0, I)`` decoded with the study's metadata, whatever the prior.
+
+    Returns
+    -------
+    Tensor, shape (n_studies, n_mask_voxels)
+    """
+    model.eval()
+    meta = model.meta_vector(datamodule.meta[split]) if model.is_conditional else None
+    n = len(datamodule.meta[split]["cond"])
+    codes = torch.randn(n, model.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    return _decode_codes(model, codes, meta, datamodule.batch_size, datamodule.brain_mask())
+
+
+@torch.no_grad()
+def reconstructions(model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None) -> torch.Tensor:
+    """The model's reconstructions of ``split``'s maps (posterior means decoded), ``(n_studies, n_mask_voxels)``."""
+    from sematlas.evaluation.reconstruction import native_widest
+
+    model.eval()
+    mask = datamodule.brain_mask()
+    batches = RenderedSplits.shared(maps, datamodule).batches(datamodule, split, description=f"reconstructing {split}")
+    return torch.cat([native_widest(model(batch["image"], batch["meta"])["x_hat"], mask) for batch in batches])
+
+
 def generative_quality(
     real: np.ndarray,
     train: np.ndarray,
@@ -193,6 +289,7 @@ def evaluate_generation(
     seed: int,
     split: str = "test",
     maps: RenderedSplits | None = None,
+    latents: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Generative quality of every model next to probabilistic PCA and real training maps.
 
@@ -213,17 +310,33 @@ def evaluate_generation(
     split : str
     maps : RenderedSplits, optional
         The stage's rendered splits; by default ``split`` is rendered for this call.
+    latents : mapping of str to DataFrame, optional
+        Variant -> its latents table with the training and validation splits: these
+        variants add ``<variant>_mixture`` (:func:`mixture_samples`, as many maps as
+        ``split`` has), ``<variant>_standard_normal`` (:func:`standard_normal_samples`) and
+        ``<variant>_reconstruction`` (:func:`reconstructions`).
 
     Returns
     -------
     DataFrame
         As :func:`generative_quality`, with ``ppca`` (the linear baseline) and
-        ``training_maps`` (real maps of the training split: the ceiling) as methods.
+        ``training_maps`` (real maps of the training split: the ceiling) as methods, and a
+        ``mixture_components`` column (the chosen size of the mixture rows, 0 on the others).
     """
     real = RenderedSplits.shared(maps, datamodule).images(split)[:, -1].numpy()
     train = train_maps[:, -1].numpy()
     rng = np.random.default_rng(seed)
     samples = {name: prior_samples(model, datamodule, split, seed).numpy() for name, model in models.items()}
+    components: dict[str, int] = {}
+    for name, table in (latents or {}).items():
+        model = models[name]
+        mixture_maps, mixture = mixture_samples(model, datamodule, table, len(real), seed)
+        samples[f"{name}_mixture"] = mixture_maps.numpy()
+        components[f"{name}_mixture"] = mixture.n_components
+        samples[f"{name}_standard_normal"] = standard_normal_samples(model, datamodule, split, seed).numpy()
+        samples[f"{name}_reconstruction"] = reconstructions(model, datamodule, split, maps).numpy()
     samples["ppca"] = ProbabilisticPCA(z_dim, seed).fit(train).sample(len(real), seed)
     samples["training_maps"] = train[rng.choice(len(train), size=min(len(real), len(train)), replace=False)]
-    return generative_quality(real, train, samples, int(evaluation["prd_features"]), int(evaluation["prd_k"]), seed)
+    table = generative_quality(real, train, samples, int(evaluation["prd_features"]), int(evaluation["prd_k"]), seed)
+    table["mixture_components"] = table["method"].map(components).fillna(0).astype(int)
+    return table

@@ -1,10 +1,10 @@
 """The linear baselines' scores on a held-out split, computed once per profile and kept on disk.
 
 Every volumetric evaluation (stage 02's variants, stage 05's H-VAE, stage 09's
-ablation runs) compares its model with the same three linear predictions of the
+ablation runs) compares its model with the same linear predictions of the
 held-out maps (:mod:`sematlas.evaluation.baselines`): PCA at the model's latent size
-(reconstruction), ridge regression from the metadata vector (generation) and the
-training mean map. They depend on the studies, how they are rendered, the latent
+(reconstruction), ridge regression and an MLP from the metadata vector (generation) and
+the training mean map. They depend on the studies, how they are rendered, the latent
 size, the PCA sample size and the seed, never on the model. So :func:`linear_baseline_scores`
 fits and scores them once, saves the per-study metrics as a
 :class:`LinearBaselineScores` under a fingerprint of those inputs (in
@@ -26,7 +26,13 @@ import pandas as pd
 import torch
 
 from sematlas.core.io import read_json, sha256_file, write_json, write_parquet
-from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix, training_sample_rows
+from sematlas.evaluation.baselines import (
+    MLPBaseline,
+    PCABaseline,
+    RidgeBaseline,
+    metadata_matrix,
+    training_sample_rows,
+)
 from sematlas.evaluation.metrics import map_metrics
 
 if TYPE_CHECKING:
@@ -36,9 +42,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The baselines of :func:`linear_baseline_scores`, in the order their metric columns are stored.
-LINEAR_METHODS = ("pca", "ridge", "mean_map")
+LINEAR_METHODS = ("pca", "ridge", "mlp", "mean_map")
 #: Raised when the scoring itself changes, so that scores saved by older code are not read back.
-_SCORING_VERSION = 1
+#: 2: the MLP baseline (:class:`~sematlas.evaluation.baselines.MLPBaseline`).
+_SCORING_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,12 @@ class LinearBaselineScores:
     Attributes
     ----------
     metrics : dict of DataFrame
-        ``pca``, ``ridge``, ``mean_map`` -> the :func:`~sematlas.evaluation.metrics.map_metrics`
+        ``pca``, ``ridge``, ``mlp``, ``mean_map`` -> the :func:`~sematlas.evaluation.metrics.map_metrics`
         frame of that baseline's predictions, one row per study of the split in split order.
     n_train : int
         Training studies (the mean map averages all of them).
     fitted_on : int
-        Training maps PCA and ridge were fitted on (a seeded sample,
+        Training maps PCA, ridge and the MLP were fitted on (a seeded sample,
         :func:`~sematlas.evaluation.baselines.training_sample_rows`).
     fingerprint : str
         :func:`baseline_fingerprint` of the inputs the scores were computed from.
@@ -130,7 +137,7 @@ def baseline_fingerprint(
 def _score(
     maps: RenderedSplits, datamodule: NeurosynthDataModule, split: str, z_dim: int, pca_max_train: int, seed: int
 ) -> tuple[dict[str, pd.DataFrame], int, int]:
-    """Fit PCA (``z_dim`` components) and ridge on a seeded training sample, and score them and the mean map."""
+    """Fit PCA (``z_dim`` components), ridge and the MLP on a seeded training sample; score them and the mean map."""
     all_train = maps.images("train")  # (n_train, C, V)
     held_out = maps.images(split)
     target = held_out[:, -1]  # the widest kernel
@@ -138,10 +145,14 @@ def _score(
     train_maps = all_train[torch.from_numpy(rows)]
     pca = PCABaseline(z_dim, seed).fit(train_maps.flatten(1).numpy())
     pca_reconstruction = torch.from_numpy(pca.reconstruct(held_out.flatten(1).numpy())).float()
-    ridge = RidgeBaseline().fit(metadata_matrix(datamodule.meta["train"])[rows], train_maps[:, -1].numpy())
+    train_metadata = metadata_matrix(datamodule.meta["train"])[rows]
+    held_out_metadata = metadata_matrix(datamodule.meta[split])
+    ridge = RidgeBaseline().fit(train_metadata, train_maps[:, -1].numpy())
+    mlp = MLPBaseline(seed=seed).fit(train_metadata, train_maps[:, -1].numpy())
     predictions = {
         "pca": pca_reconstruction.view_as(held_out)[:, -1],
-        "ridge": torch.from_numpy(ridge.predict(metadata_matrix(datamodule.meta[split]))).float(),
+        "ridge": torch.from_numpy(ridge.predict(held_out_metadata)).float(),
+        "mlp": torch.from_numpy(mlp.predict(held_out_metadata)).float(),
         "mean_map": all_train[:, -1].mean(0, keepdim=True).expand_as(target),
     }
     mask = torch.from_numpy(datamodule.grid.mask())
@@ -171,7 +182,7 @@ def linear_baseline_scores(
     z_dim : int
         PCA components: the model's latent size.
     pca_max_train : int
-        Training maps PCA and ridge are fitted on, at most (a seeded sample).
+        Training maps PCA, ridge and the MLP are fitted on, at most (a seeded sample).
     seed : int
     store : Path, optional
         Folder of saved scores (``data/cache/<profile>/linear_baselines``); computed scores are

@@ -122,7 +122,8 @@ def render_analyses(
 
 
 def neutral_metadata(encoder: Any, analyses: pd.DataFrame) -> dict[str, torch.Tensor]:
-    """Label-free conditioning: task ``other``, year 2018, unknown sample size, the own peak count.
+    """Label-free conditioning: task ``other`` (with the corpus's mean topic profile), year 2018,
+    unknown sample size, the own peak count.
 
     Parameters
     ----------
@@ -140,6 +141,8 @@ def neutral_metadata(encoder: Any, analyses: pd.DataFrame) -> dict[str, torch.Te
             "sample_size": np.nan,
         }
     )
+    # A topics encoder reads topic weights: the corpus mean says nothing about the analysis.
+    frame[list(encoder.topic_columns)] = np.tile(encoder.corpus_profile, (len(frame), 1))
     return encoder.transform(frame)
 
 

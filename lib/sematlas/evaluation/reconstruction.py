@@ -59,14 +59,7 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_outputs(
-    model: VolumetricVAE,
-    datamodule: Any,
-    split: str,
-    n_prior_samples: int,
-    seed: int,
-    maps: RenderedSplits | None = None,
-) -> dict[str, Any]:
+def collect_outputs(model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None) -> dict[str, Any]:
     """Run a model over a split (no augmentation) and keep everything evaluation needs.
 
     Parameters
@@ -75,12 +68,6 @@ def collect_outputs(
     datamodule : NeurosynthDataModule
         Set up; its batch size, metadata and ids.
     split : str
-    n_prior_samples : int
-        Prior samples averaged per generated map. An unconditional model's generated map
-        does not depend on the study: one average of ``n_prior_samples`` decoded prior
-        samples serves every study.
-    seed : int
-        Seeds the prior samples.
     maps : RenderedSplits, optional
         The stage's rendered splits; by default the split is rendered for this call.
 
@@ -88,31 +75,22 @@ def collect_outputs(
     -------
     dict
         ``target``, ``reconstruction``, ``generated`` (n, V) on the widest channel
-        inside the mask; ``inputs`` (n, C, V), every channel of the input maps;
-        ``mu``, ``logvar`` (n, z); ``year_pred``, ``year_bin`` (n,) when the model
-        has a year head; ``meta`` (the split's metadata tensors); ``id``.
+        inside the mask (``generated``: the decoded prior mean, :meth:`~VolumetricVAE.generate_mean`);
+        ``inputs`` (n, C, V), every channel of the input maps; ``mu``, ``logvar`` (n, z);
+        ``year_pred``, ``year_bin`` (n,) when the model has a year head; ``meta`` (the
+        split's metadata tensors); ``id``.
     """
     model.eval()
     maps = RenderedSplits.shared(maps, datamodule)
     mask = datamodule.brain_mask()
-    generator = torch.Generator().manual_seed(seed)
     keys = ("reconstruction", "generated", "mu", "logvar", "year_pred")
     parts: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     ids: list[str] = []
-    n_samples = max(n_prior_samples, 1)
-    # Without metadata to read, the expected decoded prior map is the same for every study: decoded once.
-    shared_generation = None
-    if not model.is_conditional:
-        shared_generation = native_widest(model.generate(None, n_samples, generator).mean(0), mask)
     for batch in maps.batches(datamodule, split, description=f"evaluating on {split}"):
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
-        # Generation from metadata alone: the average decoded map over prior samples.
-        if shared_generation is None:
-            parts["generated"].append(native_widest(model.generate(meta, n_samples, generator).mean(0), mask))
-        else:
-            parts["generated"].append(shared_generation.expand(len(image), -1))
+        parts["generated"].append(native_widest(model.generate_mean(meta if model.is_conditional else None, len(image)), mask))
         parts["mu"].append(out["mu"])
         parts["logvar"].append(out["logvar"])
         if "year_logits" in out:
@@ -124,6 +102,59 @@ def collect_outputs(
     collected["meta"] = datamodule.meta[split]
     collected["id"] = ids
     return collected
+
+
+@torch.no_grad()
+def generation_estimators(
+    model: VolumetricVAE,
+    datamodule: Any,
+    split: str,
+    n_studies: int,
+    n_samples: int,
+    seed: int,
+    maps: RenderedSplits | None = None,
+) -> dict[str, Any]:
+    """The two point predictions from metadata alone, scored on the first ``n_studies`` of ``split``.
+
+    The decoded prior mean ``decode(mu(m), m)`` (what :func:`collect_outputs` scores on every
+    study) against the average of ``n_samples`` decoded samples of ``p(z | m)``: the
+    expected map, which costs ``n_samples`` decodes per study.
+
+    Returns
+    -------
+    dict
+        ``n_studies``, ``n_samples``, ``prior_mean_r_median``, ``sample_average_r_median``
+        and their paired comparison ``sample_average_vs_prior_mean``.
+    """
+    model.eval()
+    maps = RenderedSplits.shared(maps, datamodule)
+    mask = datamodule.brain_mask()
+    generator = torch.Generator().manual_seed(seed)
+    meta_all = datamodule.meta[split]
+    rows = min(n_studies, len(datamodule.tables[split]))
+    prior_mean, sample_average = [], []
+    size = datamodule.batch_size
+    for start in range(0, rows, size):
+        meta = {key: value[start : min(start + size, rows)] for key, value in meta_all.items()}
+        count = len(next(iter(meta.values())))
+        conditioning = meta if model.is_conditional else None
+        prior_mean.append(native_widest(model.generate_mean(conditioning, count), mask))
+        draws = model.generate(conditioning, n_samples, generator)
+        if not model.is_conditional:
+            draws = draws.expand(-1, count, *draws.shape[2:])
+        sample_average.append(native_widest(draws.mean(0), mask))
+    target = _widest(maps.images(split)[:rows])
+    scores = {
+        name: map_metrics(torch.cat(values), target, torch.from_numpy(datamodule.grid.mask()))["pearson_r"].to_numpy()
+        for name, values in (("prior_mean", prior_mean), ("sample_average", sample_average))
+    }
+    return {
+        "n_studies": rows,
+        "n_samples": n_samples,
+        "prior_mean_r_median": float(pd.Series(scores["prior_mean"]).median()),
+        "sample_average_r_median": float(pd.Series(scores["sample_average"]).median()),
+        "sample_average_vs_prior_mean": paired_bootstrap(scores["sample_average"], scores["prior_mean"], seed).to_dict(),
+    }
 
 
 def evaluate_run(
@@ -146,7 +177,7 @@ def evaluate_run(
         Set up; its training split fits the baselines.
     variant : str
     evaluation : mapping
-        The ``evaluation`` parameters (``n_prior_samples``, ``pca_max_train``).
+        The ``evaluation`` parameters (``pca_max_train``, ``estimator_studies``, ``estimator_samples``).
     seed : int
     split : str
         The held-out split (``test``).
@@ -162,14 +193,14 @@ def evaluate_run(
     -------
     results : dict
         ``reconstruction`` (model / pca / mean_map), ``conditional_generation``
-        (model / ridge / mean_map), ``year_debiasing``, ``active_units``, sizes: the
+        (model / ridge / mlp / mean_map), ``year_debiasing``, ``active_units``, sizes: the
         fields of :class:`~sematlas.evaluation.results.VolumetricResults` but its
         training summary (the ablation protocol keeps this mapping as it is).
     per_study : DataFrame
         One row per held-out study: every method's Pearson r and SSIM.
     """
     maps = RenderedSplits.shared(maps, datamodule)
-    out = collect_outputs(model, datamodule, split, int(evaluation["n_prior_samples"]), seed, maps)
+    out = collect_outputs(model, datamodule, split, maps)
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
     z_dim = out["mu"].shape[1]
@@ -183,6 +214,7 @@ def evaluate_run(
         ("reconstruction", "mean_map"): linear.metrics["mean_map"],
         ("conditional_generation", "model"): map_metrics(out["generated"], target, mask),
         ("conditional_generation", "ridge"): linear.metrics["ridge"],
+        ("conditional_generation", "mlp"): linear.metrics["mlp"],
         ("conditional_generation", "mean_map"): linear.metrics["mean_map"],
     }
     results: dict[str, Any] = {
@@ -206,8 +238,18 @@ def evaluate_run(
         (per_study["reconstruction_model_pearson_r"] > per_study["reconstruction_pca_pearson_r"]).mean()
     )
     results["conditional_generation"]["uses_metadata"] = model.is_conditional
+    results["conditional_generation"]["estimators"] = generation_estimators(
+        model,
+        datamodule,
+        split,
+        int(evaluation["estimator_studies"]),
+        int(evaluation["estimator_samples"]),
+        seed,
+        maps,
+    )
     # Each claim against its baseline on the same studies: paired bootstrap CIs of the median r difference.
-    for task, baselines in (("reconstruction", ("pca", "mean_map")), ("conditional_generation", ("ridge", "mean_map"))):
+    generation_baselines = ("ridge", "mlp", "mean_map")
+    for task, baselines in (("reconstruction", ("pca", "mean_map")), ("conditional_generation", generation_baselines)):
         for baseline in baselines:
             model_r, baseline_r = (per_study[f"{task}_{method}_pearson_r"].to_numpy() for method in ("model", baseline))
             results[task][f"vs_{baseline}"] = paired_bootstrap(model_r, baseline_r, seed).to_dict()

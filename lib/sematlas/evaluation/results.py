@@ -8,7 +8,10 @@
 - :class:`EnsembleResults`: ``ensemble/test_results.json`` (stage 04), from
   :func:`sematlas.evaluation.uncertainty.evaluate_ensemble` per method;
 - :class:`EvaluationResults`: ``evaluation/evaluation_results.json`` (stage 09):
-  generative quality, the zero-shot probe and the ablation protocol.
+  generative quality, the zero-shot probe and the ablation protocol;
+- :class:`ConditionalAtlasResults`: ``evaluation/conditional_atlas.json`` (stage 09): the main
+  model's category maps against NiMARE's MKDA, its conditioning and its classification accuracy
+  score, from :func:`sematlas.evaluation.conditional.evaluate_conditional_atlas`.
 
 :func:`sematlas.evaluation.trained_run.evaluate_trained_run` evaluates a trained run
 and saves its results; reporting reads these objects.
@@ -109,17 +112,33 @@ class VolumetricReconstruction(ResultSection):
 
 
 @dataclass(frozen=True, kw_only=True)
-class VolumetricGeneration(ResultSection):
-    """Maps from metadata alone (the mean over prior samples), against ridge and the training mean map.
+class GenerationEstimators(ResultSection):
+    """The decoded prior mean against the average of ``n_samples`` decoded prior samples, on the first
+    ``n_studies`` held-out studies (:func:`~sematlas.evaluation.reconstruction.generation_estimators`)."""
 
-    ``vs_ridge`` and ``vs_mean_map``: paired comparisons of the per-study Pearson r, as in reconstruction.
+    n_studies: int
+    n_samples: int
+    prior_mean_r_median: float
+    sample_average_r_median: float
+    sample_average_vs_prior_mean: PairedComparison
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumetricGeneration(ResultSection):
+    """Maps from metadata alone, against ridge, an MLP from the same metadata and the training mean map.
+
+    ``vs_ridge``, ``vs_mlp`` and ``vs_mean_map``: paired comparisons of the per-study Pearson r, as in
+    reconstruction; ``estimators``: the model's two point predictions from metadata compared.
     """
 
     model: MapMetrics
     ridge: MapMetrics
+    mlp: MapMetrics
     mean_map: MapMetrics
     uses_metadata: bool
+    estimators: GenerationEstimators
     vs_ridge: PairedComparison
+    vs_mlp: PairedComparison
     vs_mean_map: PairedComparison
 
 
@@ -143,8 +162,9 @@ class VolumetricResults(StageResults):
     """
 
     LOCATION: ClassVar[str] = "{variant}/test_results.json"
-    #: 2: the paired comparisons (``vs_pca``, ``vs_mean_map``, ``vs_ridge``) of both tasks.
-    SCHEMA_VERSION: ClassVar[int] = 2
+    #: 2: the paired comparisons (``vs_pca``, ``vs_mean_map``, ``vs_ridge``) of both tasks;
+    #: 3: the MLP baseline of conditional generation (``mlp``, ``vs_mlp``) and its ``estimators``.
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     variant: str
     split: str
@@ -173,6 +193,7 @@ class VolumetricResults(StageResults):
             "ridge r (median)": generation.ridge.pearson_r_median,
             "model - ridge r, 95% CI low": generation.vs_ridge.median_difference_ci[0],
             "model - ridge r, 95% CI high": generation.vs_ridge.median_difference_ci[1],
+            "MLP r (median)": generation.mlp.pearson_r_median,
             "year head balanced accuracy": (
                 self.year_debiasing.balanced_accuracy if self.year_debiasing else float("nan")
             ),
@@ -398,26 +419,161 @@ class EvaluationResults(StageResults):
     ablations: AblationSummary
 
 
-def metric_blocks(section: ResultSection) -> dict[str, ResultSection]:
+# ------------------------------------------------------------------ the conditional atlas (stage 09)
+@dataclass(frozen=True, kw_only=True)
+class CategoryMethod(ResultSection):
+    """One way of making a task category's map, scored against the held-out category maps.
+
+    ``median_r`` and ``mean_r`` over categories of the Pearson r with the category's own held-out
+    map; ``identification_accuracy``: the share of categories whose map correlates best with its
+    own held-out map among every category's.
+    """
+
+    median_r: float
+    mean_r: float
+    identification_accuracy: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CategoryLevel(ResultSection):
+    """The meta-analyst's view: a category's map against the mean of its held-out studies' maps.
+
+    ``model`` decodes the category query; ``training_mean`` averages the category's training maps;
+    ``mkda`` is NiMARE's ``MKDADensity`` of its training studies (``mkda_map`` names the map used).
+    ``vs_mkda`` and ``vs_training_mean``: paired bootstrap over categories of the per-category r
+    (``n_studies`` of a comparison counts categories). ``chance`` of identification is ``1 / n``.
+    """
+
+    categories: list[str]
+    min_test_studies: int
+    n_test_studies: int
+    chance: float
+    mkda_map: str
+    model: CategoryMethod
+    training_mean: CategoryMethod
+    mkda: CategoryMethod
+    vs_mkda: PairedComparison
+    vs_training_mean: PairedComparison
+
+
+@dataclass(frozen=True, kw_only=True)
+class CounterfactualSize(ResultSection):
+    """How different the category maps are: the median correlation between every two categories' maps.
+
+    ``generated`` of the model's category maps, ``held_out`` of the held-out category maps,
+    ``difference = generated - held_out`` (positive: the model's categories are more alike than
+    real ones); the goal is ``|difference| <= goal_within``.
+    """
+
+    generated: float
+    held_out: float
+    difference: float
+    goal_within: float
+    meets_goal: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracyComparison(ResultSection):
+    """Two classifiers on the same held-out studies: the balanced-accuracy difference with a paired bootstrap CI.
+
+    ``difference = BA(model) - BA(baseline)``; the interval resamples test studies with replacement
+    and recomputes both balanced accuracies on each draw. ``model_only_correct`` and
+    ``baseline_only_correct``: shares of the studies only one of them classifies correctly.
+    """
+
+    difference: float
+    difference_ci: list[float]
+    model_only_correct: float
+    baseline_only_correct: float
+    n_studies: int
+    n_resamples: int
+    confidence: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationAccuracyScore(ResultSection):
+    """Classification accuracy score (Ravuri & Vinyals, 2019): a task-category classifier trained on maps
+    from one source and tested on real held-out maps.
+
+    Balanced accuracies of the classifier trained on the model's prior samples (``model``), on ridge's
+    predictions (``ridge``) and on the real maps (``real``, the ceiling) of the same training studies;
+    ``*_ratio`` divides by the ceiling; ``vs_ridge`` compares model and ridge on the same test studies.
+    """
+
+    classifier: str
+    n_features: int
+    max_per_category: int
+    n_train: int
+    n_test: int
+    chance: float
+    model: float
+    ridge: float
+    real: float
+    model_ratio: float
+    ridge_ratio: float
+    vs_ridge: AccuracyComparison
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionalAtlasResults(StageResults):
+    """The main model as a conditional atlas: ``evaluation/conditional_atlas.json`` (stage 09).
+
+    The per-category table and the classifier's per-study predictions lie beside it
+    (:meth:`sematlas.evaluation.conditional.ConditionalAtlasEvaluation.save`).
+    """
+
+    LOCATION: ClassVar[str] = "evaluation/conditional_atlas.json"
+
+    profile: str
+    variant: str
+    split: str
+    category_level: CategoryLevel
+    counterfactual_size: CounterfactualSize
+    classification_accuracy_score: ClassificationAccuracyScore
+
+    def headline(self) -> dict[str, float]:
+        """The numbers stage 09 answers its questions with: category maps, conditioning, CAS."""
+        level, size, cas = self.category_level, self.counterfactual_size, self.classification_accuracy_score
+        return {
+            "category r, model (median)": level.model.median_r,
+            "category r, MKDA (median)": level.mkda.median_r,
+            "category r, training mean (median)": level.training_mean.median_r,
+            "model - MKDA r, 95% CI low": level.vs_mkda.median_difference_ci[0],
+            "model - MKDA r, 95% CI high": level.vs_mkda.median_difference_ci[1],
+            "identification, model": level.model.identification_accuracy,
+            "identification, MKDA": level.mkda.identification_accuracy,
+            "between-category r, generated": size.generated,
+            "between-category r, held out": size.held_out,
+            "CAS, model": cas.model,
+            "CAS, ridge": cas.ridge,
+            "CAS, real maps (ceiling)": cas.real,
+        }
+
+
+def metric_blocks(section: ResultSection) -> dict[str, MapMetrics]:
     """The per-method metric blocks of a task section, by method, in field order (e.g. model, pca, mean_map).
 
-    The methods' own metrics only: not the paired comparisons between them.
+    The methods' own metrics only: not the paired comparisons between them, nor the estimators compared.
     """
     return {
-        f.name: getattr(section, f.name)
-        for f in fields(section)
-        if isinstance(getattr(section, f.name), ResultSection)
-        and not isinstance(getattr(section, f.name), PairedComparison)
+        f.name: getattr(section, f.name) for f in fields(section) if isinstance(getattr(section, f.name), MapMetrics)
     }
 
 
 __all__ = [
     "PROBE_TASK",
     "AblationSummary",
+    "AccuracyComparison",
+    "CategoryLevel",
+    "CategoryMethod",
+    "ClassificationAccuracyScore",
+    "ConditionalAtlasResults",
+    "CounterfactualSize",
     "EnsembleGoals",
     "EnsembleMethodResults",
     "EnsembleResults",
     "EvaluationResults",
+    "GenerationEstimators",
     "GenerativeQuality",
     "MapMetrics",
     "PointCloudGeneration",

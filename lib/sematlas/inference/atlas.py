@@ -282,32 +282,138 @@ class AtlasModel:
         return self.decode(codes, repeated)
 
     @torch.no_grad()
+    def prior_codes(
+        self, metadata: Metadata | Mapping[str, torch.Tensor] | None, eps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Codes drawn from the prior ``p(z | m)``: ``z = mu(m) + sigma(m) * eps``; the prior mean without ``eps``.
+
+        Parameters
+        ----------
+        metadata : dict, list of dicts or encoded tensors
+            ``n`` requests (as in :meth:`decode`).
+        eps : Tensor, shape (n, z_dim) or (k, z_dim) for one request, optional
+            Standard-normal draws; the same ``eps`` under other metadata is the same
+            study moved there (common random numbers, as a counterfactual keeps it).
+
+        Returns
+        -------
+        Tensor, shape (n, z_dim) (or (k, z_dim)), on the CPU
+        """
+        n = 1 if eps is None else eps.shape[0]
+        mu, logvar = self.network.prior(self._meta(metadata, n), n)
+        if eps is None:
+            return mu.cpu()
+        return (mu + torch.exp(0.5 * logvar) * eps.to(mu.device)).cpu()
+
+    @torch.no_grad()
     def generate(self, metadata: Metadata, n_samples: int = 0, seed: int = 0) -> torch.Tensor:
-        """Maps from metadata alone: decode the prior mean ``z = 0`` (``n_samples=0``) or average prior samples.
+        """Maps from metadata alone: decode the prior mean ``mu(m)`` (``n_samples=0``) or average prior samples.
 
         Parameters
         ----------
         metadata : dict or list of dicts
             As in :meth:`decode`.
         n_samples : int
-            Prior samples per request (the network's :meth:`~sematlas.models.base.VolumetricVAE.generate`),
-            drawn from a generator seeded with ``seed``; 0 decodes the prior mean.
+            Samples of ``p(z | m)`` per request (the network's
+            :meth:`~sematlas.models.base.VolumetricVAE.generate`), drawn from a generator
+            seeded with ``seed``; 0 decodes the prior mean.
         seed : int
 
         Returns
         -------
         Tensor, shape (n_requests, C, D, H, W)
         """
+        if n_samples == 0:
+            meta = self._meta(metadata, 1)
+            return self.to_native(self.network.generate_mean(meta, meta["cond"].shape[0]))
+        return self.generate_spread(metadata, n_samples, seed)[0]
+
+    @torch.no_grad()
+    def generate_spread(
+        self, metadata: Metadata, n_samples: int = 32, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps from metadata alone with their spread over samples of the prior ``p(z | m)``.
+
+        Parameters
+        ----------
+        metadata : dict or list of dicts
+            As in :meth:`decode`.
+        n_samples : int
+            Prior samples per request, at least 2.
+        seed : int
+
+        Returns
+        -------
+        mean, sd : Tensor, shape (n_requests, C, D, H, W)
+            The average decoded map and the voxel-wise standard deviation of the samples
+            (how much the map depends on what the metadata leaves open), on the native grid.
+        """
+        if n_samples < 2:
+            raise ValueError(f"a spread needs at least 2 prior samples, got {n_samples}")
         meta = self._meta(metadata, 1)
         n = meta["cond"].shape[0]
-        if n_samples == 0:
-            return self.decode(torch.zeros(n, self.z_dim), meta)
         generator = torch.Generator().manual_seed(seed)
-        total = torch.zeros(n, self.config.in_channels, *self.grid.shape)
+        total = torch.zeros(n, self.config.in_channels, *self.grid.shape, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
         # One sample at a time, so memory stays at one batch of maps on the network grid.
         for _ in range(n_samples):
-            total += self.to_native(self.network.generate(meta, 1, generator)[0]).cpu()
-        return total / n_samples
+            sample = self.to_native(self.network.generate(meta, 1, generator)[0]).cpu().double()
+            total += sample
+            total_sq += sample.square()
+        mean = total / n_samples
+        variance = (total_sq - n_samples * mean.square()).clamp_min(0.0) / (n_samples - 1)
+        return mean.float(), variance.sqrt().float()
+
+    @torch.no_grad()
+    def move_codes(
+        self,
+        z: torch.Tensor,
+        metadata: Metadata | Mapping[str, torch.Tensor],
+        new_metadata: Metadata | Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Codes of studies as they would be under other metadata: keep each study's residual, change ``m``.
+
+        Abduction, then action (Pearl 2009): ``eps = (z - mu(m)) / sigma(m)``, then
+        ``z' = mu(m') + sigma(m') * eps`` (:meth:`~sematlas.models.base.VolumetricVAE.counterfactual`);
+        with the standard prior ``N(0, I)`` the code is unchanged.
+
+        Parameters
+        ----------
+        z : Tensor, shape (n, z_dim)
+            Codes (e.g. :meth:`encode`) of studies with metadata ``metadata``.
+        metadata, new_metadata : dict, list of dicts or encoded tensors
+            The studies' own metadata and the metadata to move them to (one request or ``n``).
+
+        Returns
+        -------
+        Tensor, shape (n, z_dim), on the CPU
+        """
+        z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
+        n = z.shape[0]
+        return self.network.counterfactual(z, self._meta(metadata, n), self._meta(new_metadata, n)).cpu()
+
+    @torch.no_grad()
+    def counterfactual(
+        self,
+        maps: torch.Tensor,
+        metadata: Metadata | Mapping[str, torch.Tensor],
+        new_metadata: Metadata | Mapping[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """Maps of studies under other metadata: their codes moved by :meth:`move_codes`, decoded with ``new_metadata``.
+
+        Parameters
+        ----------
+        maps : Tensor, shape (n, C, D, H, W)
+            On the native or the network grid.
+        metadata, new_metadata : dict, list of dicts or encoded tensors
+            As in :meth:`move_codes`.
+
+        Returns
+        -------
+        Tensor, shape (n, C, D, H, W), on the native grid
+        """
+        z = self.encode(maps, metadata)
+        return self.decode(self.move_codes(z, metadata, new_metadata), new_metadata)
 
     def to_nifti(self, volume: torch.Tensor | np.ndarray, channel: int = -1) -> nib.Nifti1Image:
         """A map as a NIfTI image in MNI152 space (the model's grid and affine).

@@ -276,6 +276,10 @@ class AtlasEnsemble:
             variances.append(variance)
         return combine(torch.stack(means), torch.stack(variances))
 
+    def _prior_codes(self, metadata: Metadata, eps: torch.Tensor | None) -> torch.Tensor:
+        """Each pass's codes ``mu(m) + sigma(m) * eps`` (its prior mean without ``eps``), (n_passes, n, z_dim)."""
+        return torch.stack([member.prior_codes(metadata, eps) for member in self._passes()])
+
     def generate(self, metadata: Metadata, n_samples: int = 0, seed: int = 0) -> EnsemblePrediction:
         """Conditional generation from metadata alone.
 
@@ -284,8 +288,9 @@ class AtlasEnsemble:
         metadata : dict or list of dicts
             E.g. ``{"task": "pain", "year": 2012}``.
         n_samples : int
-            0 decodes the prior mean; ``n > 0`` averages the moments over ``n``
-            prior samples (the same samples for every pass).
+            0 decodes each pass's prior mean ``mu(m)``; ``n > 0`` averages the moments over
+            ``n`` prior samples (the same standard-normal draws for every pass, each
+            through its own ``p(z | m)``).
         seed : int
             Seeds the prior samples.
 
@@ -297,9 +302,13 @@ class AtlasEnsemble:
         n = 1 if isinstance(metadata, Mapping) else len(metadata)
         z_dim = self.members[0].z_dim
         if n_samples == 0:
-            return self.decode(torch.zeros(n, z_dim), metadata)
+            return self.decode(self._prior_codes(metadata, None), metadata)
         generator = torch.Generator().manual_seed(seed)
-        draws = [self.decode(torch.randn(n, z_dim, generator=generator), metadata) for _ in range(n_samples)]
+        # Every pass decodes the same standard-normal draw under its own prior p(z | m).
+        draws = [
+            self.decode(self._prior_codes(metadata, torch.randn(n, z_dim, generator=generator)), metadata)
+            for _ in range(n_samples)
+        ]
         return EnsemblePrediction(
             *(torch.stack([getattr(d, field) for d in draws]).mean(0) for field in ("mean", "aleatoric", "epistemic"))
         )

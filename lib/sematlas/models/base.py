@@ -5,7 +5,9 @@
 network, so that none of them asks which variant it holds:
 
 - the networks: :meth:`~VolumetricVAE.forward`, :meth:`~VolumetricVAE.encode`,
-  :meth:`~VolumetricVAE.decode`, and :meth:`~VolumetricVAE.generate` (prior samples decoded);
+  :meth:`~VolumetricVAE.decode`, the prior :meth:`~VolumetricVAE.prior` (``N(0, I)`` unless the
+  network learns ``p(z | m)``) and what is drawn from it: :meth:`~VolumetricVAE.generate`,
+  :meth:`~VolumetricVAE.generate_mean`, :meth:`~VolumetricVAE.counterfactual`;
 - the objective: :meth:`~VolumetricVAE.loss` with one signature for every variant
   (per-study terms), the weights it reads (:attr:`~VolumetricVAE.kl_weights`,
   :meth:`~VolumetricVAE.loss_weights`), whether it needs the training-set size,
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from sematlas.core.params import TrainingParams
 
 #: How training schedules a KL weight: ``"beta"`` follows ``training.beta_schedule`` (warm-up or
-#: cycles) and the KL controller's multiplier; ``"tc"`` ramps linearly over
+#: cycles); ``"tc"`` ramps linearly over
 #: ``training.beta_tc_annealing_epochs``. Validation always uses the end-of-schedule value.
 KLSchedule = Literal["beta", "tc"]
 
@@ -118,12 +120,49 @@ class VolumetricVAE(nn.Module):
         """
         raise NotImplementedError
 
-    def generate(self, meta: Mapping[str, Tensor] | None, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Maps decoded from ``n`` prior samples ``z ~ N(0, I)`` per study of ``meta``.
+    def prior(self, meta: Mapping[str, Tensor] | Tensor | None, rows: int = 1) -> tuple[Tensor, Tensor]:
+        """Prior ``p(z | m) = N(mu, diag exp(logvar))`` of studies: here ``N(0, I)`` whatever ``meta`` says.
 
-        Sample ``k`` draws one ``(B, z_dim)`` block from ``generator`` (on the
-        generator's device, then moved to the model's), so equal seeds give equal
-        maps whatever device the model is on.
+        A model with a learned conditional prior (the ``cbvae``) overrides it; every
+        sampler (:meth:`generate`, the ensembles, the forecasts, the widgets) draws from it.
+
+        Parameters
+        ----------
+        meta : mapping, Tensor of shape (B, meta_dim), or None
+            Metadata of ``B`` studies (the data contract, or the metadata vector ``m``);
+            ``None`` for ``rows`` studies of an unconditional model.
+        rows : int
+            Studies when ``meta`` is ``None``.
+
+        Returns
+        -------
+        mu, logvar : Tensor, shape (B, z_dim), on the model's device
+        """
+        if meta is not None:
+            rows = meta.shape[0] if isinstance(meta, Tensor) else next(iter(meta.values())).shape[0]
+        device = next(self.parameters()).device
+        zeros = torch.zeros(rows, self.config.z_dim, device=device)
+        return zeros, zeros.clone()
+
+    def prior_sample(
+        self, meta: Mapping[str, Tensor] | Tensor | None, generator: torch.Generator | None = None, rows: int = 1
+    ) -> Tensor:
+        """One draw ``z = mu + sigma * eps`` per study from :meth:`prior`, ``eps ~ N(0, I)``.
+
+        ``eps`` is drawn from ``generator`` on the generator's device, then moved to the
+        model's, so equal seeds give equal draws whatever device the model is on.
+
+        Returns
+        -------
+        Tensor, shape (B, z_dim)
+        """
+        mu, logvar = self.prior(meta, rows)
+        draw_on = generator.device if generator is not None else None
+        eps = torch.randn(mu.shape, generator=generator, device=draw_on).to(mu.device)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def generate(self, meta: Mapping[str, Tensor] | None, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Maps decoded from ``n`` samples of :meth:`prior` per study of ``meta``.
 
         Parameters
         ----------
@@ -133,20 +172,58 @@ class VolumetricVAE(nn.Module):
         n : int
             Samples per study.
         generator : torch.Generator, optional
-            The random stream; the global one when ``None``.
+            The random stream; the global one when ``None``. Sample ``k`` draws one
+            ``(B, z_dim)`` block from it (:meth:`prior_sample`).
 
         Returns
         -------
         Tensor, shape (n, B, C, d, h, w)
         """
-        rows = next(iter(meta.values())).shape[0] if meta else 1
-        device = next(self.parameters()).device
-        draw_on = generator.device if generator is not None else None
-        samples = [
-            self.decode(torch.randn(rows, self.config.z_dim, generator=generator, device=draw_on).to(device), meta)
-            for _ in range(n)
-        ]
-        return torch.stack(samples)
+        return torch.stack([self.decode(self.prior_sample(meta, generator), meta) for _ in range(n)])
+
+    def generate_mean(self, meta: Mapping[str, Tensor] | None, rows: int = 1) -> Tensor:
+        """Maps decoded from the prior mean, ``decode(mu(m), m)``: the point prediction from metadata alone.
+
+        One decode instead of an average over samples: the map of the most probable
+        code rather than the expected map. Stage 02 scores both on held-out studies
+        (``conditional_generation.estimators`` of its results).
+
+        Returns
+        -------
+        Tensor, shape (B, C, d, h, w)
+        """
+        mu, _ = self.prior(meta, rows)
+        return self.decode(mu, meta)
+
+    def residual(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None) -> Tensor:
+        """Standardised residual ``eps = (z - mu(m)) / sigma(m)`` of codes under :meth:`prior`, (B, z_dim).
+
+        What a code holds beyond its metadata: a counterfactual keeps it and changes ``m``
+        (:meth:`counterfactual`).
+        """
+        mu, logvar = self.prior(meta, z.shape[0])
+        return (z - mu) * torch.exp(-0.5 * logvar)
+
+    def counterfactual(
+        self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None, new_meta: Mapping[str, Tensor] | Tensor | None
+    ) -> Tensor:
+        """Codes of the same studies under other metadata: abduction, then action (Pearl 2009).
+
+        ``z' = mu(m') + sigma(m') * eps`` with ``eps = (z - mu(m)) / sigma(m)`` (:meth:`residual`).
+
+        Parameters
+        ----------
+        z : Tensor, shape (B, z_dim)
+            Codes (e.g. posterior means) of studies with metadata ``meta``.
+        meta, new_meta : mapping or Tensor of shape (B, meta_dim)
+            Their metadata, and the metadata to move them to.
+
+        Returns
+        -------
+        Tensor, shape (B, z_dim)
+        """
+        mu, logvar = self.prior(new_meta, z.shape[0])
+        return mu + torch.exp(0.5 * logvar) * self.residual(z, meta)
 
     def meta_vector(self, meta: Mapping[str, Tensor]) -> Tensor:
         """Metadata vector ``m`` (B, meta_dim) of a conditional model.
@@ -232,7 +309,7 @@ class VolumetricVAE(nn.Module):
         return weights["beta"] * terms["kl"]
 
     def kl_share(self, terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
-        """The KL's share of the reconstruction + weighted-KL objective, detached (what the KL controller watches).
+        """The KL's share of the reconstruction + weighted-KL objective, detached (a logged diagnostic).
 
         ``share = weighted_kl / (recon + weighted_kl)``, with :meth:`weighted_kl`.
         A Gaussian NLL can be negative, so an objective that reports its squared
@@ -241,6 +318,14 @@ class VolumetricVAE(nn.Module):
         weighted_kl = self.weighted_kl(terms, weights)
         reconstruction = terms.get("recon_se", terms["recon"])
         return (weighted_kl / (reconstruction + weighted_kl).clamp_min(1e-12)).detach()
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups, each with an ``lr_scale`` (its multiple of the learning rate).
+
+        Here one group of every parameter at scale 1; a network whose parts learn at other
+        rates (the ``cbvae``'s prior network) overrides it.
+        """
+        return [{"params": list(self.parameters()), "lr_scale": 1.0}]
 
     def logged_scalars(self) -> dict[str, float]:
         """State of the network worth logging every training step (e.g. a gradient-reversal factor)."""

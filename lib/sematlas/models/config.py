@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 CONDITIONINGS: tuple[str, ...] = ("film", "concat")
 DECODERS: tuple[str, ...] = ("conv", "sbd")
+PRIORS: tuple[str, ...] = ("conditional", "standard")
+LIKELIHOODS: tuple[str, ...] = ("learned", "fixed")
 
 # Spatial side at which the convolutional trunks hand over to dense layers or
 # heads: the cbvae encoder's first dense block runs where the largest side is at
@@ -300,6 +302,17 @@ class CBVAEConfig(ConditionalDecoderConfig):
         Predict missing sparse fields (sample size) from the image with the
         amortised imputation head. Off, a missing field takes its training mean
         (0 once standardised) and the objective has no imputation terms.
+    prior : {"conditional", "standard"}
+        ``conditional``: a prior network ``p(z | m) = N(mu(m), diag sigma(m)^2)`` learned
+        jointly (the CVAE's prior network, Sohn et al. 2015); the KL is to it, generation
+        samples from it and the year adversary reads the residual ``(z - mu(m)) / sigma(m)``.
+        ``standard``: ``N(0, I)`` for every study (the ablation).
+    likelihood : {"learned", "fixed"}
+        ``learned``: a Gaussian decoder with one noise scale per channel, at its optimum for
+        the batch's error (the sigma-VAE, Rybkin et al. 2021), so the objective is an ELBO
+        and ``beta`` weighs a KL against a calibrated likelihood. ``fixed``: the squared
+        error summed over voxels (variance 1/2), the ablation. An aleatoric decoder
+        learns its variance per voxel and ignores this.
     **decoder
         ``decoder``, ``sbd_channels``, ``sbd_blocks``: see
         :class:`ConditionalDecoderConfig`; the shared fields: :class:`ModelConfig`.
@@ -314,6 +327,8 @@ class CBVAEConfig(ConditionalDecoderConfig):
     aleatoric: bool = False
     conditioning: Literal["film", "concat"] = "film"
     imputation: bool = True
+    prior: Literal["conditional", "standard"] = "conditional"
+    likelihood: Literal["learned", "fixed"] = "learned"
 
     def __post_init__(self) -> None:
         # YAML gives lists; tuples keep the config hashable and printable.
@@ -330,6 +345,10 @@ class CBVAEConfig(ConditionalDecoderConfig):
             )
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.decoder == "sbd" and self.aleatoric:
             raise ValueError("the Spatial Broadcast Decoder has no aleatoric head: use decoder='conv' with aleatoric")
 
@@ -345,7 +364,7 @@ class HVAEConfig(ConditionalDecoderConfig):
         has the other ``z_dim - top_dim``.
     top_beta : float
         KL weight of the top level (the lower level's is ``training.beta``); it
-        follows the same schedule and KL-controller multiplier as ``beta``.
+        follows the same schedule as ``beta``.
     **decoder
         See :class:`ConditionalDecoderConfig` and :class:`ModelConfig`.
 
@@ -380,6 +399,8 @@ __all__ = [
     "CONDITIONINGS",
     "DECODERS",
     "DENSE_ENTRY_SIDE",
+    "LIKELIHOODS",
+    "PRIORS",
     "CBVAEConfig",
     "ConditionalDecoderConfig",
     "HVAEConfig",

@@ -159,7 +159,7 @@ class HierarchicalVAE(VolumetricVAE):
         prior_out = nn.Linear(config.hidden_dim, 2 * self.lower_dim)
         nn.init.zeros_(prior_out.weight)
         nn.init.zeros_(prior_out.bias)
-        self.prior = nn.Sequential(prior_in, nn.SiLU(), prior_out)
+        self.lower_prior = nn.Sequential(prior_in, nn.SiLU(), prior_out)
         self.decoder = conditional_decoder(config, self.top_dim)
         # Conv weights in the layout of the activations (torch's stubs lack Module.to(memory_format=)).
         self.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
@@ -208,7 +208,7 @@ class HierarchicalVAE(VolumetricVAE):
 
     def conditional_prior(self, z_top: Tensor) -> tuple[Tensor, Tensor]:
         """``p(z_low | z_top)``: mean and log-variance, each (B, lower_dim), of top codes (B, top_dim)."""
-        mean, logvar = self.prior(z_top).chunk(2, dim=1)
+        mean, logvar = self.lower_prior(z_top).chunk(2, dim=1)
         return mean, logvar
 
     def lower_latent(self, z: Tensor) -> Tensor:

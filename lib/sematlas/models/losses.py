@@ -82,6 +82,71 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return gaussian_kl_per_dim(mu, logvar).sum(dim=1)
 
 
+def gaussian_kl_between_per_dim(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """``KL(N(mu_q, s_q^2) || N(mu_p, s_p^2))`` per sample and latent dimension.
+
+    ``KL_k = 0.5 * (log s_p^2 - log s_q^2 + (s_q^2 + (mu_q - mu_p)^2) / s_p^2 - 1)``;
+    with ``mu_p = 0, s_p = 1`` it is :func:`gaussian_kl_per_dim`.
+
+    Parameters
+    ----------
+    mu_q, logvar_q, mu_p, logvar_p : Tensor, shape (B, d)
+
+    Returns
+    -------
+    Tensor, shape (B, d), float32
+    """
+    with no_autocast(mu_q.device):
+        mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
+        return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0)
+
+
+#: Floor of a learned per-channel noise scale, ``log sigma >= -6`` (sigma-VAE, Rybkin et al. 2021):
+#: a perfectly fitted batch would otherwise drive the log-likelihood to infinity.
+MIN_LOG_SIGMA = -6.0
+
+
+def optimal_sigma_nll(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Gaussian NLL with one noise scale per channel at its optimum for the batch (the optimal sigma-VAE).
+
+    Rybkin, Daniilidis & Levine, "Simple and effective VAE training with calibrated
+    decoders", ICML 2021: the maximum-likelihood variance of a Gaussian decoder with a
+    shared scale is the mean squared error, so it is computed, not learned::
+
+        # sigma_c^2 = (1 / (B N)) sum_{i, v in mask} (x_hat_icv - x_icv)^2     (N: voxels in the mask)
+        # NLL_i     = sum_c [ SE_ic / (2 sigma_c^2) + N (log sigma_c + 0.5 log 2 pi) ]
+
+    ``sigma`` keeps its gradient, as in the paper: the objective is then the ELBO of a
+    calibrated decoder, so ``beta = 1`` weighs the KL as Bayes' rule does and the KL is
+    priced in nats of the data instead of against a variance of 1/2.
+
+    Parameters
+    ----------
+    x_hat, x : Tensor, shape (B, C, D, H, W)
+    mask : Tensor of bool, shape (D, H, W), optional
+
+    Returns
+    -------
+    nll : Tensor, scalar, float32
+        Per study (mean over the batch).
+    sigma : Tensor, shape (C,), float32, detached
+        The noise scale of each channel.
+    """
+    with no_autocast(x.device):
+        x_hat, x = x_hat.float(), x.float()
+        if mask is None:
+            squared = (x_hat - x).pow(2).sum(dim=(2, 3, 4))
+            n_voxels = float(x[0, 0].numel())
+        else:
+            box = (slice(None), slice(None), *mask_box(mask))
+            keep = mask[box[2:]].to(x.dtype)
+            squared = ((x_hat[box] - x[box]).pow(2) * keep).sum(dim=(2, 3, 4))  # (B, C)
+            n_voxels = float(keep.sum())
+        log_sigma = (0.5 * torch.log(squared.mean(0) / n_voxels + 1e-12)).clamp_min(MIN_LOG_SIGMA)  # (C,)
+        nll = squared / (2.0 * torch.exp(2.0 * log_sigma)) + n_voxels * (log_sigma + 0.5 * _LOG_2PI)
+        return nll.sum(1).mean(), torch.exp(log_sigma).detach()
+
+
 def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Sum of squared errors per sample over channels and the voxels in ``mask``.
 

@@ -1,11 +1,12 @@
 """ONNX graphs of the trained models, for programs outside Python (stage 10).
 
-The encoder and decoder of each volumetric model, and the ensemble's decoder, are
-exported with ``torch.onnx.export`` (the dynamo exporter, opset :data:`OPSET`,
-dynamic batch size); each file's parity with PyTorch is measured with onnxruntime
-on a batch of another size before it is kept. :func:`metadata_encoder_spec` says
-how a request (task, year, ...) becomes the metadata vector ``m`` the conditional
-graphs take, so a program in any language can build it.
+The encoder and decoder of each volumetric model, a conditional model's prior
+``p(z | m)``, and the ensemble's decoder, are exported with ``torch.onnx.export``
+(the dynamo exporter, opset :data:`OPSET`, dynamic batch size); each file's parity with
+PyTorch is measured with onnxruntime on a batch of another size before it is kept.
+:func:`metadata_encoder_spec` says how a request (a task category or a topic profile,
+year, ...) becomes the metadata vector ``m`` the conditional graphs take, so a program in
+any language can build it, draw ``z`` from the prior graph and decode it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,28 @@ class DecoderGraph(nn.Module):
 
     def forward(self, z: Tensor, m: Tensor | None = None) -> Tensor:
         return self.atlas.to_native(self.network.decode(z, m))
+
+
+class PriorGraph(nn.Module):
+    """A conditional model's prior as an ONNX-exportable graph: metadata vectors to ``(mu, logvar)`` of ``p(z | m)``.
+
+    Parameters
+    ----------
+    atlas : AtlasModel
+
+    Notes
+    -----
+    ``forward(m)`` with ``m`` ``(batch, meta_dim)`` (:func:`metadata_vector`) returns ``mu`` and
+    ``logvar`` ``(batch, z_dim)``; ``z = mu`` is the map the atlas generates for ``m``
+    (:meth:`AtlasModel.generate`), ``mu + exp(logvar / 2) * eps`` a sample.
+    """
+
+    def __init__(self, atlas: AtlasModel) -> None:
+        super().__init__()
+        self.network = atlas.network
+
+    def forward(self, m: Tensor) -> tuple[Tensor, Tensor]:
+        return self.network.prior(m)
 
 
 class EncoderGraph(nn.Module):
@@ -203,9 +226,10 @@ def example_inputs(atlas: AtlasModel, batch: int = 2, seed: int = 0) -> dict[str
     Returns
     -------
     dict
-        ``encoder`` -> {``maps`` (batch, C, D, H, W)[, ``m``, ``known``]} and
-        ``decoder`` -> {``z`` (batch, z_dim)[, ``m``]}; conditional models get the
-        metadata of real requests (the first task categories, years 2005 and 2015).
+        ``encoder`` -> {``maps`` (batch, C, D, H, W)[, ``m``, ``known``]},
+        ``decoder`` -> {``z`` (batch, z_dim)[, ``m``]} and, for conditional models,
+        ``prior`` -> {``m``}; conditional models get the metadata of real requests (the
+        first task categories, years 2005 and 2015).
     """
     generator = torch.Generator().manual_seed(seed)
     n_channels = atlas.config.in_channels
@@ -220,11 +244,12 @@ def example_inputs(atlas: AtlasModel, batch: int = 2, seed: int = 0) -> dict[str
         known = torch.zeros((batch, m.shape[1] - atlas.encoder.cond_dim))
         encoder.update(m=m, known=known)
         decoder["m"] = m
+        return {"encoder": encoder, "decoder": decoder, "prior": {"m": m}}
     return {"encoder": encoder, "decoder": decoder}
 
 
 def export_model_onnx(atlas: AtlasModel, folder: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Export a model's encoder and decoder to ``<folder>/<name>_{encoder,decoder}.onnx`` and check parity.
+    """Export a model's encoder, decoder and (conditional models) prior to ``<folder>/<name>_<part>.onnx``; check parity.
 
     Returns
     -------
@@ -235,10 +260,13 @@ def export_model_onnx(atlas: AtlasModel, folder: str | os.PathLike[str], name: s
     folder = Path(folder)
     exported: dict[str, Any] = {}
     export_batch, check_batch = example_inputs(atlas, 2, seed=0), example_inputs(atlas, 3, seed=1)
-    for part, graph, outputs in (
+    graphs: list[tuple[str, nn.Module, list[str]]] = [
         ("encoder", EncoderGraph(atlas), ["mu"]),
         ("decoder", DecoderGraph(atlas), ["map"]),
-    ):
+    ]
+    if atlas.is_conditional:
+        graphs.append(("prior", PriorGraph(atlas), ["mu", "logvar"]))
+    for part, graph, outputs in graphs:
         path = export_onnx(graph, export_batch[part], outputs, folder / f"{name}_{part}.onnx")
         exported[part] = {
             "file": path.name,
@@ -276,24 +304,44 @@ def metadata_encoder_spec(atlas: AtlasModel) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``layout`` (the vector's fields in order), ``categories``, ``spaces``, the
-        standardisation ``stats``, the grid (``shape``, ``affine``) and ``z_dim``.
+        ``inputs`` (``topics`` or ``category``: what the vector starts with), ``layout``
+        (the vector's fields in order), ``categories``, ``spaces``, the standardisation
+        ``stats``; for ``topics`` also ``topic_names``, ``corpus_profile``, ``topic_std``,
+        ``category_profiles`` (a category's mean topic profile, what a request for the
+        category reads) and ``query_blend``; the grid (``shape``, ``affine``) and ``z_dim``.
     """
-    from sematlas.core.metadata import SPACES, YEAR_RANGE
+    from sematlas.core.metadata import QUERY_BLEND, SPACES, YEAR_RANGE
 
-    return {
-        "layout": [
-            "one-hot task category (categories order)",
-            "(year - year_mean) / year_std",
-            "(log(n_peaks) - log_peaks_mean) / log_peaks_std; n_peaks defaults to exp(log_peaks_mean)",
-            "one-hot space (spaces order); MNI by default",
-            "(log(sample_size) - log_sample_size_mean) / log_sample_size_std; 0 when unknown",
-        ],
-        "categories": list(atlas.encoder.categories),
+    encoder = atlas.encoder
+    rest = [
+        "(year - year_mean) / year_std",
+        "(log(n_peaks) - log_peaks_mean) / log_peaks_std; n_peaks defaults to exp(log_peaks_mean)",
+        "one-hot space (spaces order); MNI by default",
+        "(log(sample_size) - log_sample_size_mean) / log_sample_size_std; 0 when unknown",
+    ]
+    spec: dict[str, Any] = {"inputs": encoder.inputs}
+    if encoder.inputs == "topics":
+        spec["layout"] = [
+            "topic weights standardised, (w_k - corpus_profile[k]) / topic_std[k], k in topic order; a task "
+            "category's request reads its category_profiles entry, a topic query the normalised weights blended "
+            "with the corpus profile: query_blend * w + (1 - query_blend) * corpus_profile",
+            *rest,
+        ]
+        spec |= {
+            "topic_names": encoder.topic_names,
+            "corpus_profile": list(encoder.corpus_profile),
+            "topic_std": list(encoder.topic_std),
+            "category_profiles": {name: list(profile) for name, profile in encoder.category_profiles.items()},
+            "query_blend": QUERY_BLEND,
+        }
+    else:
+        spec["layout"] = ["one-hot task category (categories order)", *rest]
+    return spec | {
+        "categories": list(encoder.categories),
         "spaces": list(SPACES),
         "year_range": list(YEAR_RANGE),
-        "stats": dict(atlas.encoder.stats),
-        "meta_dim": int(metadata_vector(atlas, {"task": atlas.encoder.categories[0]}).shape[1]),
+        "stats": dict(encoder.stats),
+        "meta_dim": int(metadata_vector(atlas, {"task": encoder.categories[0]}).shape[1]),
         "z_dim": atlas.z_dim,
         "channels_fwhm_mm": list(atlas.payload.get("fwhms", [])),
         "grid_shape": list(atlas.grid.shape),

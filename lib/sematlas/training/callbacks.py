@@ -1,7 +1,5 @@
 """Training callbacks for :class:`sematlas.training.module.AtlasModule`.
 
-- :class:`KLController`: raises the KL weight when the KL term has become a
-  negligible share of the objective for several epochs in a row.
 - :class:`GRLLambdaRamp`: ramps the gradient-reversal factor of a network's
   adversary (the ``cbvae``'s year head) on the DANN schedule.
 - :class:`SnapshotCheckpoint`: saves a snapshot-ensemble member at the end of
@@ -11,9 +9,9 @@
 - :class:`BatchSeed`: reseeds torch's global generator before every training
   and validation batch from (seed, run, epoch, batch).
 
-They act only through state that is checkpointed (the module's
-``beta_multiplier`` buffer; the GRL factor is recomputed from the global step;
-snapshots are files) or recomputed from the epoch and batch, so resumed runs continue where they stopped.
+They act only through state that is checkpointed (the GRL factor is recomputed from the
+global step; snapshots are files) or recomputed from the epoch and batch, so resumed runs
+continue where they stopped.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
 
 from sematlas.core.grid import Grid
 from sematlas.data.studies import stable_seed
@@ -54,81 +51,6 @@ def dann_lambda(progress: float, max_lambda: float = 1.0, gamma: float = 10.0) -
     """
     p = min(max(progress, 0.0), 1.0)
     return float(max_lambda * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0))
-
-
-class KLController(pl.Callback):
-    """Raise ``beta`` by ``factor`` when the KL share stays under ``threshold`` for ``patience`` epochs.
-
-    The KL share of an epoch is the mean over its training batches of
-    ``beta * KL / (recon + beta * KL)`` (the ``kl_share`` that
-    :meth:`AtlasModule.training_step` returns), averaged over DDP ranks. When
-    the weighted KL is that small the prior barely shapes the latent space,
-    so the controller multiplies the module's ``beta_multiplier`` buffer (which
-    scales every scheduled ``beta``) and logs it as ``kl_controller/beta_multiplier``.
-
-    Parameters
-    ----------
-    threshold : float
-        KL share under which an epoch counts as suppressed.
-    patience : int
-        Consecutive suppressed epochs before ``beta`` is raised; the count then restarts.
-    factor : float
-        Multiplicative increase (> 1).
-    max_multiplier : float
-        Cap on the cumulative multiplier.
-    """
-
-    def __init__(
-        self, threshold: float = 0.05, patience: int = 3, factor: float = 2.0, max_multiplier: float = 1e3
-    ) -> None:
-        if factor <= 1.0 or patience < 1:
-            raise ValueError(f"need factor > 1 and patience >= 1, got factor={factor!r}, patience={patience!r}")
-        self.threshold = threshold
-        self.patience = patience
-        self.factor = factor
-        self.max_multiplier = max_multiplier
-        self.suppressed_epochs = 0
-        self._share_sum = 0.0
-        self._share_count = 0
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not getattr(pl_module, "uses_beta", False):
-            raise ValueError("KLController acts on beta, which this module's objective does not use")
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._share_sum, self._share_count = 0.0, 0
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self._share_sum += float(outputs["kl_share"])
-        self._share_count += 1
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._share_count == 0:
-            return
-        local = torch.tensor(self._share_sum / self._share_count, device=pl_module.device)
-        share = float(trainer.strategy.reduce(local, reduce_op="mean"))
-        self.suppressed_epochs = self.suppressed_epochs + 1 if share < self.threshold else 0
-        # The module's buffer (AtlasModule.beta_multiplier); any module with such a buffer will do.
-        multiplier = pl_module.beta_multiplier
-        assert isinstance(multiplier, Tensor), "KLController needs a beta_multiplier buffer on the module"
-        if self.suppressed_epochs >= self.patience:
-            new = min(float(multiplier) * self.factor, self.max_multiplier)
-            multiplier.fill_(new)
-            self.suppressed_epochs = 0
-            rank_zero_info(
-                f"KLController: KL share {share:.4f} < {self.threshold} for {self.patience} epochs; "
-                f"beta multiplier -> {new:g}"
-            )
-        pl_module.log("kl_controller/kl_share", share)
-        pl_module.log("kl_controller/beta_multiplier", float(multiplier))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"suppressed_epochs": self.suppressed_epochs}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.suppressed_epochs = int(state_dict["suppressed_epochs"])
 
 
 def gradient_reversal(pl_module: pl.LightningModule) -> GradientReversal | None:

@@ -29,7 +29,7 @@ from sematlas.core.params import TrainingParams
 from sematlas.core.stats import balanced_accuracy
 from sematlas.models import KLSchedule, ModelConfig, VolumetricVAE, build_model, config_from_dict, model_entry
 from sematlas.models.base import ACTIVE_UNIT_THRESHOLD
-from sematlas.models.losses import gaussian_kl_per_dim
+from sematlas.models.losses import gaussian_kl_between_per_dim, gaussian_kl_per_dim
 
 BetaSchedule = Literal["constant", "linear", "cyclical"]
 BETA_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cyclical")
@@ -192,9 +192,8 @@ class AtlasModule(pl.LightningModule):
     head (``year_logits``), ``val/year_balanced_accuracy``.
     """
 
-    # Buffers, registered in __init__.
+    # Buffer, registered in __init__.
     mask: Tensor
-    beta_multiplier: Tensor
 
     def __init__(
         self,
@@ -232,17 +231,11 @@ class AtlasModule(pl.LightningModule):
         self.lr_min_ratio = lr_min_ratio
         self.model: VolumetricVAE = build_model(model_config)
         self.register_buffer("mask", _network_mask(mask, model_config.grid_shape))
-        # Raised by KLController; a buffer so that it is checkpointed and resumed.
-        self.register_buffer("beta_multiplier", torch.tensor(1.0))
         self._val_year: list[tuple[Tensor, Tensor]] = []
         self._val_latent: list[tuple[Tensor, Tensor]] = []
+        self._val_kl: list[Tensor] = []
 
     # ---- weights ---------------------------------------------------------------------------------
-
-    @property
-    def uses_beta(self) -> bool:
-        """Whether a KL weight of the objective follows the ``beta`` schedule (which the KL controller raises)."""
-        return "beta" in self.model.kl_weights.values()
 
     def _ramp(self, schedule: KLSchedule, epoch: float) -> float:
         """The fraction of its maximum a KL weight on ``schedule`` has at ``epoch``."""
@@ -263,14 +256,11 @@ class AtlasModule(pl.LightningModule):
         -------
         dict
             The network's :meth:`~sematlas.models.base.VolumetricVAE.loss_weights`, each KL
-            weight on the ``beta`` schedule scaled by its ramp and the KL controller's
-            multiplier, each on the ``tc`` schedule by its ramp.
+            weight scaled by the ramp of its schedule.
         """
         weights = self.model.loss_weights(self.settings)
-        multiplier = float(self.beta_multiplier)
         for name, schedule in self.model.kl_weights.items():
-            ramp = 1.0 if epoch is None else self._ramp(schedule, epoch)
-            weights[name] = weights[name] * ramp * multiplier if schedule == "beta" else weights[name] * ramp
+            weights[name] = weights[name] * (1.0 if epoch is None else self._ramp(schedule, epoch))
         return weights
 
     def _epoch_position(self, batch_idx: int) -> float:
@@ -321,7 +311,7 @@ class AtlasModule(pl.LightningModule):
             )
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        """One optimisation step; returns ``loss`` and the detached ``kl_share`` for :class:`KLController`."""
+        """One optimisation step; returns ``loss`` and the detached ``kl_share`` (logged, a diagnostic)."""
         image, meta = batch["image"], batch["meta"]
         weights = self.loss_weights(self._epoch_position(batch_idx))
         terms = self.compute_loss(self.model(image, meta), batch, weights)
@@ -342,7 +332,7 @@ class AtlasModule(pl.LightningModule):
         lr = lr_at(epoch, self.lr_schedule, self.settings.lr, self.lr_cycle_epochs, self.lr_min_ratio)
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         self.log("lr", lr, on_step=True, on_epoch=False, batch_size=1)
 
     # ---- validation ------------------------------------------------------------------------------
@@ -350,6 +340,7 @@ class AtlasModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_year.clear()
         self._val_latent.clear()
+        self._val_kl.clear()
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Loss terms at the end-of-schedule weights; collects latents and year predictions."""
@@ -357,24 +348,32 @@ class AtlasModule(pl.LightningModule):
         out = self.model(image, meta)
         terms = self.compute_loss(out, batch, self.loss_weights(None))
         self._log_terms("val", terms, image.shape[0])
-        self._val_latent.append((out["mu"].detach().float(), out["logvar"].detach().float()))
+        mu, logvar = out["mu"].detach().float(), out["logvar"].detach().float()
+        self._val_latent.append((mu, logvar))
+        # Per unit, to the network's prior: N(0, I), or p(z | m) where the network learns one.
+        prior_mu, prior_logvar = out.get("prior_mu"), out.get("prior_logvar")
+        if prior_mu is None or prior_logvar is None:
+            self._val_kl.append(gaussian_kl_per_dim(mu, logvar))
+        else:
+            self._val_kl.append(gaussian_kl_between_per_dim(mu, logvar, prior_mu.detach(), prior_logvar.detach()))
         if "year_logits" in out:
             self._val_year.append((out["year_logits"].argmax(dim=1), meta["year_bin"].long()))
         return terms["loss"]
 
     def on_validation_epoch_end(self) -> None:
-        """Active units (Burda et al. 2016), KL per active unit, and the year head's balanced accuracy."""
+        """Active units (Burda et al. 2016), the KL of each unit and per active unit, the year head's balanced accuracy."""
         if self._val_latent:
             mu = torch.cat([m for m, _ in self._val_latent])
-            logvar = torch.cat([lv for _, lv in self._val_latent])
             # Under DDP each rank saw a shard of the validation set.
             dim = mu.shape[1]
-            mu, logvar = self._all_gather(mu).reshape(-1, dim), self._all_gather(logvar).reshape(-1, dim)
+            mu = self._all_gather(mu).reshape(-1, dim)
+            kl_per_unit = self._all_gather(torch.cat(self._val_kl)).reshape(-1, dim).mean(0)
             # A unit is active when E[z|x] varies across studies: Var_x(mu_k) > 0.01.
             active = int((mu.var(dim=0, unbiased=False) > ACTIVE_UNIT_THRESHOLD).sum())
-            kl = gaussian_kl_per_dim(mu, logvar).sum(dim=1).mean()
             self.log("val/active_units", float(active))
-            self.log("val/kl_per_active_dim", kl / max(active, 1))
+            self.log("val/kl_per_active_dim", kl_per_unit.sum() / max(active, 1))
+            for unit, kl in enumerate(kl_per_unit):
+                self.log(f"val/kl_unit_{unit:02d}", kl)
         if self._val_year:
             pred = torch.cat([p for p, _ in self._val_year])
             target = torch.cat([t for _, t in self._val_year])
@@ -390,10 +389,13 @@ class AtlasModule(pl.LightningModule):
     # ---- optimisation ----------------------------------------------------------------------------
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW (Loshchilov & Hutter 2019) with ``betas = (0.9, 0.995)``."""
-        return torch.optim.AdamW(
-            self.model.parameters(), lr=self.settings.lr, betas=(0.9, 0.995), weight_decay=self.settings.weight_decay
-        )
+        """AdamW (Loshchilov & Hutter 2019) with ``betas = (0.9, 0.995)``, over the network's parameter groups.
+
+        Each group learns at its ``lr_scale`` times ``training.lr``
+        (:meth:`~sematlas.models.base.VolumetricVAE.parameter_groups`).
+        """
+        groups = [{**group, "lr": self.settings.lr * group["lr_scale"]} for group in self.model.parameter_groups()]
+        return torch.optim.AdamW(groups, lr=self.settings.lr, betas=(0.9, 0.995), weight_decay=self.settings.weight_decay)
 
 
 __all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "beta_at", "beta_tc_at", "lr_at"]

@@ -46,7 +46,7 @@ from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.data.studies import StudyDataModule
 from sematlas.models import VARIANTS, ModelConfig, check_variants, model_entry
-from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, KLController, ReconSnapshots, gradient_reversal
+from sematlas.training.callbacks import BatchSeed, GRLLambdaRamp, ReconSnapshots, gradient_reversal
 from sematlas.training.launcher import EpochMetricsOnEveryRank, detect_launch
 from sematlas.training.module import AtlasModule
 from sematlas.training.precision import run_precision
@@ -428,9 +428,8 @@ def train_variant(
     datamodule : NeurosynthDataModule, optional
         A set-up DataModule to share between variants.
     extra_callbacks : list, optional
-        Added after the module's own: recon snapshots, the KL controller (objectives
-        with a ``beta``-scheduled weight), the GRL ramp (networks with a gradient
-        reversal layer).
+        Added after the module's own: recon snapshots and the GRL ramp (networks with a
+        gradient reversal layer).
     strategy : str, optional
         Overrides ``training.strategy`` (the notebook passes ``auto``; a cluster ``ddp``).
     run_name : str, optional
@@ -478,14 +477,6 @@ def train_variant(
     options = dict(module_options or {})
     module = build_module(params, variant, datamodule, **options)
     callbacks: list[pl.Callback] = [ReconSnapshots(t["recon_every_n_epochs"], t["num_recon_samples"])]
-    if module.uses_beta:
-        callbacks.append(
-            KLController(
-                threshold=t["kl_controller_threshold"],
-                patience=t["kl_controller_patience"],
-                factor=t["kl_controller_factor"],
-            )
-        )
     if gradient_reversal(module) is not None:
         callbacks.append(GRLLambdaRamp(max_lambda=t["grl_max_lambda"]))
     callbacks += extra_callbacks or []

@@ -1,4 +1,10 @@
-"""The Counterfactual Machine: a study's latent code decoded under another task, year or sample size."""
+"""The Counterfactual Machine: a study moved to another task, year or sample size.
+
+The study keeps what its code holds beyond its metadata, the residual
+``eps = (z - mu(m)) / sigma(m)`` under the conditional prior, and takes the prior of the
+new metadata: ``z' = mu(m') + sigma(m') * eps``, decoded with ``m'``
+(:meth:`~sematlas.inference.atlas.AtlasModel.move_codes`).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from sematlas.widgets.display import (
 
 
 class CounterfactualMachine(ConditionedDemo):
-    """Keep a study's latent code, change its conditioning, compare the maps.
+    """Keep a study's residual, change its conditioning, compare the maps.
 
     Parameters
     ----------
@@ -91,9 +97,11 @@ class CounterfactualMachine(ConditionedDemo):
         )
 
     def _decode(self, request: Mapping[str, Any]) -> np.ndarray:
-        return self.cache.get(
-            ("map", self.study_id, request_key(request)), lambda: self.atlas.decode(self.code, request)[0].numpy()
-        )
+        def moved() -> np.ndarray:
+            code = self.atlas.move_codes(self.code, self.study_request, request)
+            return self.atlas.decode(code, request)[0].numpy()
+
+        return self.cache.get(("map", self.study_id, request_key(request)), moved)
 
     @property
     def original(self) -> np.ndarray:
@@ -102,7 +110,7 @@ class CounterfactualMachine(ConditionedDemo):
 
     @property
     def counterfactual(self) -> np.ndarray:
-        """The study's code decoded with the controls' metadata, ``(C, D, H, W)``."""
+        """The study moved to the controls' metadata and decoded with it, ``(C, D, H, W)``."""
         return self._decode(self.counterfactual_request)
 
     @property

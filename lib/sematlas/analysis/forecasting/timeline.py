@@ -67,9 +67,9 @@ def drift_maps(
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """A task's predicted map at several years: mean and sd over prior samples.
 
-    The same ``n_samples`` prior draws ``z ~ N(0, I)`` are decoded at every year
-    (common random numbers), so differences between years come from the model's
-    year input alone. The sd is the spread the latent prior induces, not the
+    The same ``n_samples`` standard-normal draws ``eps`` become codes
+    ``z = mu(m) + sigma(m) * eps`` of the prior at every year (common random numbers),
+    so differences between years come from the model's year input alone. The sd is the spread the latent prior induces, not the
     disagreement of an ensemble.
 
     Parameters
@@ -89,10 +89,11 @@ def drift_maps(
     """
     if n_samples < 2:
         raise ValueError(f"an sd needs at least 2 prior samples, got {n_samples}")
-    z = torch.randn(n_samples, atlas.z_dim, generator=torch.Generator().manual_seed(seed))
+    eps = torch.randn(n_samples, atlas.z_dim, generator=torch.Generator().manual_seed(seed))
     maps = {}
     for year in years:
-        samples = atlas.decode(z, {"task": task, "year": int(year)})[:, -1].double().cpu().numpy()
+        request = {"task": task, "year": int(year)}
+        samples = atlas.decode(atlas.prior_codes(request, eps), request)[:, -1].double().cpu().numpy()
         maps[int(year)] = (samples.mean(0), samples.std(0, ddof=1))
     return maps
 
