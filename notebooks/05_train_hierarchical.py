@@ -106,7 +106,7 @@ assert reference.z_dim == z_dim, "the gate compares the H-VAE with cbvae at the 
 # ## Train
 #
 # `train_variant` as in stage 02: AdamW, the linear beta warm-up (applied to both KL
-# weights) and the KL controller; a rerun resumes from `last.ckpt`, and a change of the
+# weights); a rerun resumes from `last.ckpt`, and a change of the
 # `hierarchical` parameters or the model code trains afresh.
 
 # %%

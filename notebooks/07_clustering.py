@@ -47,7 +47,6 @@ profile = "quick"
 import pandas as pd
 
 from sematlas.analysis.clustering import (
-    TOPIC_KEYS_FILE,
     LatentClustering,
     assignments_frame,
     centroid_latents,
@@ -63,6 +62,7 @@ from sematlas.analysis.clustering import (
 )
 from sematlas.analysis.results import ClusteringResults
 from sematlas.core.io import write_parquet
+from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel

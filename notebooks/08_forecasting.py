@@ -53,9 +53,10 @@ import pandas as pd
 import torch
 
 from sematlas.analysis import forecasting
-from sematlas.analysis.clustering import TOPIC_KEYS_FILE, latent_columns, load_inputs, topic_names
+from sematlas.analysis.clustering import latent_columns, load_inputs, topic_names
 from sematlas.analysis.results import ForecastingResults
 from sematlas.core.io import write_parquet
+from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.inference.atlas import AtlasModel

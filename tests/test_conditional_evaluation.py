@@ -16,17 +16,15 @@ from sematlas.core.grid import Grid
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.baselines import MLPBaseline, mkda_map
+from sematlas.evaluation.cas import accuracy_comparison, classification_accuracy_score, per_category_sample
 from sematlas.evaluation.conditional import (
-    accuracy_comparison,
     category_level,
     category_means,
-    classification_accuracy_score,
     correlation_matrix,
     counterfactual_size,
     evaluate_conditional_atlas,
     evaluated_categories,
     identification,
-    per_category_sample,
 )
 from sematlas.evaluation.results import ConditionalAtlasResults
 
@@ -201,6 +199,25 @@ def test_mkda_of_synthetic_studies_peaks_at_their_shared_focus():
     top = density == density.max()
     assert density.max() == pytest.approx(5.0) and top[nearest]
     assert np.linalg.norm(xyz[top].mean(0) - focus) < 4.0 and np.linalg.norm(xyz[top] - focus, axis=1).max() <= 14.0
+
+
+def test_the_category_map_figure_cuts_every_map_of_a_row_through_the_held_out_peak():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sematlas.reporting.plotting import plot_category_maps
+
+    mask = np.zeros((6, 7, 5), dtype=bool)
+    mask[1:5, 1:6, 1:4] = True
+    held_out = _maps(3, int(mask.sum()))
+    maps = {"held_out": held_out, "model": held_out[::-1], "mkda": 5 * held_out}
+    table = pd.DataFrame({"category": ["a", "b", "c"], "r_model": [0.1, 1.0, 0.3], "r_mkda": [1.0, 1.0, 1.0]})
+    fig = plot_category_maps(maps, ["a", "b", "c"], mask, shown=("c", "x", "a"), table=table, labels={"model": "m"})
+    assert len(fig.axes) == 2 * 9  # two rows (c, a), three slices of three maps
+    assert [ax.get_title() for ax in fig.axes[:9] if ax.get_title()] == ["held_out", "m (r = 0.30)", "mkda (r = 1.00)"]
+    assert fig.axes[0].get_ylabel() == "c"
+    # The MKDA map of c, five times the held-out one, shows the same slices at its own scale.
+    np.testing.assert_allclose(fig.axes[6].get_images()[0].get_array(), 5 * fig.axes[0].get_images()[0].get_array())
 
 
 # ------------------------------------------------------------------ the whole evaluation

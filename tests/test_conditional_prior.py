@@ -36,22 +36,29 @@ def test_kl_between_gaussians_against_the_closed_form_and_the_standard_case() ->
     expected = torch.log(var_p.sqrt() / var_q.sqrt()) + (var_q + (mu_q - mu_p) ** 2) / (2 * var_p) - 0.5
     torch.testing.assert_close(kl, expected)
     zeros = torch.zeros_like(mu_q)
-    torch.testing.assert_close(gaussian_kl_between_per_dim(mu_q, logvar_q, zeros, zeros), gaussian_kl_per_dim(mu_q, logvar_q))
+    torch.testing.assert_close(
+        gaussian_kl_between_per_dim(mu_q, logvar_q, zeros, zeros), gaussian_kl_per_dim(mu_q, logvar_q)
+    )
     assert float(gaussian_kl_between_per_dim(mu_p, logvar_p, mu_p, logvar_p).abs().max()) < 1e-6
 
 
 def test_optimal_sigma_is_the_root_mean_squared_error_of_each_channel() -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.rand(3, 2, 4, 4, 4, generator=g)
-    x_hat = x + torch.stack([0.1 * torch.randn(3, 4, 4, 4, generator=g), 0.01 * torch.randn(3, 4, 4, 4, generator=g)], 1)
+    x_hat = x + torch.stack(
+        [0.1 * torch.randn(3, 4, 4, 4, generator=g), 0.01 * torch.randn(3, 4, 4, 4, generator=g)], 1
+    )
     mask = torch.rand(4, 4, 4, generator=g) > 0.3
     nll, sigma = optimal_sigma_nll(x_hat, x, mask)
     squared = ((x_hat - x) ** 2)[..., mask]  # (B, C, n_mask)
     n_voxels = int(mask.sum())
     expected_sigma = (squared.sum(2).mean(0) / n_voxels).sqrt()
     torch.testing.assert_close(sigma, expected_sigma)
-    # At the optimum the quadratic term is N / 2 per channel: NLL_i = sum_c [SE_ic / (2 s_c^2) + N (log s_c + log(2 pi) / 2)].
-    per_study = (squared.sum(2) / (2 * expected_sigma**2) + n_voxels * (expected_sigma.log() + 0.5 * math.log(2 * math.pi))).sum(1)
+    # At the optimum the quadratic term is N / 2 per channel:
+    # NLL_i = sum_c [SE_ic / (2 s_c^2) + N (log s_c + log(2 pi) / 2)].
+    per_study = (
+        squared.sum(2) / (2 * expected_sigma**2) + n_voxels * (expected_sigma.log() + 0.5 * math.log(2 * math.pi))
+    ).sum(1)
     torch.testing.assert_close(nll, per_study.mean())
     # A perfect fit stops at the floor instead of an infinite likelihood.
     _, floored = optimal_sigma_nll(x, x, mask)

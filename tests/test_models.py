@@ -336,7 +336,9 @@ def test_default_choices_build_the_locked_network() -> None:
     locked = build_model(tiny_config("cbvae"))
     torch.manual_seed(0)
     explicit = build_model(
-        tiny_config("cbvae", conditioning="film", decoder="conv", imputation=True, prior="conditional", likelihood="learned")
+        tiny_config(
+            "cbvae", conditioning="film", decoder="conv", imputation=True, prior="conditional", likelihood="learned"
+        )
     )
     assert locked.state_dict().keys() == explicit.state_dict().keys()
     for key, value in locked.state_dict().items():

@@ -104,7 +104,9 @@ def test_metadata_encoder_spec_rebuilds_the_metadata_vector() -> None:
         return vector
 
     pain = np.array(spec["category_profiles"]["pain"])
-    np.testing.assert_allclose(metadata_vector(atlas, {"task": "pain", "year": 2009})[0].numpy(), by_hand(pain), atol=1e-6)
+    np.testing.assert_allclose(
+        metadata_vector(atlas, {"task": "pain", "year": 2009})[0].numpy(), by_hand(pain), atol=1e-6
+    )
     query = spec["query_blend"] * np.eye(n_topics)[1] + (1 - spec["query_blend"]) * corpus
     np.testing.assert_allclose(
         metadata_vector(atlas, {"topics": {1: 2.0}, "year": 2009})[0].numpy(), by_hand(query), atol=1e-6

@@ -229,7 +229,9 @@ def standard_normal_samples(model: VolumetricVAE, datamodule: Any, split: str, s
 
 
 @torch.no_grad()
-def reconstructions(model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None) -> torch.Tensor:
+def reconstructions(
+    model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None
+) -> torch.Tensor:
     """The model's reconstructions of ``split``'s maps (posterior means decoded), ``(n_studies, n_mask_voxels)``."""
     from sematlas.evaluation.reconstruction import native_widest
 

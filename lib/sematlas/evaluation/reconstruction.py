@@ -59,7 +59,9 @@ def native_widest(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_outputs(model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None) -> dict[str, Any]:
+def collect_outputs(
+    model: VolumetricVAE, datamodule: Any, split: str, maps: RenderedSplits | None = None
+) -> dict[str, Any]:
     """Run a model over a split (no augmentation) and keep everything evaluation needs.
 
     Parameters
@@ -90,7 +92,9 @@ def collect_outputs(model: VolumetricVAE, datamodule: Any, split: str, maps: Ren
         image, meta = batch["image"], batch["meta"]
         out = model(image, meta)
         parts["reconstruction"].append(native_widest(out["x_hat"], mask))
-        parts["generated"].append(native_widest(model.generate_mean(meta if model.is_conditional else None, len(image)), mask))
+        parts["generated"].append(
+            native_widest(model.generate_mean(meta if model.is_conditional else None, len(image)), mask)
+        )
         parts["mu"].append(out["mu"])
         parts["logvar"].append(out["logvar"])
         if "year_logits" in out:
@@ -153,7 +157,9 @@ def generation_estimators(
         "n_samples": n_samples,
         "prior_mean_r_median": float(pd.Series(scores["prior_mean"]).median()),
         "sample_average_r_median": float(pd.Series(scores["sample_average"]).median()),
-        "sample_average_vs_prior_mean": paired_bootstrap(scores["sample_average"], scores["prior_mean"], seed).to_dict(),
+        "sample_average_vs_prior_mean": paired_bootstrap(
+            scores["sample_average"], scores["prior_mean"], seed
+        ).to_dict(),
     }
 
 

@@ -53,11 +53,14 @@ class TrainingSummary(ResultSection):
 
     #: Field -> the validation curve (a column of ``run.metrics``) whose minimum it is.
     BEST_OF: ClassVar[dict[str, str]] = {"best_val_loss": "val/loss"}
+    PREFERRED: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def from_run(cls, run: _TrainedRun) -> Self:
         """The summary of a :class:`~sematlas.training.run.TrainedRun`."""
-        best = {name: float(run.metrics[column].min()) for name, column in cls.BEST_OF.items()}
+        columns = {name: cls.PREFERRED.get(column, column) for name, column in cls.BEST_OF.items()}
+        columns = {name: c if c in run.metrics else cls.BEST_OF[name] for name, c in columns.items()}
+        best = {name: float(run.metrics[column].min()) for name, column in columns.items()}
         return parse(cls, {**run.timing, **best})
 
 
@@ -68,6 +71,9 @@ class VolumetricTraining(TrainingSummary):
     best_val_recon: float
 
     BEST_OF: ClassVar[dict[str, str]] = {**TrainingSummary.BEST_OF, "best_val_recon": "val/recon"}
+    #: A curve read instead of another where the run logged it: the squared error of a model whose
+    #: ``recon`` is a likelihood in nats (the cbvae's calibrated decoder), comparable across variants.
+    PREFERRED: ClassVar[dict[str, str]] = {"val/recon": "val/recon_se"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -496,8 +502,10 @@ class ClassificationAccuracyScore(ResultSection):
     from one source and tested on real held-out maps.
 
     Balanced accuracies of the classifier trained on the model's prior samples (``model``), on ridge's
-    predictions (``ridge``) and on the real maps (``real``, the ceiling) of the same training studies;
-    ``*_ratio`` divides by the ceiling; ``vs_ridge`` compares model and ridge on the same test studies.
+    predictions (``ridge``) and on the real maps (``real``) of the same training studies; ``*_ratio``
+    divides by ``real``, the ceiling of samples as varied as real studies (predictions pulled towards
+    each category's mean, as ridge's are, can pass it: they train a nearest-mean classifier);
+    ``vs_ridge`` compares model and ridge on the same test studies.
     """
 
     classifier: str

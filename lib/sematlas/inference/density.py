@@ -79,7 +79,11 @@ class LatentMixture:
             fitted[k] = mixture
             self.validation_log_likelihood_[k] = float(mixture.score(validation))
         best = max(self.validation_log_likelihood_, key=self.validation_log_likelihood_.__getitem__)
-        logger.info("latent mixture: %d components (validation log-likelihood %.2f)", best, self.validation_log_likelihood_[best])
+        logger.info(
+            "latent mixture: %d components (validation log-likelihood %.2f)",
+            best,
+            self.validation_log_likelihood_[best],
+        )
         self.mixture_ = fitted[best]
         return self
 

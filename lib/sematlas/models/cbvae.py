@@ -294,7 +294,10 @@ class ConditionalBetaVAE(VolumetricVAE):
             return super().parameter_groups()
         prior = {id(p) for p in self.prior_net.parameters()}
         rest = [p for p in self.parameters() if id(p) not in prior]
-        return [{"params": rest, "lr_scale": 1.0}, {"params": list(self.prior_net.parameters()), "lr_scale": PRIOR_LR_SCALE}]
+        return [
+            {"params": rest, "lr_scale": 1.0},
+            {"params": list(self.prior_net.parameters()), "lr_scale": PRIOR_LR_SCALE},
+        ]
 
     def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
         """Maps from latents and metadata.
@@ -551,4 +554,11 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
     return float(field * voxel_size)
 
 
-__all__ = ["PRIOR_LR_SCALE", "ConditionalBetaVAE", "GradientReversal", "PriorNetwork", "grad_reverse", "receptive_field_mm"]
+__all__ = [
+    "PRIOR_LR_SCALE",
+    "ConditionalBetaVAE",
+    "GradientReversal",
+    "PriorNetwork",
+    "grad_reverse",
+    "receptive_field_mm",
+]

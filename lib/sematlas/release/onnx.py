@@ -249,7 +249,7 @@ def example_inputs(atlas: AtlasModel, batch: int = 2, seed: int = 0) -> dict[str
 
 
 def export_model_onnx(atlas: AtlasModel, folder: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    """Export a model's encoder, decoder and (conditional models) prior to ``<folder>/<name>_<part>.onnx``; check parity.
+    """Export a model's encoder, decoder and (if conditional) prior to ``<folder>/<name>_<part>.onnx``; check parity.
 
     Returns
     -------

@@ -95,6 +95,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "threshold": ("", "the criterion's boundary on delta"),
     "verdict": ("", "PASS when the criterion holds, else FAIL"),
     "train_seconds": ("s", "wall-clock training time of the run"),
+    "mixture_components": ("count", "components of the latent mixture a sample set was drawn from (0: not a mixture)"),
+    "category": ("", "task category"),
+    "n_test": ("count", "held-out (test) studies of the category"),
+    "n_train": ("count", "training studies of the category"),
     **{name: (unit, meaning) for name, (unit, meaning, _) in ABLATION_METRICS.items()},
 }
 
@@ -114,6 +118,15 @@ COLUMN_PATTERNS: tuple[tuple[str, tuple[str, str]], ...] = (
         ("{unit}", "{task} by {method}: {meaning}"),
     ),
     (r"prediction_(?P<method>.+)", ("", "zero-shot probe's cross-validated prediction from {method} features")),
+    (
+        r"predicted_(?P<source>.+)",
+        ("", "task category a classifier trained on {source} maps predicts for the held-out map"),
+    ),
+    (r"r_(?P<source>.+)", ("", "Pearson r of the {source} category map with the category's held-out mean map")),
+    (
+        r"match_(?P<source>.+)",
+        ("", "the held-out category map the {source} category map correlates with best"),
+    ),
     (r"mean_(?P<k>\d+)", ("latent sd", "the year's mean of latent unit {k}")),
     (r"var_(?P<k>\d+)", ("latent sd squared", "the year's variance of latent unit {k}")),
     (

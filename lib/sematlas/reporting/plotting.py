@@ -172,3 +172,57 @@ def plot_ablations(table: pd.DataFrame) -> Figure:
     right.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_category_maps(
+    maps: Mapping[str, np.ndarray],
+    categories: Sequence[str],
+    mask: np.ndarray,
+    shown: Sequence[str],
+    table: pd.DataFrame | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Category maps side by side: one row per category, three orthogonal slices per map.
+
+    Every map of a row is cut through the same voxel, the maximum of the row's first map (the
+    held-out category map), so the slices show the same place. Each map is scaled to its own
+    maximum: the methods' units differ (a mean rendered map, an MKDA count of studies).
+
+    Parameters
+    ----------
+    maps : mapping of str to ndarray, shape (n_categories, n_mask_voxels)
+        Method -> the maps of every category, rows in ``categories`` order, inside ``mask``; the
+        first is the reference the slices go through.
+    categories : sequence of str
+    mask : ndarray of bool, shape (D, H, W)
+    shown : sequence of str
+        The categories drawn, those of ``categories`` in this order (the first ones when none is).
+    table : DataFrame, optional
+        ``category`` and ``r_<method>`` columns (:func:`sematlas.evaluation.conditional.category_level`):
+        each map's r with the reference, in its title.
+    labels : mapping of str to str, optional
+        Method -> the name in the titles (default: the method).
+    """
+    rows = [name for name in shown if name in categories] or list(categories[: len(shown)])
+    methods, labels = list(maps), labels or {}
+    r = table.set_index("category") if table is not None else pd.DataFrame()
+    fig, axes = plt.subplots(len(rows), 3 * len(methods), figsize=(4.2 * len(methods), 1.8 * len(rows)), squeeze=False)
+    for row, name in enumerate(rows):
+        index = list(categories).index(name)
+        volumes = [np.zeros(mask.shape) for _ in methods]
+        for volume, method in zip(volumes, methods):
+            volume[mask] = maps[method][index]
+        i, j, k = np.unravel_index(np.argmax(volumes[0]), mask.shape)
+        for m, (method, volume) in enumerate(zip(methods, volumes)):
+            for s, image in enumerate((volume[i, :, :], volume[:, j, :], volume[:, :, k])):
+                ax = axes[row, 3 * m + s]
+                ax.imshow(np.rot90(image), cmap="hot", vmin=0, vmax=float(volume.max()) or 1.0)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            title = labels.get(method, method)
+            if f"r_{method}" in r:
+                title += f" (r = {r.loc[name, f'r_{method}']:.2f})"
+            axes[row, 3 * m + 1].set_title(title, fontsize=8)
+        axes[row, 0].set_ylabel(name.replace("_", " "), fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -361,7 +361,7 @@ class AtlasModule(pl.LightningModule):
         return terms["loss"]
 
     def on_validation_epoch_end(self) -> None:
-        """Active units (Burda et al. 2016), the KL of each unit and per active unit, the year head's balanced accuracy."""
+        """Active units (Burda et al. 2016), the KL of each unit and per active unit, the year head's accuracy."""
         if self._val_latent:
             mu = torch.cat([m for m, _ in self._val_latent])
             # Under DDP each rank saw a shard of the validation set.
@@ -395,7 +395,9 @@ class AtlasModule(pl.LightningModule):
         (:meth:`~sematlas.models.base.VolumetricVAE.parameter_groups`).
         """
         groups = [{**group, "lr": self.settings.lr * group["lr_scale"]} for group in self.model.parameter_groups()]
-        return torch.optim.AdamW(groups, lr=self.settings.lr, betas=(0.9, 0.995), weight_decay=self.settings.weight_decay)
+        return torch.optim.AdamW(
+            groups, lr=self.settings.lr, betas=(0.9, 0.995), weight_decay=self.settings.weight_decay
+        )
 
 
 __all__ = ["BETA_SCHEDULES", "LR_SCHEDULES", "AtlasModule", "beta_at", "beta_tc_at", "lr_at"]

@@ -69,8 +69,8 @@ def drift_maps(
 
     The same ``n_samples`` standard-normal draws ``eps`` become codes
     ``z = mu(m) + sigma(m) * eps`` of the prior at every year (common random numbers),
-    so differences between years come from the model's year input alone. The sd is the spread the latent prior induces, not the
-    disagreement of an ensemble.
+    so differences between years come from the model's year input alone. The sd is the
+    spread the latent prior induces, not the disagreement of an ensemble.
 
     Parameters
     ----------

@@ -17,9 +17,9 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.io import atomic_path, write_json
+from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.results import EnsembleResults, EvaluationResults, PointCloudResults, VolumetricResults
