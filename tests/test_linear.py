@@ -11,7 +11,8 @@ import torch
 from sematlas.core.params import ParameterError, load_params, override_params
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.linear import LINEAR_METHODS, baseline_fingerprint, linear_baseline_scores
-from sematlas.evaluation.reconstruction import collect_outputs, evaluate_run, latents_table
+from sematlas.evaluation.metrics import map_metrics
+from sematlas.evaluation.reconstruction import collect_outputs, evaluate_run, generation_estimators, latents_table
 from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.models import build_model
 from sematlas.models.config import ModelConfig
@@ -66,7 +67,7 @@ def test_the_fingerprint_changes_with_every_input_of_the_scores(datamodule, proc
 
 def test_evaluate_run_reads_the_store_a_previous_run_wrote(untrained_cbvae, tmp_path, rendered) -> None:
     model, datamodule = untrained_cbvae
-    evaluation = {"n_prior_samples": 1, "pca_max_train": 100}
+    evaluation = {"pca_max_train": 100, "estimator_studies": 4, "estimator_samples": 2}
     first, first_per_study = evaluate_run(model, datamodule, "cbvae", evaluation, 0, baseline_store=tmp_path)
     rendered.clear()
     second, second_per_study = evaluate_run(model, datamodule, "cbvae", evaluation, 0, baseline_store=tmp_path)
@@ -77,14 +78,25 @@ def test_evaluate_run_reads_the_store_a_previous_run_wrote(untrained_cbvae, tmp_
 
 def test_an_unconditional_model_generates_one_map_for_every_study(datamodule) -> None:
     model = build_model(ModelConfig(z_dim=3, base_channels=4)).eval()
-    out = collect_outputs(model, datamodule, "test", 3, seed=5)
+    out = collect_outputs(model, datamodule, "test")
     generated = out["generated"]
     assert generated.shape == out["target"].shape
-    assert torch.equal(generated, generated[:1].expand_as(generated))
-    # The average of 3 prior samples drawn from the seed, decoded once.
+    # The decoded prior mean z = 0: the same map for every study.
     with torch.no_grad():
-        expected = model.generate(None, 3, torch.Generator().manual_seed(5)).mean(0)[:, -1][:, datamodule.brain_mask()]
-    torch.testing.assert_close(generated[:1], expected)
+        expected = model.decode(torch.zeros(1, 3))[:, -1][:, datamodule.brain_mask()]
+    torch.testing.assert_close(generated, expected.expand_as(generated))
+
+
+def test_generation_estimators_score_the_prior_mean_against_the_sample_average(untrained_cbvae) -> None:
+    model, datamodule = untrained_cbvae
+    estimators = generation_estimators(model, datamodule, "test", n_studies=3, n_samples=2, seed=0)
+    assert (estimators["n_studies"], estimators["n_samples"]) == (3, 2)
+    # An untrained prior is N(0, I) for every study: its mean decodes to the generated map scored on every study.
+    out = collect_outputs(model, datamodule, "test")
+    mask = torch.from_numpy(datamodule.grid.mask())
+    expected = map_metrics(out["generated"][:3], out["target"][:3], mask)["pearson_r"].median()
+    assert estimators["prior_mean_r_median"] == pytest.approx(float(expected), abs=1e-6)
+    assert estimators == generation_estimators(model, datamodule, "test", n_studies=3, n_samples=2, seed=0)
 
 
 def test_latents_of_the_chosen_splits_only(untrained_cbvae) -> None:

@@ -36,7 +36,12 @@ from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.core.results import StageResults
 from sematlas.evaluation.paired import PairedComparison
-from sematlas.evaluation.results import EvaluationResults, PointCloudResults, VolumetricResults
+from sematlas.evaluation.results import (
+    ConditionalAtlasResults,
+    EvaluationResults,
+    PointCloudResults,
+    VolumetricResults,
+)
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import STAGES, UnknownStage, writer_of
 
@@ -178,6 +183,8 @@ def _volumetric_sections(paths: ProfilePaths, variants: Sequence[str]) -> list[S
             _r(task.model.pearson_r_median),
             _r(task.ridge.pearson_r_median),
             _difference(task.vs_ridge),
+            _r(task.mlp.pearson_r_median),
+            _difference(task.vs_mlp),
             _r(task.mean_map.pearson_r_median),
         )
 
@@ -193,8 +200,8 @@ def _volumetric_sections(paths: ProfilePaths, variants: Sequence[str]) -> list[S
             recon_rows,
         ),
         Section(
-            "maps from metadata alone, median r (model - ridge: paired bootstrap 95% CI)",
-            ("variant", "model", "ridge", "model - ridge [95% CI]", "mean map", "file"),
+            "maps from metadata alone (the decoded prior mean), median r (paired bootstrap 95% CIs)",
+            ("variant", "model", "ridge", "model - ridge [95% CI]", "MLP", "model - MLP [95% CI]", "mean map", "file"),
             generation_rows,
         ),
     ]
@@ -218,6 +225,27 @@ def _pointcloud_section(paths: ProfilePaths) -> Section:
     )
 
 
+def _conditional_atlas_section(paths: ProfilePaths) -> Section:
+    results, file = _load(ConditionalAtlasResults, paths)
+    title = "category maps against the held-out category maps (median r over categories; identification)"
+    if results is None:
+        return Section(title, ("method", "file"), (("every method", file),))
+    level = results.category_level
+    rows = tuple(
+        (name, _r(method.median_r), _share(method.identification_accuracy))
+        for name, method in (("model", level.model), ("training mean", level.training_mean), ("NiMARE MKDA", level.mkda))
+    )
+    size, cas = results.counterfactual_size, results.classification_accuracy_score
+    rows += (
+        ("model - MKDA [95% CI]", _difference(level.vs_mkda), ""),
+        ("between-category r: generated / held out", f"{size.generated:.3f} / {size.held_out:.3f}", ""),
+        ("CAS balanced accuracy: model / ridge / real", f"{cas.model:.3f} / {cas.ridge:.3f} / {cas.real:.3f}", ""),
+    )
+    return Section(
+        f"{title}, {len(level.categories)} categories, from {file}", ("method", "r", "identification"), rows
+    )
+
+
 def _samples_section(paths: ProfilePaths) -> Section:
     results, file = _load(EvaluationResults, paths)
     title = "samples against held-out maps (Frechet distance: lower is better)"
@@ -233,7 +261,12 @@ def _samples_section(paths: ProfilePaths) -> Section:
 def headline(paths: ProfilePaths, variants: Sequence[str]) -> list[Section]:
     """The result sections of the summary, for the volumetric ``variants`` (and ``hvae``)."""
     volumetric = [*variants, *([HIERARCHICAL_VARIANT] if HIERARCHICAL_VARIANT not in variants else [])]
-    return [*_volumetric_sections(paths, volumetric), _pointcloud_section(paths), _samples_section(paths)]
+    return [
+        *_volumetric_sections(paths, volumetric),
+        _conditional_atlas_section(paths),
+        _pointcloud_section(paths),
+        _samples_section(paths),
+    ]
 
 
 # ---- text ------------------------------------------------------------------------------------------

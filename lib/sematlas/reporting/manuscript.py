@@ -38,6 +38,7 @@ from sematlas.core.io import atomic_path
 from sematlas.core.paths import ProfilePaths
 from sematlas.evaluation.paired import PairedComparison
 from sematlas.evaluation.results import (
+    ConditionalAtlasResults,
     EnsembleResults,
     EvaluationResults,
     PointCloudResults,
@@ -84,6 +85,7 @@ _CCA = results_file(CCAResults)
 _CLUSTERS = results_file(ClusteringResults)
 _FORECAST = results_file(ForecastingResults)
 _EVAL = results_file(EvaluationResults)
+_ATLAS = results_file(ConditionalAtlasResults)
 
 #: Every number the manuscript may use, by variable name.
 VARIABLES: dict[str, Variable[Any]] = {
@@ -121,6 +123,27 @@ VARIABLES: dict[str, Variable[Any]] = {
     "mean_map_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.mean_map.pearson_r_median),
     "cbvae_minus_ridge": _v(_CBVAE, lambda r: _paired(r.conditional_generation.vs_ridge), ""),
     "cbvae_minus_mean_map_generation": _v(_CBVAE, lambda r: _paired(r.conditional_generation.vs_mean_map), ""),
+    "mlp_generation_r": _v(_CBVAE, lambda r: r.conditional_generation.mlp.pearson_r_median),
+    "cbvae_minus_mlp": _v(_CBVAE, lambda r: _paired(r.conditional_generation.vs_mlp), ""),
+    "estimator_studies": _v(_CBVAE, lambda r: r.conditional_generation.estimators.n_studies, "d"),
+    "estimator_samples": _v(_CBVAE, lambda r: r.conditional_generation.estimators.n_samples, "d"),
+    "estimator_prior_mean_r": _v(_CBVAE, lambda r: r.conditional_generation.estimators.prior_mean_r_median),
+    "estimator_sample_average_r": _v(_CBVAE, lambda r: r.conditional_generation.estimators.sample_average_r_median),
+    "category_n": _v(_ATLAS, lambda r: len(r.category_level.categories), "d"),
+    "category_min_test": _v(_ATLAS, lambda r: r.category_level.min_test_studies, "d"),
+    "category_model_r": _v(_ATLAS, lambda r: r.category_level.model.median_r),
+    "category_mkda_r": _v(_ATLAS, lambda r: r.category_level.mkda.median_r),
+    "category_training_mean_r": _v(_ATLAS, lambda r: r.category_level.training_mean.median_r),
+    "category_model_minus_mkda": _v(_ATLAS, lambda r: _paired(r.category_level.vs_mkda), ""),
+    "category_model_id": _v(_ATLAS, lambda r: r.category_level.model.identification_accuracy, ".0%"),
+    "category_mkda_id": _v(_ATLAS, lambda r: r.category_level.mkda.identification_accuracy, ".0%"),
+    "category_training_mean_id": _v(_ATLAS, lambda r: r.category_level.training_mean.identification_accuracy, ".0%"),
+    "counterfactual_generated": _v(_ATLAS, lambda r: r.counterfactual_size.generated),
+    "counterfactual_held_out": _v(_ATLAS, lambda r: r.counterfactual_size.held_out),
+    "cas_model": _v(_ATLAS, lambda r: r.classification_accuracy_score.model),
+    "cas_ridge": _v(_ATLAS, lambda r: r.classification_accuracy_score.ridge),
+    "cas_real": _v(_ATLAS, lambda r: r.classification_accuracy_score.real),
+    "cas_chance": _v(_ATLAS, lambda r: r.classification_accuracy_score.chance),
     "year_balanced_accuracy": _v(_CBVAE, lambda r: _year(r).balanced_accuracy),
     "year_chance": _v(_CBVAE, lambda r: _year(r).chance),
     "points_recon_chamfer": _v(_POINTS, lambda r: r.reconstruction.model.chamfer_mm_median, ".1f"),
@@ -172,6 +195,16 @@ VARIABLES: dict[str, Variable[Any]] = {
     "frechet_trend": _v(_FORECAST, lambda r: r.frechet_mean["linear_trend"], ".2f"),
     "prd_cbvae_precision": _v(_EVAL, lambda r: r.generative_quality.methods[MAIN_VARIANT]["precision"], ".2f"),
     "prd_cbvae_recall": _v(_EVAL, lambda r: r.generative_quality.methods[MAIN_VARIANT]["recall"], ".2f"),
+    "prd_mixture_precision": _v(
+        _EVAL, lambda r: r.generative_quality.methods[f"{MAIN_VARIANT}_mixture"]["precision"], ".2f"
+    ),
+    "prd_mixture_recall": _v(_EVAL, lambda r: r.generative_quality.methods[f"{MAIN_VARIANT}_mixture"]["recall"], ".2f"),
+    "prd_standard_normal_recall": _v(
+        _EVAL, lambda r: r.generative_quality.methods[f"{MAIN_VARIANT}_standard_normal"]["recall"], ".2f"
+    ),
+    "prd_reconstruction_recall": _v(
+        _EVAL, lambda r: r.generative_quality.methods[f"{MAIN_VARIANT}_reconstruction"]["recall"], ".2f"
+    ),
     "prd_ppca_precision": _v(_EVAL, lambda r: r.generative_quality.methods["ppca"]["precision"], ".2f"),
     "prd_ppca_recall": _v(_EVAL, lambda r: r.generative_quality.methods["ppca"]["recall"], ".2f"),
     "probe_n_analyses": _v(_EVAL, lambda r: r.zero_shot_probe.n_analyses, ",d"),
