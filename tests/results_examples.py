@@ -329,6 +329,9 @@ def evaluation(**overrides: Any) -> EvaluationResults:
             "k": 3,
             "methods": {
                 "cbvae": {"precision": 0.5, "recall": 0.4, "frechet_distance": 3.0, "n": 24},
+                "cbvae_mixture": {"precision": 0.45, "recall": 0.5, "frechet_distance": 2.5, "n": 24},
+                "cbvae_standard_normal": {"precision": 0.6, "recall": 0.1, "frechet_distance": 5.0, "n": 24},
+                "cbvae_reconstruction": {"precision": 0.7, "recall": 0.8, "frechet_distance": 1.0, "n": 24},
                 "ppca": {"precision": 0.2, "recall": 0.9, "frechet_distance": 4.0, "n": 24},
             },
         },

@@ -50,7 +50,9 @@ def test_balanced_accuracy_ignores_class_imbalance():
 
 def test_evaluate_run_reports_models_and_baselines(untrained_cbvae):
     model, datamodule = untrained_cbvae
-    results, per_study = evaluate_run(model, datamodule, "cbvae", {"pca_max_train": 100, "estimator_studies": 4, "estimator_samples": 2}, seed=0)
+    results, per_study = evaluate_run(
+        model, datamodule, "cbvae", {"pca_max_train": 100, "estimator_studies": 4, "estimator_samples": 2}, seed=0
+    )
     assert results["n_studies"] == len(per_study) == len(datamodule.tables["test"])
     assert set(results["reconstruction"]) == {
         "model", "pca", "mean_map", "model_beats_pca_fraction", "vs_pca", "vs_mean_map"

@@ -213,6 +213,8 @@ def test_cbvae_loss_terms() -> None:
         "imputed_mu": torch.randn(4, 1, generator=g),
         "imputed_logvar": torch.randn(4, 1, generator=g),
         "year_logits": torch.randn(4, 10, generator=g),
+        "prior_mu": torch.randn(4, 5, generator=g),
+        "prior_logvar": torch.randn(4, 5, generator=g),
     }
     meta = {
         "sparse": torch.randn(4, 1, generator=g),
@@ -221,7 +223,25 @@ def test_cbvae_loss_terms() -> None:
     }
     weights = {"beta": 0.5, "imputation_weight": 2.0, "year_weight": 0.1}
     terms = model.loss(out, {"image": x, "meta": meta}, weights)
-    assert set(terms) == {"loss", "recon", "kl", "imputation_kl", "imputation_nll", "year_ce"}
+    assert set(terms) == {
+        "loss",
+        "recon",
+        "kl",
+        "imputation_kl",
+        "imputation_nll",
+        "year_ce",
+        "recon_se",
+        "noise_sigma_0",
+        "noise_sigma_1",
+    }
+    # KL(q || p(z | m)) per study, with the prior network's Gaussian.
+    var_q, var_p = out["logvar"].exp(), out["prior_logvar"].exp()
+    kl = 0.5 * (out["prior_logvar"] - out["logvar"] + (var_q + (out["mu"] - out["prior_mu"]) ** 2) / var_p - 1)
+    torch.testing.assert_close(terms["kl"], kl.sum(1).mean())
+    # The calibrated likelihood: one noise scale per channel at the batch's root mean squared error.
+    squared = ((out["x_hat"] - x) ** 2).sum(dim=(2, 3, 4))
+    torch.testing.assert_close(terms["noise_sigma_1"], (squared[:, 1].mean() / 64).sqrt())
+    torch.testing.assert_close(terms["recon_se"], squared.sum(1).mean())
     torch.testing.assert_close(terms["year_ce"], F.cross_entropy(out["year_logits"], meta["year_bin"]))
     nll = gaussian_nll_observed(meta["sparse"], out["imputed_mu"], out["imputed_logvar"], meta["sparse_mask"])
     torch.testing.assert_close(terms["imputation_nll"], nll)
@@ -232,6 +252,6 @@ def test_cbvae_loss_terms() -> None:
     expected = terms["recon"] + 0.5 * (terms["kl"] + terms["imputation_kl"])
     expected = expected + 2.0 * terms["imputation_nll"] + 0.1 * terms["year_ce"]
     torch.testing.assert_close(terms["loss"], expected)
-    # The KL share counts the latent KL only, against the reconstruction.
-    share = 0.5 * terms["kl"] / (terms["recon"] + 0.5 * terms["kl"])
+    # The KL share counts the latent KL only, against the squared error (the NLL can be negative).
+    share = 0.5 * terms["kl"] / (terms["recon_se"] + 0.5 * terms["kl"])
     torch.testing.assert_close(model.kl_share(terms, weights), share)

@@ -81,7 +81,16 @@ def test_every_variable_reads_its_results_object(tmp_path: Path) -> None:
     for variant in PARAMS.model.variants:
         results = volumetric(variant)
         results.save(results.location(paths))
-    for name in ("pointcloud", "ensemble", "hierarchical", "cca", "clustering", "forecasting", "evaluation"):
+    for name in (
+        "pointcloud",
+        "ensemble",
+        "hierarchical",
+        "cca",
+        "clustering",
+        "forecasting",
+        "evaluation",
+        "conditional_atlas",
+    ):
         results = EXAMPLES[name]()
         results.save(results.location(paths))
     values = collect_variables(paths)
@@ -98,6 +107,7 @@ def test_every_variable_reads_its_results_object(tmp_path: Path) -> None:
     assert values["cca_r2"] == "0.400" and values["cluster_noise"] == "70%" and values["frechet_trend"] == "0.30"
     assert (
         values["prd_cbvae_recall"] == "0.40"
+        and values["prd_mixture_recall"] == "0.50"
         and values["probe_raw"] == "0.70"
         and values["ablation_locked_r"] == "0.465"
     )

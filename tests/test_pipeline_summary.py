@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from results_examples import evaluation, map_metrics, paired, pointcloud, volumetric
+from results_examples import conditional_atlas, evaluation, map_metrics, paired, pointcloud, volumetric
 
 import sematlas.core.io
 from sematlas.core.paths import ProfilePaths
@@ -56,11 +56,15 @@ def test_the_summary_gives_each_model_against_its_baselines_with_its_file(result
     ]  # fmt: skip
     generation = _section(text, "maps from metadata alone")
     assert _line(generation, "variant").split() == [
-        "variant", "model", "ridge", "model", "-", "ridge", "[95%", "CI]", "mean", "map", "file"
+        "variant", "model", "ridge", "model", "-", "ridge", "[95%", "CI]", "MLP", "model", "-", "MLP", "[95%", "CI]",
+        "mean", "map", "file"
     ]  # fmt: skip
     assert _line(generation, "cbvae").split() == [
-        "cbvae", "0.190", "0.210", "-0.020", "[-0.040,", "+0.000]", "0.120", "data/results/ci/cbvae/test_results.json"
+        "cbvae", "0.190", "0.210", "-0.020", "[-0.040,", "+0.000]", "0.200", "-0.010", "[-0.030,", "+0.010]", "0.120",
+        "data/results/ci/cbvae/test_results.json"
     ]  # fmt: skip
+    atlas = _section(text, "category maps against the held-out category maps")
+    assert "missing: data/results/ci/evaluation/conditional_atlas.json" in atlas
     assert _line(_section(text, "point-cloud model"), "pointcloud").split() == [
         "pointcloud", "5.0", "4.0", "8.0", "7.5", "data/results/ci/pointcloud/test_results.json"
     ]  # fmt: skip
@@ -128,3 +132,13 @@ def test_the_summary_command_prints_it(
     monkeypatch.setenv("SEMATLAS_ROOT", str(results.root))
     assert pipeline.main(["summary", "ci"]) == 0
     assert capsys.readouterr().out == summary("ci", results.root) + "\n"
+
+
+def test_the_summary_gives_the_category_maps_against_mkda(results: ProfilePaths):
+    atlas = conditional_atlas()
+    atlas.save(atlas.location(results))
+    section = _section(summary("ci", results.root), "category maps against the held-out category maps")
+    assert "3 categories, from data/results/ci/evaluation/conditional_atlas.json" in section
+    assert _line(section, "NiMARE MKDA").split() == ["NiMARE", "MKDA", "0.780", "100%"]
+    assert _line(section, "between-category r").split()[-3:] == ["0.950", "/", "0.500"]
+    assert _line(section, "CAS balanced accuracy").split()[-5:] == ["0.300", "/", "0.400", "/", "0.600"]

@@ -380,7 +380,11 @@ def test_sprint_criterion_compares_cbvae_with_baseline():
     better = volumetric("cbvae", training={**reference, "best_val_recon": reference["best_val_recon"] - 1.0})
     table = sprint_criterion({**results, "cbvae": better})
     assert list(table.index) == ["best_val_recon"]
-    assert table.loc["best_val_recon"].tolist() == [reference["best_val_recon"] - 1.0, reference["best_val_recon"], "PASS"]
+    assert table.loc["best_val_recon"].tolist() == [
+        reference["best_val_recon"] - 1.0,
+        reference["best_val_recon"],
+        "PASS",
+    ]
     assert sprint_criterion({**results, "cbvae": volumetric("cbvae")}).loc["best_val_recon", "verdict"] == "FAIL"
 
 
@@ -424,7 +428,10 @@ def test_evaluate_trained_run_saves_what_the_evaluation_computed(untrained_cbvae
         timing={"train_seconds": 1.0, "epochs": 1, "studies_per_second": 10.0},
         metrics=pd.DataFrame({"val/loss": [5.0, 4.0], "val/recon": [3.0, 3.5]}),
     )
-    params = override_params(PARAMS, {"evaluation": {"n_prior_samples": 1, "pca_max_train": 100, "estimator_studies": 4, "estimator_samples": 2}})
+    params = override_params(
+        PARAMS,
+        {"evaluation": {"n_prior_samples": 1, "pca_max_train": 100, "estimator_studies": 4, "estimator_samples": 2}},
+    )
     paths = ProfilePaths("ci", tmp_path)
     evaluation = evaluate_trained_run(run, datamodule, params, paths)
 

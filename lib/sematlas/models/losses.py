@@ -133,24 +133,17 @@ def optimal_sigma_nll(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> t
         The noise scale of each channel.
     """
     with no_autocast(x.device):
-        x_hat, x = x_hat.float(), x.float()
-        if mask is None:
-            squared = (x_hat - x).pow(2).sum(dim=(2, 3, 4))
-            n_voxels = float(x[0, 0].numel())
-        else:
-            box = (slice(None), slice(None), *mask_box(mask))
-            keep = mask[box[2:]].to(x.dtype)
-            squared = ((x_hat[box] - x[box]).pow(2) * keep).sum(dim=(2, 3, 4))  # (B, C)
-            n_voxels = float(keep.sum())
+        squared = squared_error_per_channel(x_hat, x, mask)  # (B, C)
+        n_voxels = float(x[0, 0].numel() if mask is None else mask.sum())
         log_sigma = (0.5 * torch.log(squared.mean(0) / n_voxels + 1e-12)).clamp_min(MIN_LOG_SIGMA)  # (C,)
         nll = squared / (2.0 * torch.exp(2.0 * log_sigma)) + n_voxels * (log_sigma + 0.5 * _LOG_2PI)
         return nll.sum(1).mean(), torch.exp(log_sigma).detach()
 
 
-def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Sum of squared errors per sample over channels and the voxels in ``mask``.
+def squared_error_per_channel(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Sum of squared errors per sample and channel over the voxels in ``mask``.
 
-    ``SE_i = sum_c sum_{v in mask} (x_hat_icv - x_icv)^2``
+    ``SE_ic = sum_{v in mask} (x_hat_icv - x_icv)^2``
 
     The maps are first cropped to the mask's bounding box, which gives the
     same sum for less work.
@@ -164,15 +157,34 @@ def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = Non
 
     Returns
     -------
-    Tensor, shape (B,), float32
+    Tensor, shape (B, C), float32
     """
     with no_autocast(x.device):
         x_hat, x = x_hat.float(), x.float()
         if mask is None:
-            return (x_hat - x).pow(2).sum(dim=(1, 2, 3, 4))
+            return (x_hat - x).pow(2).sum(dim=(2, 3, 4))
         box = (slice(None), slice(None), *mask_box(mask))
         keep = mask[box[2:]].to(x.dtype)
-        return ((x_hat[box] - x[box]).pow(2) * keep).sum(dim=(1, 2, 3, 4))
+        return ((x_hat[box] - x[box]).pow(2) * keep).sum(dim=(2, 3, 4))
+
+
+def squared_error_per_sample(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Sum of squared errors per sample over channels and the voxels in ``mask``.
+
+    ``SE_i = sum_c sum_{v in mask} (x_hat_icv - x_icv)^2`` (:func:`squared_error_per_channel` summed).
+
+    Parameters
+    ----------
+    x_hat, x : Tensor, shape (B, C, D, H, W)
+        Reconstruction and target.
+    mask : Tensor of bool, shape (D, H, W), optional
+        Voxels that count (the brain); all voxels when ``None``.
+
+    Returns
+    -------
+    Tensor, shape (B,), float32
+    """
+    return squared_error_per_channel(x_hat, x, mask).sum(dim=1)
 
 
 def masked_mse_sum(x_hat: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -233,7 +233,11 @@ def _conditional_atlas_section(paths: ProfilePaths) -> Section:
     level = results.category_level
     rows = tuple(
         (name, _r(method.median_r), _share(method.identification_accuracy))
-        for name, method in (("model", level.model), ("training mean", level.training_mean), ("NiMARE MKDA", level.mkda))
+        for name, method in (
+            ("model", level.model),
+            ("training mean", level.training_mean),
+            ("NiMARE MKDA", level.mkda),
+        )
     )
     size, cas = results.counterfactual_size, results.classification_accuracy_score
     rows += (
@@ -241,9 +245,7 @@ def _conditional_atlas_section(paths: ProfilePaths) -> Section:
         ("between-category r: generated / held out", f"{size.generated:.3f} / {size.held_out:.3f}", ""),
         ("CAS balanced accuracy: model / ridge / real", f"{cas.model:.3f} / {cas.ridge:.3f} / {cas.real:.3f}", ""),
     )
-    return Section(
-        f"{title}, {len(level.categories)} categories, from {file}", ("method", "r", "identification"), rows
-    )
+    return Section(f"{title}, {len(level.categories)} categories, from {file}", ("method", "r", "identification"), rows)
 
 
 def _samples_section(paths: ProfilePaths) -> Section:
