@@ -58,7 +58,11 @@ from sematlas.analysis.ablation import ablation_summary, ablation_table, load_ab
 from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.conditional import evaluate_conditional_atlas
+from sematlas.evaluation.conditional import (
+    CATEGORY_MAP_LABELS,
+    evaluate_conditional_atlas,
+    load_category_maps,
+)
 from sematlas.evaluation.generative import evaluate_generation
 from sematlas.evaluation.probe import run_probe
 from sematlas.evaluation.reconstruction import training_sample
@@ -66,7 +70,8 @@ from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import AblationSummary, EvaluationResults, GenerativeQuality, ZeroShotProbe
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models.registry import MAIN_VARIANT
-from sematlas.reporting.plotting import plot_ablations, plot_category_maps, plot_generative_quality, plot_probe
+from sematlas.reporting.figures import plot_conditional_atlas
+from sematlas.reporting.plotting import plot_ablations, plot_generative_quality, plot_probe
 from sematlas.training.run import make_datamodule
 
 params = load_params(profile)
@@ -171,7 +176,7 @@ conditional = evaluate_conditional_atlas(
     pca_max_train=params["evaluation"]["pca_max_train"],
     n_features=params["evaluation"]["prd_features"],
 )
-print(f"wrote {conditional.save(paths).relative_to(paths.root)}")
+print(f"wrote {conditional.save(paths, datamodule.grid).relative_to(paths.root)} and its category maps")
 pd.Series(conditional.results.headline()).round(3)
 
 # %% [markdown]
@@ -182,18 +187,16 @@ pd.Series(conditional.results.headline()).round(3)
 conditional.categories.round(3)
 
 # %% [markdown]
-# The generated map beside its held-out map and the MKDA map, each scaled to its
-# own maximum, cut through the held-out map's peak:
+# The held-out category map beside the model's map for the category query, the model's
+# map averaged over the category's training studies (one prior sample from each study's
+# metadata) and the MKDA map, each scaled to its own maximum and cut through the held-out
+# map's peak. The maps are drawn from the files just written
+# (`evaluation/category_maps/<method>.nii.gz`, one volume per category, for FSLeyes or
+# nilearn), as the manuscript's figure 4 is:
 
 # %%
-fig = plot_category_maps(
-    {method: conditional.maps[method] for method in ("held_out", "model", "mkda")},
-    conditional.results.category_level.categories,
-    datamodule.grid.mask(),
-    shown=("pain", "working_memory", "language", "visual", "motor", "face"),
-    table=conditional.categories,
-    labels={"held_out": "held-out studies", "model": MAIN_VARIANT, "mkda": "NiMARE MKDA"},
-)
+saved_maps = {method: load_category_maps(paths, method) for method in CATEGORY_MAP_LABELS}
+fig = plot_conditional_atlas(conditional.results, conditional.categories, saved_maps)
 fig.savefig(paths.figures / "evaluation_category_maps.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]

@@ -20,7 +20,7 @@
 # nothing is trained, sampled or decoded here, so a figure changes only when a
 # result does. Each figure is written as PNG (150 dpi) and SVG into
 # `figures/<profile>/manuscript/`, named for its place in the manuscript
-# (`fig1_data` ... `fig10_ablations`), with an `index.json` that gives each
+# (`fig1_data` ... `fig11_ablations`), with an `index.json` that gives each
 # figure's title and the files it was drawn from (the README's figure index and
 # the manuscript use it).
 #
@@ -49,6 +49,7 @@ from sematlas.reporting.figures import (
     load_results,
     plot_cca,
     plot_clusters,
+    plot_conditional_atlas,
     plot_corpus,
     plot_forecasting,
     plot_gate,
@@ -109,7 +110,18 @@ show_and_save(plot_reconstruction(**results["fig2_reconstruction"], seed=int(par
 show_and_save(plot_generation(**results["fig3_generation"]), "fig3_generation")
 
 # %% [markdown]
-# ## Figure 4 · Point clouds
+# ## Figure 4 · The category maps
+#
+# For six task categories, the map the conditional atlas generates for the category
+# query (its training studies' mean topic profile, decoded at the prior mean) beside the
+# mean map of the category's held-out studies and NiMARE's MKDA of its training studies,
+# each scaled to its own maximum and cut through the held-out map's peak.
+
+# %%
+show_and_save(plot_conditional_atlas(**results["fig4_category_maps"]), "fig4_category_maps")
+
+# %% [markdown]
+# ## Figure 5 · Point clouds
 #
 # Top: per held-out study, the Chamfer distance of the model against the
 # latent-free retrieval baseline (reconstruction) and the category pool
@@ -117,20 +129,20 @@ show_and_save(plot_generation(**results["fig3_generation"]), "fig3_generation")
 # closer. Bottom: medians of both metrics with the resampling noise floor.
 
 # %%
-show_and_save(plot_pointcloud(**results["fig4_pointcloud"]), "fig4_pointcloud")
+show_and_save(plot_pointcloud(**results["fig5_pointcloud"]), "fig5_pointcloud")
 
 # %% [markdown]
-# ## Figure 5 · Uncertainty
+# ## Figure 6 · Uncertainty
 #
 # Expected calibration error of each ensemble's predictive distribution before and
 # after temperature scaling (fitted on the validation split), and how well its
 # uncertainty separates test studies from each kind of out-of-distribution map.
 
 # %%
-show_and_save(plot_uncertainty(**results["fig5_uncertainty"]), "fig5_uncertainty")
+show_and_save(plot_uncertainty(**results["fig6_uncertainty"]), "fig6_uncertainty")
 
 # %% [markdown]
-# ## Figure 6 · The hierarchy
+# ## Figure 7 · The hierarchy
 #
 # The H-VAE is used downstream only if it passes its stage gate: each criterion's
 # value against its threshold. Below, what the two levels learned: how strongly
@@ -138,20 +150,20 @@ show_and_save(plot_uncertainty(**results["fig5_uncertainty"]), "fig5_uncertainty
 # each top-level unit separates.
 
 # %%
-show_and_save(plot_gate(**results["fig6_hierarchy"]), "fig6_hierarchy")
+show_and_save(plot_gate(**results["fig7_hierarchy"]), "fig7_hierarchy")
 
 # %% [markdown]
-# ## Figure 7 · Shared dimensions of the two latent spaces
+# ## Figure 8 · Shared dimensions of the two latent spaces
 #
 # Canonical correlations between the volumetric and the point-cloud latents of the
 # same held-out studies. A correlation means something only above what shuffled
 # pairings give: the red line is the null's 95th percentile.
 
 # %%
-show_and_save(plot_cca(**results["fig7_cca"]), "fig7_cca")
+show_and_save(plot_cca(**results["fig8_cca"]), "fig8_cca")
 
 # %% [markdown]
-# ## Figure 8 · Clusters
+# ## Figure 9 · Clusters
 #
 # HDBSCAN clusters of the latents, named by their most common task and their
 # highest-lift topic; most studies may stay unclustered (noise), and the figure says
@@ -160,7 +172,7 @@ show_and_save(plot_cca(**results["fig7_cca"]), "fig7_cca")
 # stage 07 decoded.
 
 # %%
-clustering = results["fig8_clusters"]
+clustering = results["fig9_clusters"]
 members = clustering["members"]
 lift, shares = cluster_profiles(members["cluster"].to_numpy(), members, topic_names(clustering["topic_keys"]))
 fig = plot_clusters(
@@ -170,10 +182,10 @@ fig = plot_clusters(
     shares,
     [nib.load(path) for path in clustering["centroids"]],
 )
-show_and_save(fig, "fig8_clusters")
+show_and_save(fig, "fig9_clusters")
 
 # %% [markdown]
-# ## Figure 9 · Forecasting
+# ## Figure 10 · Forecasting
 #
 # The distribution of next years' latents, forecast by the trajectory GRU from the
 # years up to the cutoff, against persistence (the last window repeated) and a
@@ -181,10 +193,10 @@ show_and_save(fig, "fig8_clusters")
 # scored.
 
 # %%
-show_and_save(plot_forecasting(**results["fig9_forecasting"]), "fig9_forecasting")
+show_and_save(plot_forecasting(**results["fig10_forecasting"]), "fig10_forecasting")
 
 # %% [markdown]
-# ## Figure 10 · Ablations
+# ## Figure 11 · Ablations
 #
 # Each ablation changes one thing of the locked conditional model and declared,
 # before its run, the criterion that decides PASS or FAIL. Left: the change of that
@@ -192,7 +204,7 @@ show_and_save(plot_forecasting(**results["fig9_forecasting"]), "fig9_forecasting
 # per-study win rate against PCA, the locked model's as a dashed line.
 
 # %%
-show_and_save(plot_ablations(**results["fig10_ablations"]), "fig10_ablations")
+show_and_save(plot_ablations(**results["fig11_ablations"]), "fig11_ablations")
 
 # %% [markdown]
 # ## Index

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,9 +17,10 @@ from sematlas.core.grid import Grid
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
 from sematlas.evaluation.baselines import MLPBaseline, mkda_map
-from sematlas.evaluation.cas import accuracy_comparison, classification_accuracy_score, per_category_sample
+from sematlas.evaluation.cas import accuracy_comparison, classification_accuracy_score, meta_rows, per_category_sample
 from sematlas.evaluation.conditional import (
     category_level,
+    category_map_file,
     category_means,
     correlation_matrix,
     counterfactual_size,
@@ -118,16 +120,18 @@ def _pattern_generator(meta: dict[str, torch.Tensor]) -> np.ndarray:
 def test_the_classification_accuracy_score_of_separable_classes():
     train_maps, train_labels, train_meta = _separable(40, seed=0)
     test_maps, test_labels, _ = _separable(10, seed=1)
-    args = (train_maps, train_labels, train_meta, test_maps, test_labels, ["a", "b", "c"])
+    rows = per_category_sample(train_labels, ["a", "b", "c"], 25, seed=0)
+    samples = _pattern_generator(meta_rows(train_meta, rows))
+    args = (train_maps, train_labels, train_meta, test_maps, test_labels, ["a", "b", "c"], rows)
     summary, table = classification_accuracy_score(
-        *args, _pattern_generator, seed=0, pca_max_train=100, n_features=8, max_per_category=25
+        *args, samples, seed=0, pca_max_train=100, n_features=8, max_per_category=25
     )
     assert summary["real"] == 1.0 and summary["model"] == 1.0 and summary["model_ratio"] == 1.0
     assert summary["ridge"] == 1.0  # ridge from the one-hot predicts each class's mean map
     assert (summary["n_train"], summary["n_test"], summary["n_features"], summary["chance"]) == (75, 30, 8, 1 / 3)
     assert table["category"].tolist() == test_labels.tolist() and table["row"].tolist() == list(range(30))
     # A generator that ignores the metadata gives one class to the classifier: chance.
-    flat = lambda meta: np.repeat(_pattern_generator(meta)[:1], len(meta["cond"]), axis=0)
+    flat = np.repeat(samples[:1], len(samples), axis=0)
     ignored, _ = classification_accuracy_score(
         *args, flat, seed=0, pca_max_train=100, n_features=8, max_per_category=25
     )
@@ -209,10 +213,11 @@ def test_the_category_map_figure_cuts_every_map_of_a_row_through_the_held_out_pe
 
     mask = np.zeros((6, 7, 5), dtype=bool)
     mask[1:5, 1:6, 1:4] = True
-    held_out = _maps(3, int(mask.sum()))
-    maps = {"held_out": held_out, "model": held_out[::-1], "mkda": 5 * held_out}
+    held_out = np.zeros((*mask.shape, 3))
+    held_out[mask] = _maps(3, int(mask.sum())).T
+    maps = {"held_out": held_out, "model": held_out[..., ::-1], "mkda": 5 * held_out}
     table = pd.DataFrame({"category": ["a", "b", "c"], "r_model": [0.1, 1.0, 0.3], "r_mkda": [1.0, 1.0, 1.0]})
-    fig = plot_category_maps(maps, ["a", "b", "c"], mask, shown=("c", "x", "a"), table=table, labels={"model": "m"})
+    fig = plot_category_maps(maps, ["a", "b", "c"], shown=("c", "x", "a"), table=table, labels={"model": "m"})
     assert len(fig.axes) == 2 * 9  # two rows (c, a), three slices of three maps
     assert [ax.get_title() for ax in fig.axes[:9] if ax.get_title()] == ["held_out", "m (r = 0.30)", "mkda (r = 1.00)"]
     assert fig.axes[0].get_ylabel() == "c"
@@ -249,8 +254,19 @@ def test_evaluate_conditional_atlas_measures_and_saves_a_tiny_model(untrained_cb
     assert level.n_test_studies == n_test and level.chance == 0.5
     assert evaluation.categories["category"].tolist() == ["emotion", "pain"]
     assert {name: m.shape for name, m in evaluation.maps.items()} == {
-        name: (2, int(two_categories.grid.mask().sum())) for name in ("held_out", "model", "training_mean", "mkda")
+        name: (2, int(two_categories.grid.mask().sum()))
+        for name in ("held_out", "model", "sample_average", "training_mean", "mkda")
     }
+    # The averaged map is the category mean of the CAS's samples: as many as the classifiers train on.
+    assert results.category_level.max_averaged == 100 and results.classification_accuracy_score.n_train == len(
+        two_categories.tables["train"]
+    )
+    assert evaluation.categories.filter(like="r_").columns.tolist() == [
+        "r_model",
+        "r_sample_average",
+        "r_training_mean",
+        "r_mkda",
+    ]
     test_maps = two_categories.all_images("test")[:, -1].double().numpy()
     labels = two_categories.tables["test"].studies["task_category"].to_numpy(dtype=str)
     np.testing.assert_allclose(evaluation.maps["held_out"][0], test_maps[labels == "emotion"].mean(0), rtol=1e-6)
@@ -260,8 +276,16 @@ def test_evaluate_conditional_atlas_measures_and_saves_a_tiny_model(untrained_cb
     assert -1 <= results.counterfactual_size.generated <= 1
 
     paths = ProfilePaths("ci", tmp_path)
-    saved = evaluation.save(paths)
+    saved = evaluation.save(paths, two_categories.grid)
     assert saved == paths.results / "evaluation" / "conditional_atlas.json"
+    # One 4-D MNI152 image per method: volume k is category k, its brain voxels the map's values.
+    mask = two_categories.grid.mask()
+    for method, rows in evaluation.maps.items():
+        image = nib.load(category_map_file(paths, method))
+        assert image.shape == (*mask.shape, 2) and int(image.header["sform_code"]) == 4
+        volumes = np.asarray(image.dataobj)
+        np.testing.assert_allclose(volumes[mask].T, rows, rtol=1e-6)
+        assert not volumes[~mask].any()
     # As written (a ratio to a ceiling of 0 is NaN on so few studies, and NaN equals nothing).
     assert json.dumps(ConditionalAtlasResults.load(saved).to_dict()) == json.dumps(results.to_dict())
     pd.testing.assert_frame_equal(

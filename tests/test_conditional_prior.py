@@ -144,15 +144,15 @@ def test_the_learned_likelihood_logs_its_noise_scale_and_the_comparable_squared_
 
 
 def test_the_prior_network_learns_faster_than_the_trunk() -> None:
-    from sematlas.models.cbvae import PRIOR_LR_SCALE
-
-    model = build_model(tiny_config("cbvae"))
+    model = build_model(tiny_config("cbvae", prior_lr_scale=7.0))
     groups = model.parameter_groups()
-    assert [g["lr_scale"] for g in groups] == [1.0, PRIOR_LR_SCALE]
+    assert [g["lr_scale"] for g in groups] == [1.0, 7.0]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.prior_net.parameters()}
     standard = build_model(tiny_config("cbvae", prior="standard"))
     assert [g["lr_scale"] for g in standard.parameter_groups()] == [1.0]
+    with pytest.raises(ValueError, match="prior_lr_scale must be positive, got 0"):
+        build_model(tiny_config("cbvae", prior_lr_scale=0))
 
 
 def test_the_imputation_head_is_bounded_so_it_cannot_carry_the_map_around_the_bottleneck() -> None:

@@ -21,6 +21,7 @@ from results_examples import (
     PARAMS,
     cca,
     clustering,
+    conditional_atlas,
     ensemble,
     evaluation,
     forecasting,
@@ -29,7 +30,10 @@ from results_examples import (
     volumetric,
 )
 
+from sematlas.core.grid import Grid
+from sematlas.core.io import write_nifti
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, category_map_file
 from sematlas.reporting import figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,12 +80,12 @@ def test_save_figure_writes_png_and_svg(tmp_path):
 
 def test_write_index_lists_titles_and_sources(tmp_path):
     source = tmp_path / "data" / "results" / "ci" / "cca" / "results.json"
-    path = figures.write_index(tmp_path / "figures", {"fig7_cca": [source]}, tmp_path)
+    path = figures.write_index(tmp_path / "figures", {"fig8_cca": [source]}, tmp_path)
     index = json.loads(path.read_text())
-    assert index["fig7_cca"] == {
-        "title": figures.TITLES["fig7_cca"],
-        "png": "fig7_cca.png",
-        "svg": "fig7_cca.svg",
+    assert index["fig8_cca"] == {
+        "title": figures.TITLES["fig8_cca"],
+        "png": "fig8_cca.png",
+        "svg": "fig8_cca.svg",
         "sources": ["data/results/ci/cca/results.json"],
     }
 
@@ -94,8 +98,8 @@ def test_load_results_names_the_missing_file_and_its_stage(tmp_path):
     message = str(error.value)
     assert "figure fig1_data needs data/processed/ci/studies.parquet, written by stage 01 curation" in message
     assert "figure fig2_reconstruction needs data/results/ci/cbvae/per_study.parquet, written by stage 02" in message
-    assert "figure fig7_cca needs data/results/ci/cca/results.json, written by stage 06 cca" in message
-    assert "figure fig9_forecasting needs data/results/ci/forecasting/results.json, written by stage 08" in message
+    assert "figure fig8_cca needs data/results/ci/cca/results.json, written by stage 06 cca" in message
+    assert "figure fig10_forecasting needs data/results/ci/forecasting/results.json, written by stage 08" in message
     assert "hvae" not in message  # the H-VAE joins figure 2 only once stage 05 wrote its results
     (tmp_path / "data" / "results" / "ci" / "hvae").mkdir(parents=True)
     assert figures.volumetric_variants(paths, PARAMS) == [*PARAMS.model.variants, "hvae"]
@@ -122,7 +126,16 @@ def _write_profile(paths: ProfilePaths) -> dict:
     for variant, results in objects.items():
         results.save(results.location(paths))
         table.to_parquet(paths.results / variant / "per_study.parquet")
-    for name in ("pointcloud", "ensemble", "hierarchical", "cca", "clustering", "forecasting", "evaluation"):
+    for name in (
+        "pointcloud",
+        "ensemble",
+        "hierarchical",
+        "cca",
+        "clustering",
+        "forecasting",
+        "evaluation",
+        "conditional_atlas",
+    ):
         objects[name] = EXAMPLES[name]()
         objects[name].save(objects[name].location(paths))
     for relative in (
@@ -131,8 +144,12 @@ def _write_profile(paths: ProfilePaths) -> dict:
         "pointcloud/per_study.parquet",
         "forecasting/frechet_by_year.parquet",
         "clustering/clusters.parquet",
+        "evaluation/conditional_atlas_categories.parquet",
     ):
         table.to_parquet(paths.results / relative)
+    grid = Grid(4)
+    for k, method in enumerate(CATEGORY_MAP_LABELS):
+        write_nifti(grid.to_nifti(np.full((*grid.shape, 3), float(k))), category_map_file(paths, method))
     pd.DataFrame({"id": ["1", "3"], "cluster": [0, 1]}).to_parquet(paths.results / "clustering" / "assignments.parquet")
     for centroid in objects["clustering"].centroid_maps:
         (paths.root / centroid).write_bytes(b"")
@@ -147,18 +164,23 @@ def test_load_results_reads_each_file_as_its_results_object_and_lists_it_once(tm
     loaded = figures.load_results(paths, PARAMS)
     assert loaded["fig2_reconstruction"]["test_results"] == {v: written[v] for v in PARAMS.model.variants}
     assert loaded["fig3_generation"]["probe"] == written["evaluation"].zero_shot_probe
-    assert loaded["fig4_pointcloud"]["results"] == written["pointcloud"]
-    assert loaded["fig5_uncertainty"]["results"] == written["ensemble"]
-    assert loaded["fig6_hierarchy"]["results"] == written["hierarchical"]
-    assert loaded["fig7_cca"]["results"] == written["cca"]
-    assert loaded["fig9_forecasting"]["results"] == written["forecasting"]
-    members = loaded["fig8_clusters"]["members"]
+    assert loaded["fig5_pointcloud"]["results"] == written["pointcloud"]
+    assert loaded["fig6_uncertainty"]["results"] == written["ensemble"]
+    assert loaded["fig7_hierarchy"]["results"] == written["hierarchical"]
+    assert loaded["fig8_cca"]["results"] == written["cca"]
+    assert loaded["fig10_forecasting"]["results"] == written["forecasting"]
+    assert loaded["fig4_category_maps"]["results"] == written["conditional_atlas"]
+    # Each method's saved 4-D image, read back as (D, H, W, n_categories).
+    assert {m: (v.shape[-1], float(v.max())) for m, v in loaded["fig4_category_maps"]["maps"].items()} == {
+        m: (3, float(k)) for k, m in enumerate(CATEGORY_MAP_LABELS)
+    }
+    members = loaded["fig9_clusters"]["members"]
     assert members[["id", "cluster", "topic_000"]].to_dict(orient="list") == {
         "id": ["1", "3"],
         "cluster": [0, 1],
         "topic_000": [0.1, 0.3],
     }
-    assert loaded["fig8_clusters"]["centroids"] == [tmp_path / p for p in written["clustering"].centroid_maps]
+    assert loaded["fig9_clusters"]["centroids"] == [tmp_path / p for p in written["clustering"].centroid_maps]
     sources = {name: [str(p.relative_to(tmp_path)) for p in files] for name, files in loaded["sources"].items()}
     assert list(sources) == list(figures.TITLES)
     assert sources["fig1_data"] == ["data/processed/ci/studies.parquet", "data/processed/ci/manifest.json"]
@@ -166,8 +188,34 @@ def test_load_results_reads_each_file_as_its_results_object_and_lists_it_once(tm
         "data/results/ci/evaluation/generative_quality.parquet",
         "data/results/ci/evaluation/evaluation_results.json",
     ]
-    assert sources["fig8_clusters"][-2:] == written["clustering"].centroid_maps
+    assert sources["fig9_clusters"][-2:] == written["clustering"].centroid_maps
     assert len(sources["fig2_reconstruction"]) == 2 * len(PARAMS.model.variants)
+    assert sources["fig4_category_maps"] == [
+        "data/results/ci/evaluation/conditional_atlas.json",
+        "data/results/ci/evaluation/conditional_atlas_categories.parquet",
+        *(f"data/results/ci/evaluation/category_maps/{m}.nii.gz" for m in CATEGORY_MAP_LABELS),
+    ]
+
+
+def test_plot_conditional_atlas_draws_the_shown_categories_with_their_r_and_the_medians():
+    results = conditional_atlas()
+    categories = results.category_level.categories  # emotion, language, motor
+    volumes = np.zeros((5, 6, 4, 3))
+    for k in range(3):
+        volumes[k + 1, 2, 2, k] = 1.0 + k
+    maps = {method: volumes for method in CATEGORY_MAP_LABELS}
+    table = pd.DataFrame({"category": categories, "r_model": [0.1, 0.2, 0.3], "r_mkda": [0.4, 0.5, 0.6]})
+    fig = figures.plot_conditional_atlas(results, table, maps)
+    # Of the shown categories only language and motor were measured: two rows of four maps, three slices each.
+    assert len(fig.axes) == 2 * 12
+    assert [fig.axes[12 * row].get_ylabel() for row in range(2)] == ["language", "motor"]
+    assert [ax.get_title() for ax in fig.axes[12:24] if ax.get_title()] == [
+        "held-out studies",
+        "cbvae (r = 0.30)",
+        "model, averaged over studies",
+        "NiMARE MKDA (r = 0.60)",
+    ]
+    assert "cbvae 0.45, MKDA 0.78" in fig._suptitle.get_text()
 
 
 # ------------------------------------------------------------------------ figures 1-5

@@ -106,6 +106,9 @@ def test_latents_of_the_chosen_splits_only(untrained_cbvae) -> None:
     assert list(every["split"].unique()) == ["train", "val", "test"]
     assert (test_only["split"] == "test").all() and len(test_only) == len(datamodule.tables["test"])
     pd.testing.assert_frame_equal(test_only, every[every["split"] == "test"].reset_index(drop=True), atol=1e-6)
+    # A split already run through collect_outputs gives the same rows without a second encoding.
+    reused = latents_table(model, datamodule, collected={"test": collect_outputs(model, datamodule, "test")})
+    pd.testing.assert_frame_equal(reused, every, atol=1e-6)
 
 
 def test_an_analysis_variant_must_keep_every_split_s_latents() -> None:

@@ -154,7 +154,7 @@ def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
     clusters = clustering(n_clusters=7, noise_fraction=0.25, ari_mean=0.81, ari_sd=0.05, n_studies=1000)
     clusters.save(clusters.location(paths))
     (paths.figures / "manuscript").mkdir(parents=True)
-    (paths.figures / "manuscript" / "fig8_clusters.png").write_bytes(
+    (paths.figures / "manuscript" / "fig9_clusters.png").write_bytes(
         bytes.fromhex(
             "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
             "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
@@ -163,7 +163,7 @@ def test_pandoc_fallback_renders_the_manuscript(tmp_path: Path) -> None:
     html = render("ci", root=tmp_path, use_quarto=False).read_text()
     assert "HDBSCAN finds 7 clusters among 1,000 studies" in html.replace("\n", " ")
     assert "[stage 02 not run]" in html  # a stage that has not run is visible, not silently blank
-    assert 'href="#fig-clusters">Figure 8</a>' in html
+    assert 'href="#fig-clusters">Figure 9</a>' in html
     assert "data:image/png;base64" in html  # the figure is embedded: one self-contained file
     assert "Yarkoni" in html and "Lakshminarayanan" in html  # the bibliography is resolved
     assert "{{&lt;" not in html and "{{<" not in html  # every shortcode, the table's include too, was replaced

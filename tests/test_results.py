@@ -299,13 +299,24 @@ def test_cca_clustering_and_forecasting_builders_read_the_fitted_objects(tmp_pat
 
 
 def test_evaluation_suite_builders_keep_the_tables_row_by_row():
-    generation = pd.DataFrame({"method": ["cbvae", "ppca"], "precision": [0.5, 0.2], "n": np.array([24, 24])})
+    generation = pd.DataFrame(
+        {
+            "method": ["cbvae_mixture", "ppca"],
+            "precision": [0.5, 0.2],
+            "n": np.array([24, 24]),
+            "mixture_components": pd.array([3, None], dtype="Int64"),
+        }
+    )
     quality = GenerativeQuality.from_table(generation, PARAMS.evaluation)
     assert quality.to_dict() == {
         "feature_space": f"PCA-{PARAMS.evaluation.prd_features} of training maps (widest kernel)",
         "k": PARAMS.evaluation.prd_k,
-        "methods": {"cbvae": {"precision": 0.5, "n": 24}, "ppca": {"precision": 0.2, "n": 24}},
+        "methods": {
+            "cbvae_mixture": {"precision": 0.5, "n": 24, "mixture_components": 3},
+            "ppca": {"precision": 0.2, "n": 24, "mixture_components": None},  # not a mixture: no count
+        },
     }
+    assert json.loads(json.dumps(quality.to_dict(), default=int))["methods"]["ppca"]["mixture_components"] is None
     probe = pd.DataFrame({"features": ["cbvae"], "balanced_accuracy": [0.6]})
     analyses = pd.DataFrame(
         {"neurostore_study_id": ["a", "a", "b"], "in_neurosynth": [True, False, True], "in_training": [0, 0, 1]}

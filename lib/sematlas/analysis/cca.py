@@ -26,7 +26,6 @@ from the other:
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ import pandas as pd
 from sklearn.cross_decomposition import CCA
 from sklearn.preprocessing import StandardScaler
 
-from sematlas.core.io import atomic_path
+from sematlas.core.io import write_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -394,9 +393,5 @@ def write_maps(images: Mapping[str, nib.Nifti1Image], folder: str | os.PathLike[
     """Write ``<name>.nii.gz`` for each image, atomically; return the paths."""
     written = []
     for name, image in images.items():
-        target = Path(folder) / f"{name}.nii.gz"
-        with atomic_path(target) as tmp:
-            # nibabel picks the format from the file name, so write the gzipped bytes by hand.
-            tmp.write_bytes(gzip.compress(image.to_bytes()))
-        written.append(target)
+        written.append(write_nifti(image, Path(folder) / f"{name}.nii.gz"))
     return written

@@ -27,7 +27,6 @@ Choices, and why:
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import torch
 from sklearn.manifold import TSNE
 from sklearn.metrics import adjusted_rand_score
 
-from sematlas.core.io import atomic_path
+from sematlas.core.io import write_nifti
 
 NOISE = -1
 
@@ -439,11 +438,7 @@ def write_centroid_maps(atlas: Any, maps: torch.Tensor, clusters: pd.Series, fol
     stale = set(Path(folder).glob("centroid_*.nii.gz"))
     written = []
     for cluster, volume in zip(clusters, maps):
-        target = Path(folder) / f"centroid_{int(cluster)}.nii.gz"
-        with atomic_path(target) as tmp:
-            # nibabel picks the format from the file name, so write the gzipped bytes by hand.
-            tmp.write_bytes(gzip.compress(atlas.to_nifti(volume).to_bytes()))
-        written.append(target)
+        written.append(write_nifti(atlas.to_nifti(volume), Path(folder) / f"centroid_{int(cluster)}.nii.gz"))
     for path in stale - set(written):
         path.unlink()
     return written

@@ -8,15 +8,19 @@ a killed run never leaves a half-written file that a later stage would trust.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 
 def _file_mode() -> int:
@@ -59,6 +63,14 @@ def write_json(payload: Any, target: str | os.PathLike[str]) -> Path:
     """Write JSON atomically, pretty-printed with sorted keys for readable diffs."""
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(target)
+
+
+def write_nifti(image: nib.Nifti1Image, target: str | os.PathLike[str]) -> Path:
+    """Write a NIfTI image as ``.nii.gz`` atomically, gzip header without a date (same image, same bytes)."""
+    with atomic_path(target) as tmp:
+        # nibabel picks the format from the file name, and the temporary name has none.
+        tmp.write_bytes(gzip.compress(image.to_bytes(), mtime=0))
     return Path(target)
 
 

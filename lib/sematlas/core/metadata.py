@@ -32,7 +32,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -529,6 +529,29 @@ class MetadataEncoder:
             category_profiles={name: list(p) for name, p in payload.get("category_profiles", {}).items()},
             topic_keys=None if keys is None else [list(words) for words in keys],
         )
+
+
+def meta_batches(
+    meta: Mapping[str, torch.Tensor], batch_size: int, n: int | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The first ``n`` rows (default: all) of a metadata dict, in consecutive batches of at most ``batch_size``.
+
+    Parameters
+    ----------
+    meta : mapping of str to Tensor
+        A split's metadata (``NeurosynthDataModule.meta[split]``): ``cond`` (N, cond_dim) and the
+        other fields, one row per study.
+    batch_size : int
+    n : int, optional
+
+    Yields
+    ------
+    dict of str to Tensor
+        The same keys, ``batch_size`` rows each (fewer in the last batch).
+    """
+    total = len(meta["cond"]) if n is None else min(n, len(meta["cond"]))
+    for start in range(0, total, batch_size):
+        yield {key: value[start : min(start + batch_size, total)] for key, value in meta.items()}
 
 
 def task_categories(params: Params) -> list[str]:

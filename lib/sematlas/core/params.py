@@ -119,6 +119,7 @@ class ModelParams(Section):
     prior: str
     likelihood: str
     metadata: str
+    prior_lr_scale: float
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sematlas.core.metadata import meta_batches
+from sematlas.core.progress import progress
 from sematlas.core.stats import balanced_accuracy
 from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix, training_sample_rows
 from sematlas.evaluation.paired import CONFIDENCE, N_RESAMPLES
@@ -33,28 +35,32 @@ if TYPE_CHECKING:
 CAS_PER_CATEGORY = 100
 
 
-def _meta_rows(meta: Mapping[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+def meta_rows(meta: Mapping[str, torch.Tensor], rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """The studies ``rows`` of a metadata dict, in that order."""
     index = torch.from_numpy(rows)
     return {key: value[index] for key, value in meta.items()}
 
 
 def sample_generator(
-    model: VolumetricVAE, datamodule: Any, seed: int
+    model: VolumetricVAE, datamodule: Any, seed: int, description: str = "sampling"
 ) -> Callable[[Mapping[str, torch.Tensor]], np.ndarray]:
     """``meta -> (n, n_mask_voxels)``: one decoded prior sample per study of ``meta``, widest kernel.
 
-    Decoded in batches of ``datamodule.batch_size``; the samples are drawn from one stream seeded by ``seed``.
+    Decoded in batches of ``datamodule.batch_size`` under a progress bar named ``description``;
+    the samples are drawn from one stream seeded by ``seed``.
     """
     mask = datamodule.brain_mask()
     generator = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def generate(meta: Mapping[str, torch.Tensor]) -> np.ndarray:
-        n = len(meta["cond"])
-        chunks = []
-        for start in range(0, n, datamodule.batch_size):
-            batch = _meta_rows(meta, np.arange(start, min(start + datamodule.batch_size, n)))
-            chunks.append(native_widest(model.generate(batch, 1, generator)[0], mask))
+        model.eval()
+        batches = meta_batches(meta, datamodule.batch_size)
+        total = -(-len(meta["cond"]) // datamodule.batch_size)
+        chunks = [
+            native_widest(model.generate(batch, 1, generator)[0], mask)
+            for batch in progress(batches, description, total=total, unit="batch")
+        ]
         return torch.cat(chunks).numpy()
 
     return generate
@@ -161,7 +167,8 @@ def classification_accuracy_score(
     test_maps: np.ndarray,
     test_labels: np.ndarray,
     categories: Sequence[str],
-    generate_from_meta: Callable[[Mapping[str, torch.Tensor]], np.ndarray],
+    rows: np.ndarray,
+    model_samples: np.ndarray,
     seed: int,
     pca_max_train: int = 5000,
     n_features: int = 64,
@@ -185,10 +192,15 @@ def classification_accuracy_score(
     test_labels : ndarray of str, shape (n_test,)
     categories : sequence of str
         The classes.
-    generate_from_meta : callable
-        ``meta -> (n, n_voxels)``: one model sample per study of ``meta`` (:func:`sample_generator`).
+    rows : ndarray of int, shape (n_rows,)
+        The training studies the classifiers learn from (:func:`per_category_sample` with
+        ``max_per_category``).
+    model_samples : ndarray, shape (n_rows, n_voxels)
+        One model sample per study of ``rows``, from its metadata (:func:`sample_generator`).
     seed : int
-    pca_max_train, n_features, max_per_category : int
+    pca_max_train, n_features : int
+    max_per_category : int
+        Recorded: the bound ``rows`` was drawn with.
 
     Returns
     -------
@@ -206,14 +218,13 @@ def classification_accuracy_score(
     def features(maps: np.ndarray) -> np.ndarray:
         return space.transform(np.asarray(maps)) / scale
 
-    rows = per_category_sample(train_labels, categories, max_per_category, seed)
     matrix = metadata_matrix(train_meta)
     # Ridge to the PCA scores, not the voxels: for one regularisation strength the projection of
     # ridge's voxel-wise prediction is the ridge prediction of the projected maps (both are linear
     # in the targets), and n_features targets instead of every voxel fit in milliseconds, not a minute.
     ridge = RidgeBaseline().fit(matrix[fit_rows], features(fit_maps))
     training_sets = {
-        "model": features(generate_from_meta(_meta_rows(train_meta, rows))),
+        "model": features(model_samples),
         "ridge": ridge.predict(matrix[rows]),
         "real": features(train_maps[rows]),
     }
@@ -243,6 +254,7 @@ __all__ = [
     "accuracy_comparison",
     "cas_predictions",
     "classification_accuracy_score",
+    "meta_rows",
     "per_category_sample",
     "sample_generator",
 ]

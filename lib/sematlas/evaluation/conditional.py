@@ -39,10 +39,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sematlas.core.io import write_parquet
+from sematlas.core.io import write_nifti, write_parquet
 from sematlas.core.results import parse
 from sematlas.evaluation.baselines import MKDA_MAP, mkda_map
-from sematlas.evaluation.cas import CAS_PER_CATEGORY, classification_accuracy_score, sample_generator
+from sematlas.evaluation.cas import (
+    CAS_PER_CATEGORY,
+    classification_accuracy_score,
+    meta_rows,
+    per_category_sample,
+    sample_generator,
+)
 from sematlas.evaluation.criteria import Goal
 from sematlas.evaluation.paired import paired_bootstrap
 from sematlas.evaluation.reconstruction import native_widest
@@ -52,6 +58,7 @@ from sematlas.evaluation.results import ConditionalAtlasResults
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from sematlas.core.grid import Grid
     from sematlas.core.paths import ProfilePaths
     from sematlas.models import VolumetricVAE
 
@@ -63,6 +70,17 @@ MIN_TEST_STUDIES = 10
 EXCLUDED_CATEGORIES = ("other",)
 #: ``|generated - held_out|`` of the counterfactual size the conditional atlas aims at.
 COUNTERFACTUAL_SIZE_GOAL = Goal(0.1, "at_most")
+#: Folder of the category maps under ``data/results/<profile>/``: ``<method>.nii.gz``, one volume per category.
+CATEGORY_MAPS_FOLDER = "evaluation/category_maps"
+#: The categories the figures draw (those measured, in this order): the field's best-known maps.
+SHOWN_CATEGORIES = ("pain", "working_memory", "language", "visual", "motor", "face")
+#: How the figures name the methods of the category maps.
+CATEGORY_MAP_LABELS = {
+    "held_out": "held-out studies",
+    "model": "model",
+    "sample_average": "model, averaged over studies",
+    "mkda": "NiMARE MKDA",
+}
 
 
 # ------------------------------------------------------------------ category maps
@@ -215,12 +233,13 @@ class ConditionalAtlasEvaluation:
         The results file's content.
     categories : DataFrame
         One row per category: ``category``, ``n_test``, ``n_train``, then ``r_<method>`` and
-        ``match_<method>`` of :func:`category_level` for ``model``, ``training_mean``, ``mkda``.
+        ``match_<method>`` of :func:`category_level` for ``model``, ``sample_average``, ``training_mean``, ``mkda``.
     classifications : DataFrame
         One row per held-out study of those categories: ``id``, ``category`` and the category each
         CAS classifier predicts (``predicted_model``, ``predicted_ridge``, ``predicted_real``).
     maps : dict of str to ndarray, shape (n_categories, n_mask_voxels)
-        The category maps in ``categories`` order: ``held_out``, ``model``, ``training_mean``, ``mkda``.
+        The category maps in ``categories`` order: ``held_out``, ``model``, ``sample_average``,
+        ``training_mean``, ``mkda``.
     """
 
     results: ConditionalAtlasResults
@@ -228,9 +247,19 @@ class ConditionalAtlasEvaluation:
     classifications: pd.DataFrame
     maps: dict[str, np.ndarray]
 
-    def save(self, paths: ProfilePaths) -> Path:
-        """Write the results file with ``conditional_atlas_categories.parquet`` and ``conditional_atlas_cas.parquet``
-        beside it, each atomically.
+    def save(self, paths: ProfilePaths, grid: Grid) -> Path:
+        """Write the results file, its two tables and the category maps, each atomically.
+
+        Beside ``conditional_atlas.json``: ``conditional_atlas_categories.parquet``,
+        ``conditional_atlas_cas.parquet`` and, under :data:`CATEGORY_MAPS_FOLDER`, one 4-D
+        NIfTI image per method (MNI152, the widest kernel; volume ``k`` is the ``k``-th of the
+        results' ``category_level.categories``), for FSLeyes, nilearn and the manuscript figure.
+
+        Parameters
+        ----------
+        paths : ProfilePaths
+        grid : Grid
+            The maps' native grid (``datamodule.grid``): its brain mask holds their voxels.
 
         Returns
         -------
@@ -240,7 +269,32 @@ class ConditionalAtlasEvaluation:
         target = self.results.location(paths)
         write_parquet(self.categories, target.with_name("conditional_atlas_categories.parquet"))
         write_parquet(self.classifications, target.with_name("conditional_atlas_cas.parquet"))
+        mask = grid.mask()
+        for method, rows in self.maps.items():
+            volumes = np.zeros((*mask.shape, len(rows)), dtype=np.float32)
+            volumes[mask] = rows.T
+            write_nifti(grid.to_nifti(volumes, f"sematlas {method} category maps"), category_map_file(paths, method))
         return self.results.save(target)
+
+
+def category_map_file(paths: ProfilePaths, method: str) -> Path:
+    """``data/results/<profile>/evaluation/category_maps/<method>.nii.gz`` (``held_out``, ``model``, ``mkda``, ...)."""
+    return paths.results / CATEGORY_MAPS_FOLDER / f"{method}.nii.gz"
+
+
+def read_category_maps(path: Path) -> np.ndarray:
+    """The category maps of one saved file, ``(D, H, W, n_categories)`` float32."""
+    import nibabel as nib
+
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image):
+        raise ValueError(f"{path} is not a NIfTI-1 image: not a category-maps file of stage 09")
+    return np.asarray(image.dataobj, dtype=np.float32)
+
+
+def load_category_maps(paths: ProfilePaths, method: str) -> np.ndarray:
+    """One method's saved category maps (:meth:`ConditionalAtlasEvaluation.save`), ``(D, H, W, n_categories)``."""
+    return read_category_maps(category_map_file(paths, method))
 
 
 def evaluate_conditional_atlas(
@@ -282,7 +336,9 @@ def evaluate_conditional_atlas(
         Held-out studies a category needs to be measured; lowered to the second-largest count of
         held-out studies of a category when fewer than two categories reach it.
     max_per_category : int
-        Training studies per category the CAS classifiers are trained on, at most (a seeded sample).
+        Training studies per category, at most (a seeded sample), each decoded from one prior sample
+        of its metadata: the CAS classifiers train on these samples, and their category means
+        are the ``sample_average`` maps.
 
     Returns
     -------
@@ -314,16 +370,28 @@ def evaluate_conditional_atlas(
     logger.info("conditional atlas: %d categories, MKDA of their training studies", len(categories))
     train_ids = datamodule.tables["train"].studies["id"].astype(str).to_numpy()
     generate = category_generator(model, datamodule)
+    # One prior sample for each of a seeded sample of every category's training studies, from its own
+    # metadata: the CAS trains on them, and their mean per category is the model's category map
+    # averaged over the category's studies (the query map decodes one point, the mean topic profile).
+    rows = per_category_sample(train_labels, categories, max_per_category, seed)
+    logger.info("conditional atlas: %d prior samples from training studies' metadata", len(rows))
+    samples = sample_generator(model, datamodule, seed, "sampling for the categories")(
+        meta_rows(datamodule.meta["train"], rows)
+    )
     category_maps = {
         "held_out": category_means(test_maps, test_labels, categories),
         "model": np.stack([generate(name) for name in categories]),
+        "sample_average": category_means(samples, train_labels[rows], categories),
         "training_mean": category_means(train_maps, train_labels, categories),
         # Every training study of the category, no sample drawn: at 4 mm NiMARE fits the largest
         # category of quick (1,167 studies) in about a second.
         "mkda": np.stack([mkda_map(peaks, train_ids[train_labels == name], datamodule.grid) for name in categories]),
     }
-    methods = {name: category_maps[name] for name in ("model", "training_mean", "mkda")}
+    methods = {name: category_maps[name] for name in ("model", "sample_average", "training_mean", "mkda")}
     level, categories_table = category_level(categories, category_maps["held_out"], methods, seed)
+    level["sample_average_vs_mkda"] = paired_bootstrap(
+        categories_table["r_sample_average"].to_numpy(), categories_table["r_mkda"].to_numpy(), seed
+    )
     categories_table.insert(1, "n_test", [int((test_labels == name).sum()) for name in categories])
     categories_table.insert(2, "n_train", [int((train_labels == name).sum()) for name in categories])
     generated, held_out = (counterfactual_size(category_maps[name]) for name in ("model", "held_out"))
@@ -335,7 +403,8 @@ def evaluate_conditional_atlas(
         test_maps,
         test_labels,
         categories,
-        sample_generator(model, datamodule, seed),
+        rows,
+        samples,
         seed,
         pca_max_train,
         n_features,
@@ -356,6 +425,7 @@ def evaluate_conditional_atlas(
                 "n_test_studies": int(categories_table["n_test"].sum()),
                 "chance": 1.0 / len(categories),
                 "mkda_map": MKDA_MAP,
+                "max_averaged": max_per_category,
             },
             "counterfactual_size": {
                 "generated": generated,
@@ -371,11 +441,15 @@ def evaluate_conditional_atlas(
 
 
 __all__ = [
+    "CATEGORY_MAPS_FOLDER",
+    "CATEGORY_MAP_LABELS",
     "COUNTERFACTUAL_SIZE_GOAL",
     "EXCLUDED_CATEGORIES",
     "MIN_TEST_STUDIES",
+    "SHOWN_CATEGORIES",
     "ConditionalAtlasEvaluation",
     "category_generator",
+    "category_map_file",
     "category_level",
     "category_means",
     "correlation_matrix",
@@ -383,4 +457,6 @@ __all__ = [
     "evaluate_conditional_atlas",
     "evaluated_categories",
     "identification",
+    "load_category_maps",
+    "read_category_maps",
 ]

@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 from scipy import linalg
 
-from sematlas.core.progress import progress
 from sematlas.evaluation.baselines import PCABaseline, ProbabilisticPCA
+from sematlas.evaluation.cas import sample_generator
 from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.inference.density import LatentMixture
 
@@ -118,7 +118,6 @@ def gaussian_frechet_distance(mu_r: np.ndarray, cov_r: np.ndarray, mu_g: np.ndar
     return float(((mu_r - mu_g) ** 2).sum() + np.trace(cov_r + cov_g - 2.0 * root))
 
 
-@torch.no_grad()
 def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) -> torch.Tensor:
     """One map per study of ``split``, decoded from a prior sample with that study's metadata.
 
@@ -135,21 +134,11 @@ def prior_samples(model: VolumetricVAE, datamodule: Any, split: str, seed: int) 
     -------
     Tensor, shape (n_studies, n_mask_voxels)
         The widest-kernel channel inside the brain mask, as in
-        :func:`sematlas.evaluation.reconstruction.collect_outputs`.
+        :func:`sematlas.evaluation.reconstruction.collect_outputs`
+        (:func:`~sematlas.evaluation.cas.sample_generator` on the split's metadata).
     """
-    from sematlas.evaluation.reconstruction import native_widest
-
-    model.eval()
-    mask = datamodule.brain_mask()
-    meta = datamodule.meta[split]
-    generator = torch.Generator().manual_seed(seed)
-    chunks = []
-    n = len(meta["cond"])
-    for start in progress(range(0, n, datamodule.batch_size), f"sampling for {split}", unit="batch"):
-        rows = slice(start, min(start + datamodule.batch_size, n))
-        batch_meta = {key: value[rows] for key, value in meta.items()}
-        chunks.append(native_widest(model.generate(batch_meta, 1, generator)[0], mask))
-    return torch.cat(chunks)
+    generate = sample_generator(model, datamodule, seed, f"sampling for {split}")
+    return torch.from_numpy(generate(datamodule.meta[split]))
 
 
 @torch.no_grad()
@@ -323,7 +312,7 @@ def evaluate_generation(
     DataFrame
         As :func:`generative_quality`, with ``ppca`` (the linear baseline) and
         ``training_maps`` (real maps of the training split: the ceiling) as methods, and a
-        ``mixture_components`` column (the chosen size of the mixture rows, 0 on the others).
+        ``mixture_components`` column (the chosen size of the mixture rows, missing on the others).
     """
     real = RenderedSplits.shared(maps, datamodule).images(split)[:, -1].numpy()
     train = train_maps[:, -1].numpy()
@@ -340,5 +329,6 @@ def evaluate_generation(
     samples["ppca"] = ProbabilisticPCA(z_dim, seed).fit(train).sample(len(real), seed)
     samples["training_maps"] = train[rng.choice(len(train), size=min(len(real), len(train)), replace=False)]
     table = generative_quality(real, train, samples, int(evaluation["prd_features"]), int(evaluation["prd_k"]), seed)
-    table["mixture_components"] = table["method"].map(components).fillna(0).astype(int)
+    # A nullable count: the rows that are not a mixture have none (missing, not a sentinel).
+    table["mixture_components"] = table["method"].map(components).astype("Int64")
     return table

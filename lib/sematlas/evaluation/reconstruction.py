@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from sematlas.core.metadata import meta_batches
 from sematlas.evaluation.baselines import training_sample_rows
 from sematlas.evaluation.criteria import YEAR_DEBIASING_GOAL
 from sematlas.evaluation.linear import linear_baseline_scores
@@ -134,13 +135,10 @@ def generation_estimators(
     maps = RenderedSplits.shared(maps, datamodule)
     mask = datamodule.brain_mask()
     generator = torch.Generator().manual_seed(seed)
-    meta_all = datamodule.meta[split]
     rows = min(n_studies, len(datamodule.tables[split]))
     prior_mean, sample_average = [], []
-    size = datamodule.batch_size
-    for start in range(0, rows, size):
-        meta = {key: value[start : min(start + size, rows)] for key, value in meta_all.items()}
-        count = len(next(iter(meta.values())))
+    for meta in meta_batches(datamodule.meta[split], datamodule.batch_size, rows):
+        count = len(meta["cond"])
         conditioning = meta if model.is_conditional else None
         prior_mean.append(native_widest(model.generate_mean(conditioning, count), mask))
         draws = model.generate(conditioning, n_samples, generator)
@@ -172,6 +170,7 @@ def evaluate_run(
     split: str = "test",
     maps: RenderedSplits | None = None,
     baseline_store: Path | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Held-out metrics of a model against the linear baselines at equal latent size.
 
@@ -194,6 +193,9 @@ def evaluate_run(
         Where the linear baselines' scores are kept across evaluations and stages
         (:func:`~sematlas.evaluation.linear.linear_baseline_scores`,
         ``ProfilePaths.linear_baselines``); ``None`` fits and scores them for this call.
+    outputs : mapping, optional
+        The model's :func:`collect_outputs` on ``split``, when the caller has them (its codes
+        also make the latents table); by default they are collected here.
 
     Returns
     -------
@@ -206,7 +208,7 @@ def evaluate_run(
         One row per held-out study: every method's Pearson r and SSIM.
     """
     maps = RenderedSplits.shared(maps, datamodule)
-    out = collect_outputs(model, datamodule, split, maps)
+    out = collect_outputs(model, datamodule, split, maps) if outputs is None else outputs
     mask = torch.from_numpy(datamodule.grid.mask())
     target = out["target"]
     z_dim = out["mu"].shape[1]
@@ -277,7 +279,11 @@ def evaluate_run(
 
 @torch.no_grad()
 def latents_table(
-    model: VolumetricVAE, datamodule: Any, maps: RenderedSplits | None = None, splits: Sequence[str] | None = None
+    model: VolumetricVAE,
+    datamodule: Any,
+    maps: RenderedSplits | None = None,
+    splits: Sequence[str] | None = None,
+    collected: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """Posterior means of every study of ``splits`` (default: every split).
 
@@ -290,6 +296,9 @@ def latents_table(
         The stage's rendered splits; by default every split is rendered for this call.
     splits : sequence of str, optional
         The splits encoded, in this order (default: the DataModule's, train, val, test).
+    collected : mapping of str to mapping, optional
+        Split -> the model's :func:`collect_outputs` on it: those splits' codes are read from
+        there, not encoded again (the encoder in eval mode gives the same posterior).
 
     Returns
     -------
@@ -299,16 +308,25 @@ def latents_table(
     """
     model.eval()
     maps = RenderedSplits.shared(maps, datamodule)
+    collected = collected or {}
     frames = []
     for split in datamodule.tables if splits is None else splits:
+        if split in collected:
+            out = collected[split]
+            frames.append(_latents_frame(split, out["id"], out["mu"], out["logvar"]))
+            continue
         for batch in maps.batches(datamodule, split, description=f"encoding {split}"):
-            mu, logvar = model.encode(batch["image"], batch["meta"])
-            frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
-            frame.insert(0, "split", split)
-            frame.insert(0, "id", batch["id"])
-            frame["logvar_mean"] = logvar.mean(1).numpy()
-            frames.append(frame)
+            frames.append(_latents_frame(split, batch["id"], *model.encode(batch["image"], batch["meta"])))
     return pd.concat(frames, ignore_index=True)
+
+
+def _latents_frame(split: str, ids: Sequence[str], mu: torch.Tensor, logvar: torch.Tensor) -> pd.DataFrame:
+    """Rows of :func:`latents_table` for studies ``ids`` with posteriors ``mu``, ``logvar`` (n, z)."""
+    frame = pd.DataFrame(mu.numpy(), columns=[f"z_{k:02d}" for k in range(mu.shape[1])])
+    frame.insert(0, "split", split)
+    frame.insert(0, "id", list(ids))
+    frame["logvar_mean"] = logvar.mean(1).numpy()
+    return frame
 
 
 def results_table(results: Mapping[str, VolumetricResults]) -> pd.DataFrame:

@@ -366,7 +366,11 @@ class GenerativeQuality(ResultSection):
         return cls(
             feature_space=f"PCA-{evaluation['prd_features']} of training maps (widest kernel)",
             k=evaluation["prd_k"],
-            methods=table.set_index("method").to_dict(orient="index"),
+            # Missing cells (a sample set that is not a mixture has no component count) become null.
+            methods={
+                method: {key: None if pd.isna(value) else value for key, value in row.items()}
+                for method, row in table.set_index("method").to_dict(orient="index").items()
+            },
         )
 
 
@@ -444,10 +448,14 @@ class CategoryMethod(ResultSection):
 class CategoryLevel(ResultSection):
     """The meta-analyst's view: a category's map against the mean of its held-out studies' maps.
 
-    ``model`` decodes the category query; ``training_mean`` averages the category's training maps;
+    ``model`` decodes the category query (its training studies' mean topic profile, at the prior
+    mean); ``sample_average`` is the model's map averaged over the category's studies instead: the
+    mean of one decoded prior sample for each of at most ``max_averaged`` of its training studies,
+    each from its own metadata; ``training_mean`` averages the category's training maps;
     ``mkda`` is NiMARE's ``MKDADensity`` of its training studies (``mkda_map`` names the map used).
-    ``vs_mkda`` and ``vs_training_mean``: paired bootstrap over categories of the per-category r
-    (``n_studies`` of a comparison counts categories). ``chance`` of identification is ``1 / n``.
+    ``vs_<method>``: the query map against that method, ``sample_average_vs_mkda`` the average
+    against MKDA; paired bootstraps over categories of the per-category r (``n_studies`` of a
+    comparison counts categories). ``chance`` of identification is ``1 / n``.
     """
 
     categories: list[str]
@@ -455,11 +463,15 @@ class CategoryLevel(ResultSection):
     n_test_studies: int
     chance: float
     mkda_map: str
+    max_averaged: int
     model: CategoryMethod
+    sample_average: CategoryMethod
     training_mean: CategoryMethod
     mkda: CategoryMethod
     vs_mkda: PairedComparison
+    vs_sample_average: PairedComparison
     vs_training_mean: PairedComparison
+    sample_average_vs_mkda: PairedComparison
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -545,10 +557,14 @@ class ConditionalAtlasResults(StageResults):
         return {
             "category r, model (median)": level.model.median_r,
             "category r, MKDA (median)": level.mkda.median_r,
+            "category r, model averaged over studies (median)": level.sample_average.median_r,
             "category r, training mean (median)": level.training_mean.median_r,
             "model - MKDA r, 95% CI low": level.vs_mkda.median_difference_ci[0],
             "model - MKDA r, 95% CI high": level.vs_mkda.median_difference_ci[1],
+            "averaged - MKDA r, 95% CI low": level.sample_average_vs_mkda.median_difference_ci[0],
+            "averaged - MKDA r, 95% CI high": level.sample_average_vs_mkda.median_difference_ci[1],
             "identification, model": level.model.identification_accuracy,
+            "identification, model averaged over studies": level.sample_average.identification_accuracy,
             "identification, MKDA": level.mkda.identification_accuracy,
             "between-category r, generated": size.generated,
             "between-category r, held out": size.held_out,

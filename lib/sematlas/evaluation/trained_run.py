@@ -21,7 +21,7 @@ import pandas as pd
 
 from sematlas.data.pointcloud import PointCloudDataModule
 from sematlas.evaluation.pointcloud import evaluate_pointcloud, pointcloud_latents
-from sematlas.evaluation.reconstruction import evaluate_run, latents_table, save_results
+from sematlas.evaluation.reconstruction import collect_outputs, evaluate_run, latents_table, save_results
 from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import PointCloudResults, PointCloudTraining, VolumetricResults, VolumetricTraining
 from sematlas.inference.atlas import AtlasModel
@@ -99,6 +99,8 @@ def _evaluate_maps(
     run: TrainedRun, datamodule: Any, params: Params, paths: ProfilePaths, maps: RenderedSplits
 ) -> RunEvaluation:
     atlas = AtlasModel.load(run.best_checkpoint, voxel_size=datamodule.voxel_size)
+    # The test split is run through the network once: its metrics and its rows of the latents table.
+    outputs = collect_outputs(atlas.network, datamodule, "test", maps)
     summary, per_study = evaluate_run(
         atlas.network,
         datamodule,
@@ -107,10 +109,12 @@ def _evaluate_maps(
         int(params.seed),
         maps=maps,
         baseline_store=paths.linear_baselines,
+        outputs=outputs,
     )
     results = VolumetricResults(**summary, training=VolumetricTraining.from_run(run))
     splits = None if atlas.variant in params.evaluation.latents_every_split else ["test"]
-    return RunEvaluation(atlas, results, per_study, latents_table(atlas.network, datamodule, maps, splits))
+    latents = latents_table(atlas.network, datamodule, maps, splits, collected={"test": outputs})
+    return RunEvaluation(atlas, results, per_study, latents)
 
 
 def _evaluate_points(

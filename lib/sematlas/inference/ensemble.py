@@ -21,7 +21,6 @@ distribution is the Gaussian with the mixture's first two moments
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from torch import nn
 
 from sematlas.core.errors import CheckpointError
 from sematlas.core.grid import Grid
-from sematlas.core.io import atomic_path
+from sematlas.core.io import write_nifti
 from sematlas.inference.atlas import AtlasModel, Metadata
 
 
@@ -343,11 +342,8 @@ def write_uncertainty_maps(
     written = []
     for i, name in enumerate(names):
         for field in ("mean", "aleatoric", "epistemic"):
-            target = Path(folder) / f"{name}_{field}.nii.gz"
-            with atomic_path(target) as tmp:
-                # nibabel picks the format from the file name, so write the gzipped bytes by hand.
-                tmp.write_bytes(gzip.compress(ensemble.to_nifti(getattr(prediction, field)[i]).to_bytes()))
-            written.append(target)
+            image = ensemble.to_nifti(getattr(prediction, field)[i])
+            written.append(write_nifti(image, Path(folder) / f"{name}_{field}.nii.gz"))
     return written
 
 

@@ -169,13 +169,6 @@ class PriorNetwork(nn.Module):
         return mu, logvar
 
 
-#: Learning-rate multiplier of the prior network. Its only gradient is the KL's, which chases
-#: codes that move far from 0 (posterior means of norm ~20 after three quick epochs): at the
-#: trunk's rate it reached a median generation r of 0.12 on frozen codes in 375 steps, at ten
-#: times that rate 0.18 (the ridge on the same codes: 0.18).
-PRIOR_LR_SCALE = 10.0
-
-
 class ConditionalBetaVAE(VolumetricVAE):
     """Conditional beta-VAE with FiLM, amortised imputation and adversarial year de-biasing.
 
@@ -289,14 +282,14 @@ class ConditionalBetaVAE(VolumetricVAE):
         return self.prior_net(m.to(device=device, dtype=torch.float32))
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The prior network at :data:`PRIOR_LR_SCALE` times the learning rate, everything else at 1."""
+        """The prior network at ``config.prior_lr_scale`` times the learning rate, everything else at 1."""
         if self.prior_net is None:
             return super().parameter_groups()
         prior = {id(p) for p in self.prior_net.parameters()}
         rest = [p for p in self.parameters() if id(p) not in prior]
         return [
             {"params": rest, "lr_scale": 1.0},
-            {"params": list(self.prior_net.parameters()), "lr_scale": PRIOR_LR_SCALE},
+            {"params": list(self.prior_net.parameters()), "lr_scale": self.config.prior_lr_scale},
         ]
 
     def decode(self, z: Tensor, meta: Mapping[str, Tensor] | Tensor | None = None) -> Tensor:
@@ -555,7 +548,6 @@ def receptive_field_mm(model_or_config: nn.Module | ModelConfig, voxel_size: flo
 
 
 __all__ = [
-    "PRIOR_LR_SCALE",
     "ConditionalBetaVAE",
     "GradientReversal",
     "PriorNetwork",

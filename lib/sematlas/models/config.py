@@ -313,6 +313,9 @@ class CBVAEConfig(ConditionalDecoderConfig):
         and ``beta`` weighs a KL against a calibrated likelihood. ``fixed``: the squared
         error summed over voxels (variance 1/2), the ablation. An aleatoric decoder
         learns its variance per voxel and ignores this.
+    prior_lr_scale : float
+        The prior network's learning rate as a multiple of the rest's (``prior="conditional"``):
+        its only gradient is the KL's, small against codes far from 0.
     **decoder
         ``decoder``, ``sbd_channels``, ``sbd_blocks``: see
         :class:`ConditionalDecoderConfig`; the shared fields: :class:`ModelConfig`.
@@ -329,6 +332,7 @@ class CBVAEConfig(ConditionalDecoderConfig):
     imputation: bool = True
     prior: Literal["conditional", "standard"] = "conditional"
     likelihood: Literal["learned", "fixed"] = "learned"
+    prior_lr_scale: float = 10.0
 
     def __post_init__(self) -> None:
         # YAML gives lists; tuples keep the config hashable and printable.
@@ -349,6 +353,8 @@ class CBVAEConfig(ConditionalDecoderConfig):
             raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if not self.prior_lr_scale > 0:
+            raise ValueError(f"prior_lr_scale must be positive, got {self.prior_lr_scale!r}")
         if self.decoder == "sbd" and self.aleatoric:
             raise ValueError("the Spatial Broadcast Decoder has no aleatoric head: use decoder='conv' with aleatoric")
 

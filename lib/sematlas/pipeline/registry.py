@@ -143,7 +143,17 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "09",
         "evaluation",
-        library=("analysis", "core", "data", "evaluation", "inference", "models", "reporting", "training"),
+        library=(
+            "analysis",
+            "core",
+            "data",
+            "evaluation",
+            "inference",
+            "models",
+            "pipeline.registry",
+            "reporting",
+            "training",
+        ),
         reads=("01", "02"),
         writes=("models/ablations", "results/ablations", "results/evaluation", "figures/evaluation_*"),
         parameter_files=("ablations/*.yaml",),

@@ -234,7 +234,8 @@ def _conditional_atlas_section(paths: ProfilePaths) -> Section:
     rows = tuple(
         (name, _r(method.median_r), _share(method.identification_accuracy))
         for name, method in (
-            ("model", level.model),
+            ("model (category query)", level.model),
+            ("model averaged over studies", level.sample_average),
             ("training mean", level.training_mean),
             ("NiMARE MKDA", level.mkda),
         )
@@ -242,6 +243,7 @@ def _conditional_atlas_section(paths: ProfilePaths) -> Section:
     size, cas = results.counterfactual_size, results.classification_accuracy_score
     rows += (
         ("model - MKDA [95% CI]", _difference(level.vs_mkda), ""),
+        ("averaged - MKDA [95% CI]", _difference(level.sample_average_vs_mkda), ""),
         ("between-category r: generated / held out", f"{size.generated:.3f} / {size.held_out:.3f}", ""),
         ("CAS balanced accuracy: model / ridge / real", f"{cas.model:.3f} / {cas.ridge:.3f} / {cas.real:.3f}", ""),
     )

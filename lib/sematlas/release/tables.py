@@ -95,7 +95,10 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "threshold": ("", "the criterion's boundary on delta"),
     "verdict": ("", "PASS when the criterion holds, else FAIL"),
     "train_seconds": ("s", "wall-clock training time of the run"),
-    "mixture_components": ("count", "components of the latent mixture a sample set was drawn from (0: not a mixture)"),
+    "mixture_components": (
+        "count",
+        "components of the latent mixture a sample set was drawn from (empty: not a mixture)",
+    ),
     "category": ("", "task category"),
     "n_test": ("count", "held-out (test) studies of the category"),
     "n_train": ("count", "training studies of the category"),

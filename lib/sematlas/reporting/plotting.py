@@ -177,7 +177,6 @@ def plot_ablations(table: pd.DataFrame) -> Figure:
 def plot_category_maps(
     maps: Mapping[str, np.ndarray],
     categories: Sequence[str],
-    mask: np.ndarray,
     shown: Sequence[str],
     table: pd.DataFrame | None = None,
     labels: Mapping[str, str] | None = None,
@@ -190,11 +189,10 @@ def plot_category_maps(
 
     Parameters
     ----------
-    maps : mapping of str to ndarray, shape (n_categories, n_mask_voxels)
-        Method -> the maps of every category, rows in ``categories`` order, inside ``mask``; the
-        first is the reference the slices go through.
+    maps : mapping of str to ndarray, shape (D, H, W, n_categories)
+        Method -> its category maps as saved (:meth:`~sematlas.evaluation.conditional.ConditionalAtlasEvaluation.save`),
+        volume ``k`` for ``categories[k]``; the first method is the reference the slices go through.
     categories : sequence of str
-    mask : ndarray of bool, shape (D, H, W)
     shown : sequence of str
         The categories drawn, those of ``categories`` in this order (the first ones when none is).
     table : DataFrame, optional
@@ -209,10 +207,8 @@ def plot_category_maps(
     fig, axes = plt.subplots(len(rows), 3 * len(methods), figsize=(4.2 * len(methods), 1.8 * len(rows)), squeeze=False)
     for row, name in enumerate(rows):
         index = list(categories).index(name)
-        volumes = [np.zeros(mask.shape) for _ in methods]
-        for volume, method in zip(volumes, methods):
-            volume[mask] = maps[method][index]
-        i, j, k = np.unravel_index(np.argmax(volumes[0]), mask.shape)
+        volumes = [np.asarray(maps[method][..., index]) for method in methods]
+        i, j, k = np.unravel_index(np.argmax(volumes[0]), volumes[0].shape)
         for m, (method, volume) in enumerate(zip(methods, volumes)):
             for s, image in enumerate((volume[i, :, :], volume[:, j, :], volume[:, :, k])):
                 ax = axes[row, 3 * m + s]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 import torch
 
 from sematlas.analysis.clustering import NOISE
-from sematlas.core.io import atomic_path
+from sematlas.core.io import write_nifti
 from sematlas.inference.atlas import AtlasModel
 
 
@@ -105,9 +104,5 @@ def write_drift_maps(
     written = []
     for year, pair in maps.items():
         for field, volume in zip(("mean", "sd"), pair):
-            target = Path(folder) / f"drift_{task}_{year}_{field}.nii.gz"
-            with atomic_path(target) as tmp:
-                # nibabel picks the format from the file name, so write the gzipped bytes by hand.
-                tmp.write_bytes(gzip.compress(atlas.to_nifti(volume).to_bytes()))
-            written.append(target)
+            written.append(write_nifti(atlas.to_nifti(volume), Path(folder) / f"drift_{task}_{year}_{field}.nii.gz"))
     return written

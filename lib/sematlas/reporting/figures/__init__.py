@@ -28,6 +28,7 @@ from sematlas.reporting.figures.inputs import (
     write_index,
 )
 from sematlas.reporting.figures.models import (
+    plot_conditional_atlas,
     plot_corpus,
     plot_generation,
     plot_pointcloud,
@@ -46,6 +47,7 @@ __all__ = [
     "load_results",
     "plot_cca",
     "plot_clusters",
+    "plot_conditional_atlas",
     "plot_corpus",
     "plot_forecasting",
     "plot_gate",

@@ -20,7 +20,7 @@ from sematlas.reporting.forecasting import plot_frechet
 from sematlas.reporting.hierarchy import plot_hierarchy
 
 
-# ------------------------------------------------------------------------ figure 6
+# ------------------------------------------------------------------------ figure 7
 def _gate_panel(ax: Axes, name: str, criterion: Mapping[str, Any]) -> None:
     value, threshold, passed = float(criterion["value"]), float(criterion["threshold"]), bool(criterion["pass"])
     colour = PASS_COLOUR if passed else FAIL_COLOUR
@@ -38,7 +38,7 @@ def _gate_panel(ax: Axes, name: str, criterion: Mapping[str, Any]) -> None:
 
 
 def plot_gate(results: HierarchicalResults) -> Figure:
-    """Figure 6: each stage-gate criterion against its threshold (top), the learned hierarchy (bottom).
+    """Figure 7: each stage-gate criterion against its threshold (top), the learned hierarchy (bottom).
 
     Parameters
     ----------
@@ -74,9 +74,9 @@ def plot_gate(results: HierarchicalResults) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------------ figure 7
+# ------------------------------------------------------------------------ figure 8
 def plot_cca(results: CCAResults) -> Figure:
-    """Figure 7: each canonical correlation against the 95th percentile of its permutation null.
+    """Figure 8: each canonical correlation against the 95th percentile of its permutation null.
 
     Parameters
     ----------
@@ -116,7 +116,7 @@ def plot_cca(results: CCAResults) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------------ figure 8
+# ------------------------------------------------------------------------ figure 9
 def plot_clusters(
     clusters: pd.DataFrame,
     summary: ClusteringResults,
@@ -124,7 +124,7 @@ def plot_clusters(
     shares: pd.DataFrame,
     centroids: Sequence[Any] = (),
 ) -> Figure:
-    """Figure 8: cluster sizes and noise (top), topic lift and task shares (middle), centroid maps (bottom).
+    """Figure 9: cluster sizes and noise (top), topic lift and task shares (middle), centroid maps (bottom).
 
     Parameters
     ----------
@@ -183,9 +183,9 @@ def plot_clusters(
     return fig
 
 
-# ------------------------------------------------------------------------ figure 9
+# ------------------------------------------------------------------------ figure 10
 def plot_forecasting(table: pd.DataFrame, results: ForecastingResults) -> Figure:
-    """Figure 9: Fréchet distance per held-out year of the GRU, persistence and the linear trend.
+    """Figure 10: Fréchet distance per held-out year of the GRU, persistence and the linear trend.
 
     Parameters
     ----------

@@ -22,7 +22,14 @@ from sematlas.core.io import atomic_path, write_json
 from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.results import EnsembleResults, EvaluationResults, PointCloudResults, VolumetricResults
+from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, category_map_file, read_category_maps
+from sematlas.evaluation.results import (
+    ConditionalAtlasResults,
+    EnsembleResults,
+    EvaluationResults,
+    PointCloudResults,
+    VolumetricResults,
+)
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import writer_of
 from sematlas.reporting.sources import MANIFEST, STUDIES, Source, raw_file, results_file, results_table
@@ -32,13 +39,14 @@ TITLES: dict[str, str] = {
     "fig1_data": "The curated Neurosynth v7 corpus and the profile's stratified subset",
     "fig2_reconstruction": "Held-out reconstruction of every volumetric model against PCA and the mean map",
     "fig3_generation": "Generative quality against PPCA and real maps; zero-shot task probe against chance",
-    "fig4_pointcloud": "Point-cloud C-VAE against the noise floor, nearest-study retrieval and the category pool",
-    "fig5_uncertainty": "Calibration and out-of-distribution detection of the ensembles against their goals",
-    "fig6_hierarchy": "The H-VAE stage gate and the hierarchy it learned",
-    "fig7_cca": "Canonical correlations between the volumetric and point-cloud latents against a permutation null",
-    "fig8_clusters": "HDBSCAN clusters of the latents: sizes, topic and task profiles, centroid maps",
-    "fig9_forecasting": "Forecasting the latent distribution of held-out years: GRU against persistence and trend",
-    "fig10_ablations": "Ablations: each one-change variant of the locked cbvae against its declared criterion",
+    "fig4_category_maps": "Category maps: the conditional atlas beside the held-out studies and NiMARE's MKDA",
+    "fig5_pointcloud": "Point-cloud C-VAE against the noise floor, nearest-study retrieval and the category pool",
+    "fig6_uncertainty": "Calibration and out-of-distribution detection of the ensembles against their goals",
+    "fig7_hierarchy": "The H-VAE stage gate and the hierarchy it learned",
+    "fig8_cca": "Canonical correlations between the volumetric and point-cloud latents against a permutation null",
+    "fig9_clusters": "HDBSCAN clusters of the latents: sizes, topic and task profiles, centroid maps",
+    "fig10_forecasting": "Forecasting the latent distribution of held-out years: GRU against persistence and trend",
+    "fig11_ablations": "Ablations: each one-change variant of the locked cbvae against its declared criterion",
 }
 
 #: The H-VAE's volumetric results folder (stage 05 writes it beside stage 02's variants).
@@ -60,10 +68,15 @@ def _volumetric(variant: str, name: str) -> Source[Any]:
     return results_table(f"{variant}/{name}.parquet")
 
 
+def category_maps(method: str) -> Source[Any]:
+    """One method's category maps (stage 09), read as ``(D, H, W, n_categories)``."""
+    return Source(lambda paths: category_map_file(paths, method), read_category_maps)
+
+
 def figure_inputs(paths: ProfilePaths, params: Params) -> dict[str, Inputs]:
     """Every figure's inputs, by the arguments of its ``plot_*`` function.
 
-    Figure 8 reads its cluster tables and results here; :func:`load_results` adds its
+    Figure 9 reads its cluster tables and results here; :func:`load_results` adds its
     centroid maps (named in the results) and its topic profiles' members.
     """
     variants = volumetric_variants(paths, params)
@@ -77,25 +90,30 @@ def figure_inputs(paths: ProfilePaths, params: Params) -> dict[str, Inputs]:
             "quality": results_table("evaluation/generative_quality.parquet"),
             "probe": results_file(EvaluationResults).then(lambda results: results.zero_shot_probe),
         },
-        "fig4_pointcloud": {
+        "fig4_category_maps": {
+            "results": results_file(ConditionalAtlasResults),
+            "table": results_table("evaluation/conditional_atlas_categories.parquet"),
+            "maps": {method: category_maps(method) for method in CATEGORY_MAP_LABELS},
+        },
+        "fig5_pointcloud": {
             "results": results_file(PointCloudResults),
             "per_study": results_table("pointcloud/per_study.parquet"),
         },
-        "fig5_uncertainty": {"results": results_file(EnsembleResults)},
-        "fig6_hierarchy": {"results": results_file(HierarchicalResults)},
-        "fig7_cca": {"results": results_file(CCAResults)},
-        "fig8_clusters": {
+        "fig6_uncertainty": {"results": results_file(EnsembleResults)},
+        "fig7_hierarchy": {"results": results_file(HierarchicalResults)},
+        "fig8_cca": {"results": results_file(CCAResults)},
+        "fig9_clusters": {
             "clusters": results_table("clustering/clusters.parquet"),
             "results": results_file(ClusteringResults),
             "assignments": results_table("clustering/assignments.parquet"),
             "studies": STUDIES,
             "topic_keys": raw_file(f"neurosynth/{TOPIC_KEYS_FILE}"),
         },
-        "fig9_forecasting": {
+        "fig10_forecasting": {
             "table": results_table("forecasting/frechet_by_year.parquet"),
             "results": results_file(ForecastingResults),
         },
-        "fig10_ablations": {"table": results_table("evaluation/ablations.parquet")},
+        "fig11_ablations": {"table": results_table("evaluation/ablations.parquet")},
     }
 
 
@@ -136,14 +154,14 @@ def load_results(paths: ProfilePaths, params: Params) -> dict[str, Any]:
     dict
         ``sources`` (figure -> files read) and one entry per figure: the keyword
         arguments of its ``plot_*`` function (results objects, tables, paths), but
-        figure 8's, which holds ``clusters``, ``results``, ``members`` (the assignments
+        figure 9's, which holds ``clusters``, ``results``, ``members`` (the assignments
         with their studies' topic weights, for ``cluster_profiles``), ``topic_keys`` and
         ``centroids`` (the centroid maps' paths).
 
     Raises
     ------
     FileNotFoundError
-        One line per missing file, e.g. ``figure fig7_cca needs
+        One line per missing file, e.g. ``figure fig8_cca needs
         data/results/quick/cca/results.json, written by stage 06 cca``.
     """
     declared = figure_inputs(paths, params)
@@ -165,10 +183,10 @@ def load_results(paths: ProfilePaths, params: Params) -> dict[str, Any]:
         for figure, inputs in declared.items()
     }
 
-    clusters = loaded["fig8_clusters"]
+    clusters = loaded["fig9_clusters"]
     centroids = [paths.root / name for name in clusters["results"].centroid_maps]
-    _require({"fig8_clusters": centroids}, paths)
-    needed["fig8_clusters"] += centroids
+    _require({"fig9_clusters": centroids}, paths)
+    needed["fig9_clusters"] += centroids
     studies = clusters.pop("studies").assign(id=lambda frame: frame["id"].astype(str))
     assignments = clusters.pop("assignments").assign(id=lambda frame: frame["id"].astype(str))
     topics = [c for c in studies.columns if c.startswith("topic_")]

@@ -12,7 +12,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from sematlas.evaluation.results import EnsembleResults, PointCloudResults, VolumetricResults, ZeroShotProbe
+from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, SHOWN_CATEGORIES
+from sematlas.evaluation.results import (
+    ConditionalAtlasResults,
+    EnsembleResults,
+    PointCloudResults,
+    VolumetricResults,
+    ZeroShotProbe,
+)
 from sematlas.reporting.figures.style import (
     BASELINE,
     BASELINE_LIGHT,
@@ -23,7 +30,7 @@ from sematlas.reporting.figures.style import (
     grow,
     method_colour,
 )
-from sematlas.reporting.plotting import plot_generative_quality
+from sematlas.reporting.plotting import plot_category_maps, plot_generative_quality
 from sematlas.reporting.pointcloud import plot_metric_comparison
 
 
@@ -195,9 +202,9 @@ def plot_generation(quality: pd.DataFrame, probe: ZeroShotProbe) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------------ figure 4
+# ------------------------------------------------------------------------ figure 5
 def plot_pointcloud(results: PointCloudResults, per_study: pd.DataFrame) -> Figure:
-    """Figure 4: the point-cloud C-VAE, per study (top) and median Chamfer/EMD per method (bottom).
+    """Figure 5: the point-cloud C-VAE, per study (top) and median Chamfer/EMD per method (bottom).
 
     Parameters
     ----------
@@ -256,9 +263,9 @@ def plot_pointcloud(results: PointCloudResults, per_study: pd.DataFrame) -> Figu
     return fig
 
 
-# ------------------------------------------------------------------------ figure 5
+# ------------------------------------------------------------------------ figure 6
 def plot_uncertainty(results: EnsembleResults) -> Figure:
-    """Figure 5: ECE before/after temperature scaling (left) and OOD AUROC per kind (right), against the goals.
+    """Figure 6: ECE before/after temperature scaling (left) and OOD AUROC per kind (right), against the goals.
 
     Parameters
     ----------
@@ -320,4 +327,42 @@ def plot_uncertainty(results: EnsembleResults) -> Figure:
     return fig
 
 
-__all__ = ["plot_corpus", "plot_generation", "plot_pointcloud", "plot_reconstruction", "plot_uncertainty"]
+def plot_conditional_atlas(
+    results: ConditionalAtlasResults, table: pd.DataFrame, maps: Mapping[str, np.ndarray]
+) -> Figure:
+    """Figure 4: the model's map for a category query beside the held-out studies' mean map and MKDA's.
+
+    Parameters
+    ----------
+    results : ConditionalAtlasResults
+        Its ``category_level.categories`` order the volumes; its ``variant`` names the model.
+    table : DataFrame
+        ``conditional_atlas_categories.parquet``: each map's r with the held-out map, in the titles.
+    maps : mapping of str to ndarray, shape (D, H, W, n_categories)
+        ``held_out``, ``model`` and ``mkda``, as saved by stage 09.
+    """
+    fig = plot_category_maps(
+        {method: maps[method] for method in CATEGORY_MAP_LABELS},
+        results.category_level.categories,
+        shown=SHOWN_CATEGORIES,
+        table=table,
+        labels=CATEGORY_MAP_LABELS | {"model": results.variant},
+    )
+    fig.suptitle(
+        f"median r with the held-out map over {len(results.category_level.categories)} categories: "
+        f"{results.variant} {results.category_level.model.median_r:.2f}, "
+        f"MKDA {results.category_level.mkda.median_r:.2f}",
+        y=1.01,
+        fontsize=9,
+    )
+    return fig
+
+
+__all__ = [
+    "plot_conditional_atlas",
+    "plot_corpus",
+    "plot_generation",
+    "plot_pointcloud",
+    "plot_reconstruction",
+    "plot_uncertainty",
+]
