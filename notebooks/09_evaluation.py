@@ -58,11 +58,7 @@ from sematlas.analysis.ablation import ablation_summary, ablation_table, load_ab
 from sematlas.core.io import write_parquet
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.conditional import (
-    CATEGORY_MAP_LABELS,
-    evaluate_conditional_atlas,
-    load_category_maps,
-)
+from sematlas.evaluation.conditional import evaluate_conditional_atlas
 from sematlas.evaluation.generative import evaluate_generation
 from sematlas.evaluation.probe import run_probe
 from sematlas.evaluation.reconstruction import training_sample
@@ -70,8 +66,9 @@ from sematlas.evaluation.rendered import RenderedSplits
 from sematlas.evaluation.results import AblationSummary, EvaluationResults, GenerativeQuality, ZeroShotProbe
 from sematlas.inference.atlas import AtlasModel
 from sematlas.models.registry import MAIN_VARIANT
-from sematlas.reporting.figures import plot_conditional_atlas
+from sematlas.reporting.figures import CATEGORY_MAP_LABELS, plot_conditional_atlas
 from sematlas.reporting.plotting import plot_ablations, plot_generative_quality, plot_probe
+from sematlas.reporting.sources import category_maps
 from sematlas.training.run import make_datamodule
 
 params = load_params(profile)
@@ -195,7 +192,7 @@ conditional.categories.round(3)
 # nilearn), as the manuscript's figure 4 is:
 
 # %%
-saved_maps = {method: load_category_maps(paths, method) for method in CATEGORY_MAP_LABELS}
+saved_maps = {method: category_maps(method).load(paths) for method in CATEGORY_MAP_LABELS}
 fig = plot_conditional_atlas(conditional.results, conditional.categories, saved_maps)
 fig.savefig(paths.figures / "evaluation_category_maps.png", dpi=120, bbox_inches="tight")
 

@@ -20,7 +20,6 @@ from sematlas.evaluation.baselines import MLPBaseline, mkda_map
 from sematlas.evaluation.cas import accuracy_comparison, classification_accuracy_score, meta_rows, per_category_sample
 from sematlas.evaluation.conditional import (
     category_level,
-    category_map_file,
     category_means,
     correlation_matrix,
     counterfactual_size,
@@ -281,7 +280,7 @@ def test_evaluate_conditional_atlas_measures_and_saves_a_tiny_model(untrained_cb
     # One 4-D MNI152 image per method: volume k is category k, its brain voxels the map's values.
     mask = two_categories.grid.mask()
     for method, rows in evaluation.maps.items():
-        image = nib.load(category_map_file(paths, method))
+        image = nib.load(ConditionalAtlasResults.map_file(paths, method))
         assert image.shape == (*mask.shape, 2) and int(image.header["sform_code"]) == 4
         volumes = np.asarray(image.dataobj)
         np.testing.assert_allclose(volumes[mask].T, rows, rtol=1e-6)

@@ -33,8 +33,9 @@ from results_examples import (
 from sematlas.core.grid import Grid
 from sematlas.core.io import write_nifti
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, category_map_file
+from sematlas.evaluation.results import ConditionalAtlasResults
 from sematlas.reporting import figures
+from sematlas.reporting.figures import CATEGORY_MAP_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +150,7 @@ def _write_profile(paths: ProfilePaths) -> dict:
         table.to_parquet(paths.results / relative)
     grid = Grid(4)
     for k, method in enumerate(CATEGORY_MAP_LABELS):
-        write_nifti(grid.to_nifti(np.full((*grid.shape, 3), float(k))), category_map_file(paths, method))
+        write_nifti(grid.to_nifti(np.full((*grid.shape, 3), float(k))), ConditionalAtlasResults.map_file(paths, method))
     pd.DataFrame({"id": ["1", "3"], "cluster": [0, 1]}).to_parquet(paths.results / "clustering" / "assignments.parquet")
     for centroid in objects["clustering"].centroid_maps:
         (paths.root / centroid).write_bytes(b"")

@@ -70,17 +70,6 @@ MIN_TEST_STUDIES = 10
 EXCLUDED_CATEGORIES = ("other",)
 #: ``|generated - held_out|`` of the counterfactual size the conditional atlas aims at.
 COUNTERFACTUAL_SIZE_GOAL = Goal(0.1, "at_most")
-#: Folder of the category maps under ``data/results/<profile>/``: ``<method>.nii.gz``, one volume per category.
-CATEGORY_MAPS_FOLDER = "evaluation/category_maps"
-#: The categories the figures draw (those measured, in this order): the field's best-known maps.
-SHOWN_CATEGORIES = ("pain", "working_memory", "language", "visual", "motor", "face")
-#: How the figures name the methods of the category maps.
-CATEGORY_MAP_LABELS = {
-    "held_out": "held-out studies",
-    "model": "model",
-    "sample_average": "model, averaged over studies",
-    "mkda": "NiMARE MKDA",
-}
 
 
 # ------------------------------------------------------------------ category maps
@@ -251,7 +240,7 @@ class ConditionalAtlasEvaluation:
         """Write the results file, its two tables and the category maps, each atomically.
 
         Beside ``conditional_atlas.json``: ``conditional_atlas_categories.parquet``,
-        ``conditional_atlas_cas.parquet`` and, under :data:`CATEGORY_MAPS_FOLDER`, one 4-D
+        ``conditional_atlas_cas.parquet`` and, under ``ConditionalAtlasResults.MAPS_FOLDER``, one 4-D
         NIfTI image per method (MNI152, the widest kernel; volume ``k`` is the ``k``-th of the
         results' ``category_level.categories``), for FSLeyes, nilearn and the manuscript figure.
 
@@ -273,28 +262,9 @@ class ConditionalAtlasEvaluation:
         for method, rows in self.maps.items():
             volumes = np.zeros((*mask.shape, len(rows)), dtype=np.float32)
             volumes[mask] = rows.T
-            write_nifti(grid.to_nifti(volumes, f"sematlas {method} category maps"), category_map_file(paths, method))
+            image = grid.to_nifti(volumes, f"sematlas {method} category maps")
+            write_nifti(image, ConditionalAtlasResults.map_file(paths, method))
         return self.results.save(target)
-
-
-def category_map_file(paths: ProfilePaths, method: str) -> Path:
-    """``data/results/<profile>/evaluation/category_maps/<method>.nii.gz`` (``held_out``, ``model``, ``mkda``, ...)."""
-    return paths.results / CATEGORY_MAPS_FOLDER / f"{method}.nii.gz"
-
-
-def read_category_maps(path: Path) -> np.ndarray:
-    """The category maps of one saved file, ``(D, H, W, n_categories)`` float32."""
-    import nibabel as nib
-
-    image = nib.load(path)
-    if not isinstance(image, nib.Nifti1Image):
-        raise ValueError(f"{path} is not a NIfTI-1 image: not a category-maps file of stage 09")
-    return np.asarray(image.dataobj, dtype=np.float32)
-
-
-def load_category_maps(paths: ProfilePaths, method: str) -> np.ndarray:
-    """One method's saved category maps (:meth:`ConditionalAtlasEvaluation.save`), ``(D, H, W, n_categories)``."""
-    return read_category_maps(category_map_file(paths, method))
 
 
 def evaluate_conditional_atlas(
@@ -441,15 +411,11 @@ def evaluate_conditional_atlas(
 
 
 __all__ = [
-    "CATEGORY_MAPS_FOLDER",
-    "CATEGORY_MAP_LABELS",
     "COUNTERFACTUAL_SIZE_GOAL",
     "EXCLUDED_CATEGORIES",
     "MIN_TEST_STUDIES",
-    "SHOWN_CATEGORIES",
     "ConditionalAtlasEvaluation",
     "category_generator",
-    "category_map_file",
     "category_level",
     "category_means",
     "correlation_matrix",
@@ -457,6 +423,4 @@ __all__ = [
     "evaluate_conditional_atlas",
     "evaluated_categories",
     "identification",
-    "load_category_maps",
-    "read_category_maps",
 ]

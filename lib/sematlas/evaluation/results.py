@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import pandas as pd
 
@@ -29,6 +29,11 @@ from sematlas.core.params import EnsembleParams, EvaluationParams
 from sematlas.core.results import ResultSection, StageResults, Table, parse
 from sematlas.evaluation.criteria import ECE_GOAL, OOD_AUROC_GOAL
 from sematlas.evaluation.paired import PairedComparison
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sematlas.core.paths import ProfilePaths
 
 
 class _TrainedRun(Protocol):
@@ -543,6 +548,17 @@ class ConditionalAtlasResults(StageResults):
     """
 
     LOCATION: ClassVar[str] = "evaluation/conditional_atlas.json"
+    #: The category maps beside it: ``<method>.nii.gz``, 4-D, volume ``k`` for ``category_level.categories[k]``.
+    MAPS_FOLDER: ClassVar[str] = "evaluation/category_maps"
+    #: The methods whose category maps are saved, in the order the figures draw them.
+    MAP_METHODS: ClassVar[tuple[str, ...]] = ("held_out", "model", "sample_average", "training_mean", "mkda")
+
+    @classmethod
+    def map_file(cls, paths: ProfilePaths, method: str) -> Path:
+        """``data/results/<profile>/evaluation/category_maps/<method>.nii.gz`` (one of :attr:`MAP_METHODS`)."""
+        if method not in cls.MAP_METHODS:
+            raise ValueError(f"no category maps of method {method!r}: one of {cls.MAP_METHODS}")
+        return paths.results / cls.MAPS_FOLDER / f"{method}.nii.gz"
 
     profile: str
     variant: str

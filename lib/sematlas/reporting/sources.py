@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from sematlas.core.io import read_json
 from sematlas.core.paths import ProfilePaths
 from sematlas.core.results import StageResults
+from sematlas.evaluation.results import ConditionalAtlasResults
 from sematlas.pipeline.registry import Stage, writer_of
 
 _T = TypeVar("_T")
@@ -69,9 +71,23 @@ STUDIES: Source[pd.DataFrame] = Source(lambda paths: paths.processed / "studies.
 MANIFEST: Source[Any] = Source(lambda paths: paths.processed / "manifest.json", read_json)
 
 
+def category_maps(method: str) -> Source[np.ndarray]:
+    """One method's category maps of stage 09 (``ConditionalAtlasResults.map_file``), ``(D, H, W, n_categories)``."""
+    return Source(lambda paths: ConditionalAtlasResults.map_file(paths, method), _read_4d_nifti)
+
+
+def _read_4d_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image) or image.ndim != 4:
+        raise ValueError(f"{path} is not a 4-D NIfTI-1 image of category maps")
+    return np.asarray(image.dataobj, dtype=np.float32)
+
+
 def raw_file(name: str) -> Source[Path]:
     """A fetched input under ``data/raw/``, passed on as its path."""
     return Source(lambda paths: paths.raw / name, lambda path: path)
 
 
-__all__ = ["MANIFEST", "STUDIES", "Source", "raw_file", "results_file", "results_table"]
+__all__ = ["MANIFEST", "STUDIES", "Source", "category_maps", "raw_file", "results_file", "results_table"]

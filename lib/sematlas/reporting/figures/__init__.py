@@ -28,6 +28,7 @@ from sematlas.reporting.figures.inputs import (
     write_index,
 )
 from sematlas.reporting.figures.models import (
+    CATEGORY_MAP_LABELS,
     plot_conditional_atlas,
     plot_corpus,
     plot_generation,
@@ -40,6 +41,7 @@ from sematlas.reporting.figures.style import BASELINE, BASELINE_LIGHT, MODEL, RE
 __all__ = [
     "BASELINE",
     "BASELINE_LIGHT",
+    "CATEGORY_MAP_LABELS",
     "MODEL",
     "REFERENCE",
     "TITLES",

@@ -22,7 +22,6 @@ from sematlas.core.io import atomic_path, write_json
 from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, category_map_file, read_category_maps
 from sematlas.evaluation.results import (
     ConditionalAtlasResults,
     EnsembleResults,
@@ -32,7 +31,8 @@ from sematlas.evaluation.results import (
 )
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import writer_of
-from sematlas.reporting.sources import MANIFEST, STUDIES, Source, raw_file, results_file, results_table
+from sematlas.reporting.figures.models import CATEGORY_MAP_LABELS
+from sematlas.reporting.sources import MANIFEST, STUDIES, Source, category_maps, raw_file, results_file, results_table
 
 #: Manuscript figure name -> title (also the README figure index and ``index.json``).
 TITLES: dict[str, str] = {
@@ -66,11 +66,6 @@ def _volumetric(variant: str, name: str) -> Source[Any]:
     if name == "test_results":
         return results_file(VolumetricResults, variant=variant)
     return results_table(f"{variant}/{name}.parquet")
-
-
-def category_maps(method: str) -> Source[Any]:
-    """One method's category maps (stage 09), read as ``(D, H, W, n_categories)``."""
-    return Source(lambda paths: category_map_file(paths, method), read_category_maps)
 
 
 def figure_inputs(paths: ProfilePaths, params: Params) -> dict[str, Inputs]:

@@ -12,7 +12,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from sematlas.evaluation.conditional import CATEGORY_MAP_LABELS, SHOWN_CATEGORIES
 from sematlas.evaluation.results import (
     ConditionalAtlasResults,
     EnsembleResults,
@@ -327,6 +326,17 @@ def plot_uncertainty(results: EnsembleResults) -> Figure:
     return fig
 
 
+#: The categories figure 4 draws (those measured, in this order): the field's best-known maps.
+SHOWN_CATEGORIES = ("pain", "working_memory", "language", "visual", "motor", "face")
+#: Figure 4's columns: the saved category maps it draws (``ConditionalAtlasResults.MAP_METHODS``) and their names.
+CATEGORY_MAP_LABELS = {
+    "held_out": "held-out studies",
+    "model": "model",
+    "sample_average": "model, averaged over studies",
+    "mkda": "NiMARE MKDA",
+}
+
+
 def plot_conditional_atlas(
     results: ConditionalAtlasResults, table: pd.DataFrame, maps: Mapping[str, np.ndarray]
 ) -> Figure:
@@ -359,6 +369,8 @@ def plot_conditional_atlas(
 
 
 __all__ = [
+    "CATEGORY_MAP_LABELS",
+    "SHOWN_CATEGORIES",
     "plot_conditional_atlas",
     "plot_corpus",
     "plot_generation",
