@@ -127,16 +127,7 @@ def _write_profile(paths: ProfilePaths) -> dict:
     for variant, results in objects.items():
         results.save(results.location(paths))
         table.to_parquet(paths.results / variant / "per_study.parquet")
-    for name in (
-        "pointcloud",
-        "ensemble",
-        "hierarchical",
-        "cca",
-        "clustering",
-        "forecasting",
-        "evaluation",
-        "conditional_atlas",
-    ):
+    for name in (stage for stage in EXAMPLES if stage != "volumetric"):  # every stage's results file
         objects[name] = EXAMPLES[name]()
         objects[name].save(objects[name].location(paths))
     for relative in (
@@ -213,7 +204,7 @@ def test_plot_conditional_atlas_draws_the_shown_categories_with_their_r_and_the_
     assert [ax.get_title() for ax in fig.axes[12:24] if ax.get_title()] == [
         "held-out studies",
         "cbvae (r = 0.30)",
-        "model, averaged over studies",
+        "study average",
         "NiMARE MKDA (r = 0.60)",
     ]
     assert "cbvae 0.45, MKDA 0.78" in fig._suptitle.get_text()

@@ -332,7 +332,7 @@ SHOWN_CATEGORIES = ("pain", "working_memory", "language", "visual", "motor", "fa
 CATEGORY_MAP_LABELS = {
     "held_out": "held-out studies",
     "model": "model",
-    "sample_average": "model, averaged over studies",
+    "sample_average": "study average",
     "mkda": "NiMARE MKDA",
 }
 
