@@ -31,9 +31,11 @@ TOPIC_KEYS = [["emotional", "amygdala", "fear"], ["pain", "painful", "noxious"],
 
 
 def _command() -> list[str]:
-    """The installed console script where this environment has it, else ``python -m sematlas.cli``."""
+    """The installed console script (``[project.scripts]`` of lib/pyproject.toml), beside this Python."""
     script = Path(sys.executable).with_name("sematlas")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "sematlas.cli"]
+    if not script.is_file():
+        pytest.fail(f"the sematlas console script is not installed beside {sys.executable}: pip install -e lib")
+    return [str(script)]
 
 
 def sematlas(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
