@@ -207,7 +207,7 @@ def test_plot_conditional_atlas_draws_the_shown_categories_with_their_r_and_the_
         "study average",
         "NiMARE MKDA (r = 0.60)",
     ]
-    assert "cbvae 0.45, MKDA 0.78" in fig._suptitle.get_text()
+    assert "cbvae 0.45, study average 0.70, MKDA 0.78" in fig._suptitle.get_text()
 
 
 # ------------------------------------------------------------------------ figures 1-5

@@ -361,6 +361,7 @@ def plot_conditional_atlas(
     fig.suptitle(
         f"median r with the held-out map over {len(results.category_level.categories)} categories: "
         f"{results.variant} {results.category_level.model.median_r:.2f}, "
+        f"study average {results.category_level.sample_average.median_r:.2f}, "
         f"MKDA {results.category_level.mkda.median_r:.2f}",
         y=1.01,
         fontsize=9,
