@@ -10,13 +10,8 @@ from typing import Any
 
 from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.params import load_params
-from sematlas.evaluation.results import (
-    ConditionalAtlasResults,
-    EnsembleResults,
-    EvaluationResults,
-    PointCloudResults,
-    VolumetricResults,
-)
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
+from sematlas.evaluation.results import EnsembleResults, EvaluationResults, PointCloudResults, VolumetricResults
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params("ci", ROOT)

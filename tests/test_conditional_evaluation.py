@@ -16,6 +16,7 @@ import torch
 from sematlas.core.grid import Grid
 from sematlas.core.paths import ProfilePaths
 from sematlas.data.datamodule import NeurosynthDataModule
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.evaluation.baselines import MLPBaseline, mkda_map
 from sematlas.evaluation.cas import accuracy_comparison, classification_accuracy_score, meta_rows, per_category_sample
 from sematlas.evaluation.conditional import (
@@ -27,7 +28,6 @@ from sematlas.evaluation.conditional import (
     evaluated_categories,
     identification,
 )
-from sematlas.evaluation.results import ConditionalAtlasResults
 
 
 def _maps(n: int, n_voxels: int = 400, seed: int = 0) -> np.ndarray:

@@ -33,7 +33,7 @@ from results_examples import (
 from sematlas.core.grid import Grid
 from sematlas.core.io import write_nifti
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.results import ConditionalAtlasResults
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.reporting import figures
 from sematlas.reporting.figures import CATEGORY_MAP_LABELS
 

@@ -22,10 +22,10 @@ import torch
 from sematlas.core.metadata import meta_batches
 from sematlas.core.progress import progress
 from sematlas.core.stats import balanced_accuracy
+from sematlas.evaluation.atlas_results import AccuracyComparison
 from sematlas.evaluation.baselines import PCABaseline, RidgeBaseline, metadata_matrix, training_sample_rows
 from sematlas.evaluation.paired import CONFIDENCE, N_RESAMPLES
 from sematlas.evaluation.reconstruction import native_widest
-from sematlas.evaluation.results import AccuracyComparison
 
 if TYPE_CHECKING:
     from sematlas.models import VolumetricVAE
@@ -205,7 +205,7 @@ def classification_accuracy_score(
     Returns
     -------
     summary : dict
-        The fields of :class:`~sematlas.evaluation.results.ClassificationAccuracyScore`.
+        The fields of :class:`~sematlas.evaluation.atlas_results.ClassificationAccuracyScore`.
     table : DataFrame
         One row per held-out study of ``categories``: ``row`` (in the split), ``category`` and
         ``predicted_model``, ``predicted_ridge``, ``predicted_real``.

@@ -41,6 +41,7 @@ import torch
 
 from sematlas.core.io import write_nifti, write_parquet
 from sematlas.core.results import parse
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.evaluation.baselines import MKDA_MAP, mkda_map
 from sematlas.evaluation.cas import (
     CAS_PER_CATEGORY,
@@ -53,7 +54,6 @@ from sematlas.evaluation.criteria import Goal
 from sematlas.evaluation.paired import paired_bootstrap
 from sematlas.evaluation.reconstruction import native_widest
 from sematlas.evaluation.rendered import RenderedSplits
-from sematlas.evaluation.results import ConditionalAtlasResults
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -35,13 +35,9 @@ from sematlas.core.io import read_json, write_json
 from sematlas.core.params import load_params
 from sematlas.core.paths import ProfilePaths
 from sematlas.core.results import StageResults
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.evaluation.paired import PairedComparison
-from sematlas.evaluation.results import (
-    ConditionalAtlasResults,
-    EvaluationResults,
-    PointCloudResults,
-    VolumetricResults,
-)
+from sematlas.evaluation.results import EvaluationResults, PointCloudResults, VolumetricResults
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import STAGES, UnknownStage, writer_of
 

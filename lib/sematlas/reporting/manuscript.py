@@ -36,9 +36,9 @@ import yaml
 from sematlas.analysis.results import CCAResults, ClusteringResults, ForecastingResults, HierarchicalResults
 from sematlas.core.io import atomic_path
 from sematlas.core.paths import ProfilePaths
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.evaluation.paired import PairedComparison
 from sematlas.evaluation.results import (
-    ConditionalAtlasResults,
     EnsembleResults,
     EvaluationResults,
     PointCloudResults,

@@ -19,7 +19,7 @@ import pandas as pd
 from sematlas.core.io import read_json
 from sematlas.core.paths import ProfilePaths
 from sematlas.core.results import StageResults
-from sematlas.evaluation.results import ConditionalAtlasResults
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
 from sematlas.pipeline.registry import Stage, writer_of
 
 _T = TypeVar("_T")

@@ -22,13 +22,8 @@ from sematlas.core.io import atomic_path, write_json
 from sematlas.core.metadata import TOPIC_KEYS_FILE
 from sematlas.core.params import Params
 from sematlas.core.paths import ProfilePaths
-from sematlas.evaluation.results import (
-    ConditionalAtlasResults,
-    EnsembleResults,
-    EvaluationResults,
-    PointCloudResults,
-    VolumetricResults,
-)
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
+from sematlas.evaluation.results import EnsembleResults, EvaluationResults, PointCloudResults, VolumetricResults
 from sematlas.models.registry import HIERARCHICAL_VARIANT
 from sematlas.pipeline.registry import writer_of
 from sematlas.reporting.figures.models import CATEGORY_MAP_LABELS

@@ -12,13 +12,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from sematlas.evaluation.results import (
-    ConditionalAtlasResults,
-    EnsembleResults,
-    PointCloudResults,
-    VolumetricResults,
-    ZeroShotProbe,
-)
+from sematlas.evaluation.atlas_results import ConditionalAtlasResults
+from sematlas.evaluation.results import EnsembleResults, PointCloudResults, VolumetricResults, ZeroShotProbe
 from sematlas.reporting.figures.style import (
     BASELINE,
     BASELINE_LIGHT,
